@@ -1,0 +1,5 @@
+import sys
+
+from attnvision.cli import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+"""Data: image files in any common mode, and the sample images that ship with the package."""
+
+from attnvision.data.images import SAMPLES, load_image, sample_image, to_tensor
+
+__all__ = ["SAMPLES", "load_image", "sample_image", "to_tensor"]

@@ -1,0 +1,1 @@
+"""Pictures: heatmaps, patch grids, attention overlays and the course's figures."""

@@ -1,0 +1,35 @@
+"""A plain HTML page that shows the pictures a command wrote, with captions."""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+from attnvision.files import atomic_path
+
+CAPTIONS = {
+    "positional_encoding": "Sinusoidal positional encoding p_t (50 positions x 128 dimensions): "
+                           "p_t[2k] = sin(w_k t), p_t[2k+1] = cos(w_k t), w_k = 1/10000^(2k/D).",
+    "position_similarity": "K = P . P^T: the similarity of two positions depends on their "
+                           "distance, and peaks on the diagonal.",
+    "patch_grid": "An image cut into 16 x 16 patches; each patch is one token of P*P*C values.",
+    "attention_maps": "Rows of the attention matrix A of one encoder block, for three query "
+                      "patches and four heads.",
+}
+
+
+def write_index(path: str | os.PathLike[str], title: str, files: dict[str, Path],
+                base: str | os.PathLike[str]) -> Path:
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+             "img{max-width:100%;border:1px solid #ccc}</style>",
+             f"<h1>{html.escape(title)}</h1>"]
+    for name, file in files.items():
+        rel = os.path.relpath(file, base)
+        parts.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2>"
+                     f"<p>{html.escape(CAPTIONS.get(name, ''))}</p>"
+                     f"<img src='{html.escape(rel)}' alt='{html.escape(name)}'>")
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    return Path(path)

@@ -1,0 +1,87 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from attnvision.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FIGURES = {"positional_encoding", "position_similarity", "patch_grid", "attention_maps"}
+
+
+def assert_valid_png(path):
+    with open(path, "rb") as f:
+        assert f.read(8) == PNG_MAGIC
+    with Image.open(path) as img:
+        img.verify()
+    with Image.open(path) as img:
+        assert img.size[0] > 200 and img.size[1] > 200
+        assert np.asarray(img.convert("L")).std() > 5  # not a blank picture
+
+
+def test_figures_writes_valid_pngs_and_json(tmp_path, capsys):
+    assert main(["figures", "--out", str(tmp_path / "figs"), "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["files"]) == FIGURES
+    for path in result["files"].values():
+        assert_valid_png(path)
+    leftovers = [p for p in (tmp_path / "figs").iterdir() if p.suffix != ".png"]
+    assert leftovers == []  # no temporary files left behind
+
+
+def test_figures_on_a_user_image_in_rgba_and_other_patch_size(tmp_path, capsys):
+    rgba = np.random.default_rng(0).integers(0, 255, (100, 140, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "in.png")
+    code = main(["figures", "--out", str(tmp_path / "o"), "--image", str(tmp_path / "in.png"),
+                 "--patch-size", "8", "--size", "64", "--json", "--quiet"])
+    assert code == 0
+    for path in json.loads(capsys.readouterr().out)["files"].values():
+        assert_valid_png(path)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["figures"], "the following arguments are required: --out"),
+    (["figures", "--out", "x", "--patch-size", "abc"], "invalid int value"),
+    (["figures", "--out", "{out}", "--size", "100"], "not a multiple of --patch-size 16"),
+    (["figures", "--out", "{out}", "--image", "{missing}"], "image not found"),
+    (["figures", "--out", "{out}", "--image", "{notimage}"], "not an image file"),
+    (["figures", "--out", "{file}"], "is an existing file"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(tmp_path, capsys, args, message):
+    (tmp_path / "notimage.png").write_text("hello")
+    (tmp_path / "afile").write_text("x")
+    subs = {"out": str(tmp_path / "o"), "missing": str(tmp_path / "nope.png"),
+            "notimage": str(tmp_path / "notimage.png"), "file": str(tmp_path / "afile")}
+    args = [a.format(**subs) for a in args]
+    with pytest.raises(SystemExit) as exc:
+        sys.exit(main(args))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert "Traceback" not in err[0]
+
+
+def test_demo_writes_figures_and_index(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    index = (tmp_path / "demo" / "index.html").read_text()
+    for name, path in result["files"].items():
+        assert_valid_png(path)
+        assert name.replace("_", " ") in index
+
+
+def test_console_script_and_module_entry_point(tmp_path):
+    script = Path(sys.executable).parent / "attnvision"  # installed beside this interpreter
+    for exe in ([str(script)], [sys.executable, "-m", "attnvision"]):
+        out = subprocess.run([*exe, "figures", "--out", str(tmp_path / exe[-1][-5:]), "--json",
+                              "--quiet"], capture_output=True, text=True, check=False)
+        assert out.returncode == 0, out.stderr
+        assert set(json.loads(out.stdout)["files"]) == FIGURES
+        bad = subprocess.run([*exe, "figures", "--size", "-3"], capture_output=True, text=True,
+                             check=False)
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
