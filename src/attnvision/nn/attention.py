@@ -80,6 +80,22 @@ def _per_head(t: Tensor | None) -> Tensor | None:
     return t[:, None] if t is not None and t.ndim == 3 else t
 
 
+def attend_heads(q: Tensor, k: Tensor, v: Tensor, out_proj: nn.Module, mask: Tensor | None,
+                 bias: Tensor | None, return_attention: bool, dropout_p: float
+                 ) -> Tensor | tuple[Tensor, Tensor]:
+    """Attention of every head, heads merged, then the output projection.
+
+    q: (B, H, Nq, d), k: (B, H, Nk, d), v: (B, H, Nk, d) -> (B, Nq, H*d -> D)
+    [, attention (B, H, Nq, Nk)].
+    """
+    out = scaled_dot_product_attention(q, k, v, mask=_per_head(mask), bias=_per_head(bias),
+                                       return_attention=return_attention, dropout_p=dropout_p)
+    if return_attention:
+        out, attn = out
+        return out_proj(merge_heads(out)), attn
+    return out_proj(merge_heads(out))
+
+
 class MultiHeadAttention(nn.Module):
     """k heads of attention with their own Q, K, V projections and one output projection.
 
@@ -114,13 +130,8 @@ class MultiHeadAttention(nn.Module):
         qh = split_heads(self.q_proj(q), self.num_heads)  # (B, H, Nq, d)
         kh = split_heads(self.k_proj(k), self.num_heads)  # (B, H, Nk, d)
         vh = split_heads(self.v_proj(v), self.num_heads)  # (B, H, Nk, d)
-        out = scaled_dot_product_attention(
-            qh, kh, vh, mask=_per_head(mask), bias=_per_head(bias),
-            return_attention=return_attention, dropout_p=self.dropout if self.training else 0.0)
-        if return_attention:
-            out, attn = out
-            return self.out_proj(merge_heads(out)), attn  # (B, Nq, D), (B, H, Nq, Nk)
-        return self.out_proj(merge_heads(out))  # (B, Nq, D)
+        return attend_heads(qh, kh, vh, self.out_proj, mask, bias, return_attention,
+                            self.dropout if self.training else 0.0)
 
 
 class SelfAttention(nn.Module):
@@ -147,10 +158,5 @@ class SelfAttention(nn.Module):
         b, n, d = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, d)
-        out = scaled_dot_product_attention(
-            q, k, v, mask=_per_head(mask), bias=_per_head(bias),
-            return_attention=return_attention, dropout_p=self.dropout if self.training else 0.0)
-        if return_attention:
-            out, attn = out
-            return self.proj(merge_heads(out)), attn  # (B, N, D), (B, H, N, N)
-        return self.proj(merge_heads(out))  # (B, N, D)
+        return attend_heads(q, k, v, self.proj, mask, bias, return_attention,
+                            self.dropout if self.training else 0.0)
