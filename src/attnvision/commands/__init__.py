@@ -1,0 +1,1 @@
+"""What each ``attnvision`` sub-command does; cli.py only parses arguments and reports."""
