@@ -96,3 +96,21 @@ def test_bad_input_is_one_line_and_exit_2(digits_run, tmp_path, capsys, args, me
 def test_best_checkpoint_of_the_loop_loads_through_its_json(digits_run):
     model = load_checkpoint(digits_run / "best.safetensors")  # no metadata: config from best.json
     assert model.config.img_size == 8
+
+
+def test_the_same_command_runs_under_torchrun(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+         "-m", "attnvision", "train", "vit", "--dataset", "digits", "--epochs", "2",
+         "--out", str(tmp_path), "--json", "--quiet"],
+        capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)  # one JSON document: only rank 0 reports
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["world_size"] == 2 and result["epochs"] == 2
+    assert load_checkpoint(tmp_path / "model.safetensors").config.img_size == 8

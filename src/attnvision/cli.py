@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -54,6 +55,8 @@ def _human(result: dict[str, Any]) -> list[str]:
 def _run(command: Command) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         result = command(args)
+        if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone reports
+            return 0
         if args.json:
             print(json.dumps(result, indent=2, default=str))
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                         f"{defaults['config']}")
     torch.manual_seed(args.seed)
     model = VisionTransformer(cfg)
-    log(f"attnvision train vit: {model.num_parameters():,} parameters, {ds.describe()}")
+    if os.environ.get("RANK", "0") == "0":
+        log(f"attnvision train vit: {model.num_parameters():,} parameters, {ds.describe()}")
     train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
                             warmup_epochs=min(args.warmup_epochs, epochs / 2),
                             weight_decay=args.weight_decay, seed=args.seed, amp=args.amp,
