@@ -15,61 +15,36 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from attnvision.errors import UserError
 from attnvision.files import atomic_path
 from attnvision.vit.configs import CONFIGS, ViTConfig, get_config
 from attnvision.vit.model import VisionTransformer, resample_pos_embed
+from attnvision.weights import corrupt, existing_file, key_problems, read_weights
 
 FORMAT = "attnvision.vit"
-TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 # ViT widths and their head counts in the ViT paper / timm (heads cannot be read off weights).
 HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
-
-
-def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
-    for key in ("state_dict", "model", "module"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise UserError(f"{path} holds no state dict of tensors: save model.state_dict()")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, str]]:
     """(state dict, metadata) from any supported file, with one-line errors for bad files."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}" if not path.exists()
-                        else f"checkpoint {path} is not a file")
-    suffix = path.suffix.lower()
+    if path.suffix.lower() != ".npz":
+        return read_weights(path)
+    existing_file(path)
     try:
-        if suffix == ".safetensors":
-            with safe_open(str(path), framework="pt") as f:
-                metadata = f.metadata() or {}
-            return load_file(str(path)), metadata
-        if suffix in TORCH_SUFFIXES:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-            return _unwrap(obj, path), {}
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
-                return google_npz_to_state_dict(dict(npz)), {}
-    except (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, OSError,
-            ValueError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"{path} is corrupt, truncated or unsafe to load ({reason[:200]}); "
-                        "download it again or export the weights as safetensors") from None
-    raise UserError(f"{path}: unknown checkpoint format {suffix!r}: use .safetensors, "
-                    f"{', '.join(TORCH_SUFFIXES)} or a Google .npz")
+        with np.load(path, allow_pickle=False) as npz:
+            return google_npz_to_state_dict(dict(npz)), {}
+    except (OSError, ValueError, EOFError) as e:
+        raise corrupt(path, e) from None
 
 
 def google_npz_to_state_dict(npz: dict[str, np.ndarray]) -> dict[str, Tensor]:
@@ -179,25 +154,12 @@ def _shape_overrides(sd: dict[str, Tensor]) -> dict[str, Any]:
 
 def check_state_dict(model: VisionTransformer, sd: dict[str, Tensor], source: str) -> None:
     """One error listing every missing, unexpected and mis-shaped key, if any."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    shapes = sorted(f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}"
-                    for k, v in expected.items() if k in sd and sd[k].shape != v.shape)
-    if not (missing or unexpected or shapes):
-        return
-
-    def few(items: list[str]) -> str:
-        return ", ".join(items[:6]) + (f" and {len(items) - 6} more" if len(items) > 6 else "")
-
-    problems = [f"missing keys: {few(missing)}" if missing else "",
-                f"unexpected keys: {few(unexpected)}" if unexpected else "",
-                f"shape mismatches: {few(shapes)}" if shapes else ""]
-    c = model.config
-    raise UserError(f"{source} does not fit the ViT config (width {c.embed_dim}, depth "
-                    f"{c.depth}, patch {c.patch_size}, {c.num_classes} classes): "
-                    + "; ".join(p for p in problems if p)
-                    + ". Pass the config the weights were trained with")
+    problems = key_problems(model.state_dict(), sd)
+    if problems:
+        c = model.config
+        raise UserError(f"{source} does not fit the ViT config (width {c.embed_dim}, depth "
+                        f"{c.depth}, patch {c.patch_size}, {c.num_classes} classes): "
+                        f"{problems}. Pass the config the weights were trained with")
 
 
 def load_checkpoint(path: str | os.PathLike[str], config: str | ViTConfig | None = None,

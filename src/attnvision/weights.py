@@ -1,0 +1,82 @@
+"""Weight files for every model: read without executing code, check keys in one error.
+
+``.safetensors`` files are read with safetensors; ``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt``
+with ``torch.load(weights_only=True)``, which refuses pickled code. ``state_dict`` /
+``model`` wrappers and DDP's ``module.`` prefixes are removed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from torch import Tensor
+
+from attnvision.errors import UserError
+
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+_LOAD_ERRORS = (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, OSError,
+                ValueError)
+
+
+def corrupt(path: Path, error: BaseException) -> UserError:
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return UserError(f"{path} is corrupt, truncated or unsafe to load ({reason[:200]}); "
+                     "download it again or export the weights as safetensors")
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
+    for key in ("state_dict", "model", "module"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise UserError(f"{path} holds no state dict of tensors: save model.state_dict()")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def existing_file(path: str | os.PathLike[str], hint: str = "") -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"checkpoint not found: {path}" + (f" ({hint})" if hint else ""))
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} is not a file")
+    return path
+
+
+def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """(state dict, safetensors metadata) of a .safetensors or PyTorch file."""
+    path = existing_file(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+            return load_file(str(path)), metadata
+        if suffix in TORCH_SUFFIXES:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            return _unwrap(obj, path), {}
+    except _LOAD_ERRORS as e:
+        raise corrupt(path, e) from None
+    raise UserError(f"{path}: unknown checkpoint format {suffix!r}: use .safetensors or "
+                    f"{', '.join(TORCH_SUFFIXES)}")
+
+
+def key_problems(expected: dict[str, Tensor], sd: dict[str, Tensor]) -> str:
+    """'' when ``sd`` fits ``expected`` exactly, else one line listing what does not."""
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    shapes = sorted(f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}"
+                    for k, v in expected.items() if k in sd and sd[k].shape != v.shape)
+
+    def few(items: list[str]) -> str:
+        return ", ".join(items[:6]) + (f" and {len(items) - 6} more" if len(items) > 6 else "")
+
+    problems = [f"missing keys: {few(missing)}" if missing else "",
+                f"unexpected keys: {few(unexpected)}" if unexpected else "",
+                f"shape mismatches: {few(shapes)}" if shapes else ""]
+    return "; ".join(p for p in problems if p)
