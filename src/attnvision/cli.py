@@ -37,6 +37,8 @@ def _human(result: dict[str, Any]) -> list[str]:
     if "checkpoint" in result:
         lines.append(f"trained {result['epochs']} epochs in {result['seconds']:.0f} s; "
                      f"weights: {result['checkpoint']}")
+    for m in result.get("masks", []):
+        lines.append(f"mask score {m['score']:.3f}, area {m['area']} px -> {m['file']}")
     for r in result.get("results", []):
         if "top_k" in r:
             tops = ", ".join(f"{t['class']} ({t['probability']:.1%})" for t in r["top_k"])
@@ -45,7 +47,7 @@ def _human(result: dict[str, Any]) -> list[str]:
             lines.append(f"{r['path']}: {r['prediction']} ({r['probability']:.1%}) -> "
                          f"{r['picture']}")
     files = result.get("files", {})
-    if not result.get("results"):
+    if not result.get("results") and not result.get("masks"):
         lines += [f"wrote {f}" for f in (files.values() if isinstance(files, dict) else files)]
     if "index" in result:
         lines.append(f"open {result['index']} to see them all")
@@ -140,6 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="weights (default: the shipped MNIST-5k ViT)")
     p.add_argument("--top-k", type=int, default=3)
     _common(p, _lazy("vit", "classify"))
+
+    p = _sub(sub, "segment", "SAM masks of an image from point and box prompts")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--checkpoint", help="SAM weights: an official sam_vit_*.pth or ours")
+    p.add_argument("--model", choices=["vit_b", "vit_l", "vit_h"],
+                   help="SAM size (default: read from the checkpoint)")
+    p.add_argument("--point", action="append", metavar="X,Y[,LABEL]",
+                   help="a point in pixels; LABEL 1 = object (default), 0 = background")
+    p.add_argument("--box", metavar="X0,Y0,X1,Y1", help="a box around the object, in pixels")
+    p.add_argument("--multimask", action="store_true",
+                   help="keep SAM's 3 ambiguous masks (default: 1 mask)")
+    p.add_argument("--out", required=True, help="folder for the masks, overlay and JSON")
+    _common(p, _lazy("sam", "segment"))
 
     explain = _sub(sub, "explain", "show where a model looks").add_subparsers(
         dest="model", metavar="MODEL", required=True, parser_class=_Parser)

@@ -88,12 +88,15 @@ def attend_heads(q: Tensor, k: Tensor, v: Tensor, out_proj: nn.Module, mask: Ten
     q: (B, H, Nq, d), k: (B, H, Nk, d), v: (B, H, Nk, d) -> (B, Nq, H*d -> D)
     [, attention (B, H, Nq, Nk)].
     """
-    out = scaled_dot_product_attention(q, k, v, mask=_per_head(mask), bias=_per_head(bias),
-                                       return_attention=return_attention, dropout_p=dropout_p)
+    mask, bias = _per_head(mask), _per_head(bias)
     if return_attention:
-        out, attn = out
+        out, attn = scaled_dot_product_attention(q, k, v, mask=mask, bias=bias,
+                                                 return_attention=True, dropout_p=dropout_p)
         return out_proj(merge_heads(out)), attn
-    return out_proj(merge_heads(out))
+    # No name holds the per-head output: it is freed once merged, before the projection runs.
+    out = merge_heads(scaled_dot_product_attention(q, k, v, mask=mask, bias=bias,
+                                                   dropout_p=dropout_p))
+    return out_proj(out)
 
 
 class MultiHeadAttention(nn.Module):

@@ -1,0 +1,101 @@
+"""``attnvision segment``: SAM masks from points and boxes, as PNGs, an overlay and JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attnvision.errors import UserError
+
+
+def parse_point(text: str) -> tuple[float, float, int]:
+    """'X,Y' or 'X,Y,LABEL' (label 1 = foreground, 0 = background)."""
+    parts = text.split(",")
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        x, y = float(parts[0]), float(parts[1])
+        label = int(parts[2]) if len(parts) == 3 else 1
+    except ValueError:
+        raise UserError(f"--point {text!r} is not X,Y or X,Y,LABEL (e.g. --point 120,80 or "
+                        "--point 40,60,0 for background)") from None
+    if label not in (0, 1):
+        raise UserError(f"--point {text!r}: the label must be 1 (foreground) or 0 (background)")
+    return x, y, label
+
+
+def parse_box(text: str) -> np.ndarray:
+    try:
+        box = np.array([float(v) for v in text.split(",")])
+    except ValueError:
+        box = np.zeros(0)
+    if box.shape != (4,):
+        raise UserError(f"--box {text!r} is not X0,Y0,X1,Y1 (e.g. --box 10,20,200,180)")
+    return box
+
+
+def bbox_xywh(mask: np.ndarray) -> list[int]:
+    rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
+    if not rows.any():
+        return [0, 0, 0, 0]
+    y0, y1 = np.flatnonzero(rows)[[0, -1]]
+    x0, x1 = np.flatnonzero(cols)[[0, -1]]
+    return [int(x0), int(y0), int(x1 - x0 + 1), int(y1 - y0 + 1)]
+
+
+def load_sam(checkpoint: str | None, model: str | None):
+    from attnvision.sam import build_sam
+    from attnvision.sam.checkpoints import where_to_get
+
+    if checkpoint is None:
+        raise UserError("no SAM model ships with attnvision yet: pass --checkpoint "
+                        f"(e.g. {where_to_get(model or 'vit_b')})")
+    return build_sam(model, checkpoint)
+
+
+def segment(args: argparse.Namespace) -> dict[str, Any]:
+    from attnvision.data.images import load_image
+    from attnvision.files import ensure_dir, write_json
+    from attnvision.sam import SamPredictor
+    from attnvision.sam.predictor import check_boxes, check_points
+    from attnvision.viz.overlays import mask_overlay, save_png
+
+    points = [parse_point(p) for p in args.point or []]
+    box = parse_box(args.box) if args.box else None
+    if not points and box is None:
+        raise UserError("give a prompt: --point X,Y[,LABEL] (repeatable) and/or "
+                        "--box X0,Y0,X1,Y1")
+    image = load_image(args.image)
+    size = image.shape[:2]
+    coords = np.array([p[:2] for p in points], dtype=float) if points else None
+    labels = np.array([p[2] for p in points]) if points else None
+    if coords is not None:
+        check_points(coords, labels, size)
+    if box is not None:
+        check_boxes(box, size)
+    out = ensure_dir(args.out)
+    predictor = SamPredictor(load_sam(args.checkpoint, args.model))
+    print(f"attnvision segment: embedding {args.image} ({size[1]}x{size[0]})", file=sys.stderr)
+    predictor.set_image(image)
+    masks, scores, _ = predictor.predict(point_coords=coords, point_labels=labels, box=box,
+                                         multimask_output=args.multimask)
+    order = np.argsort(-scores)
+    stem = Path(args.image).stem
+    records = []
+    for rank, i in enumerate(order):
+        path = save_png((masks[i] * 255).astype(np.uint8), out / f"{stem}_mask{rank}.png")
+        records.append({"file": str(path), "score": round(float(scores[i]), 6),
+                        "area": int(masks[i].sum()), "bbox": bbox_xywh(masks[i])})
+    overlay = save_png(mask_overlay(image, [masks[order[0]]], points=coords, labels=labels,
+                                    boxes=box), out / f"{stem}_overlay.png")
+    result = {"command": "segment", "image": args.image, "size": [int(size[1]), int(size[0])],
+              "prompts": {"points": [list(p) for p in points],
+                          "box": None if box is None else box.tolist()},
+              "masks": records, "overlay": str(overlay)}
+    result["json"] = str(write_json(out / f"{stem}_masks.json", result))
+    result["files"] = [r["file"] for r in records] + [str(overlay), result["json"]]
+    return result

@@ -1,0 +1,73 @@
+"""Building SAM by size name, with the official registry's names and defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from attnvision.errors import UserError
+from attnvision.sam.checkpoints import load_sam_weights, read_sam_weights
+from attnvision.sam.image_encoder import ENCODER_CONFIGS, build_image_encoder
+from attnvision.sam.mask_decoder import MaskDecoder
+from attnvision.sam.model import Sam
+from attnvision.sam.prompt_encoder import PromptEncoder
+from attnvision.sam.two_way import TwoWayTransformer
+
+PROMPT_DIM = 256  # the width of prompt tokens, image embedding and decoder
+
+
+def build_sam(name: str | None = "vit_h", checkpoint: str | os.PathLike[str] | None = None,
+              *, img_size: int = 1024, **encoder_overrides: Any) -> Sam:
+    """SAM ``vit_b`` / ``vit_l`` / ``vit_h``, with the weights of ``checkpoint`` if given.
+
+    ``name=None`` takes the size from the checkpoint. ``img_size`` and ``encoder_overrides``
+    build smaller variants (tests, our own small models).
+    """
+    sd = recorded = None
+    if checkpoint is not None:
+        sd, recorded, options = read_sam_weights(checkpoint, name)
+        if options and not encoder_overrides:  # our file of a non-standard SAM
+            options = dict(options)
+            img_size = options.pop("img_size", img_size)
+            encoder_overrides = {k: tuple(v) if isinstance(v, list) else v
+                                 for k, v in options.items()}
+        if name is None:
+            name = recorded
+        elif recorded is not None and recorded != name:
+            raise UserError(f"{checkpoint} holds SAM {recorded} weights, not {name}: "
+                            f"use --model {recorded} (or build_sam('{recorded}', ...))")
+    if name not in ENCODER_CONFIGS:
+        raise UserError(f"unknown SAM model {name!r}: choose one of {sorted(ENCODER_CONFIGS)}")
+    encoder = build_image_encoder(name, img_size=img_size, **encoder_overrides)
+    grid = img_size // encoder.patch_embed.proj.kernel_size[0]
+    model = Sam(
+        image_encoder=encoder,
+        prompt_encoder=PromptEncoder(embed_dim=PROMPT_DIM, image_embedding_size=(grid, grid),
+                                     input_image_size=(img_size, img_size), mask_in_chans=16),
+        mask_decoder=MaskDecoder(
+            transformer_dim=PROMPT_DIM,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=PROMPT_DIM, num_heads=8,
+                                          mlp_dim=2048),
+            num_multimask_outputs=3, iou_head_depth=3, iou_head_hidden_dim=256),
+    )
+    if sd is not None:
+        load_sam_weights(model, sd, str(checkpoint), name)
+    return model.eval()
+
+
+def _builder(name: str) -> Callable[..., Sam]:
+    def build(checkpoint: str | os.PathLike[str] | None = None) -> Sam:
+        return build_sam(name, checkpoint)
+
+    build.__name__ = f"build_sam_{name}"
+    return build
+
+
+# The official names: sam_model_registry["vit_b"](checkpoint="sam_vit_b_01ec64.pth").
+sam_model_registry: dict[str, Callable[..., Sam]] = {
+    "default": _builder("vit_h"),
+    "vit_h": _builder("vit_h"),
+    "vit_l": _builder("vit_l"),
+    "vit_b": _builder("vit_b"),
+}

@@ -1,0 +1,293 @@
+"""SAM's image encoder: a ViT of windowed and global attention blocks, then a small neck.
+
+(B, 3, 1024, 1024) pixels -> 16x16 patch tokens (B, 64, 64, D) + learned positions -> N blocks
+(most attend inside 14x14 windows, a few globally; every one adds SAM's decomposed relative
+positions to its logits) -> neck (1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d) -> (B, 256, 64, 64).
+
+Module and parameter names are the official checkpoint's keys under ``image_encoder.``
+(``patch_embed.proj``, ``pos_embed``, ``blocks.N.attn.rel_pos_h``, ``neck.0`` ...), so its
+state dict loads with ``strict=True``. The arithmetic is the official one, arranged for speed
+and memory:
+
+- attention runs in PyTorch's fused kernel; the relative-position term goes in as an
+  additive bias, built for a few query rows at a time, so no (heads, 4096, 4096) logits or
+  bias tensor ever exists (the official global block holds three of them, 805 MB each in
+  ViT-B);
+- Q, K, V are computed before the windows are cut, on the real tokens only. The official code
+  pads the normalised tokens with zeros and projects the padding too; the projection of a
+  zero token is the ``qkv`` bias, so padding Q, K, V with that bias gives the same keys and
+  values for 16 % less projection work (64x64 tokens pad to 70x70). Likewise the output
+  projection runs after the padding is cropped away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from attnvision.nn.attention import scaled_dot_product_attention
+from attnvision.nn.tokens import PatchEmbed
+from attnvision.sam.common import LayerNorm2d, MLPBlock
+
+LayerNormEps6 = partial(nn.LayerNorm, eps=1e-6)  # SAM's norm_layer in every released model
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """The official ``build_sam_vit_*`` encoder settings."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    global_attn_indexes: tuple[int, ...]
+    img_size: int = 1024
+    patch_size: int = 16
+    mlp_ratio: float = 4.0
+    out_chans: int = 256
+    qkv_bias: bool = True
+    use_rel_pos: bool = True
+    window_size: int = 14
+
+
+ENCODER_CONFIGS: dict[str, EncoderConfig] = {
+    "vit_b": EncoderConfig(embed_dim=768, depth=12, num_heads=12,
+                           global_attn_indexes=(2, 5, 8, 11)),
+    "vit_l": EncoderConfig(embed_dim=1024, depth=24, num_heads=16,
+                           global_attn_indexes=(5, 11, 17, 23)),
+    "vit_h": EncoderConfig(embed_dim=1280, depth=32, num_heads=16,
+                           global_attn_indexes=(7, 15, 23, 31)),
+}
+
+
+def window_partition(x: Tensor, window_size: int, pad_value: Tensor | None = None
+                     ) -> tuple[Tensor, tuple[int, int]]:
+    """Cut (B, H, W, C) into (B * nW, ws, ws, C) windows, row-major, padding bottom/right.
+
+    Padding is zero, or ``pad_value`` (C,) at every padded token. Returns the windows and the
+    padded size (Hp, Wp).
+    """
+    b, h, w, c = x.shape
+    hp, wp = -(-h // window_size) * window_size, -(-w // window_size) * window_size
+    if (hp, wp) != (h, w):
+        padded = x.new_zeros(b, hp, wp, c) if pad_value is None else (
+            pad_value.to(x.dtype).expand(b, hp, wp, c).clone())
+        padded[:, :h, :w] = x
+        x = padded
+    nh, nw = hp // window_size, wp // window_size
+    windows = x.view(b, nh, window_size, nw, window_size, c).transpose(2, 3)
+    return windows.reshape(b * nh * nw, window_size, window_size, c), (hp, wp)
+
+
+def window_unpartition(windows: Tensor, window_size: int, pad_hw: tuple[int, int],
+                       hw: tuple[int, int]) -> Tensor:
+    """Inverse of :func:`window_partition`: (B * nW, ws, ws, C) -> (B, H, W, C), crop padding."""
+    hp, wp = pad_hw
+    h, w = hw
+    nh, nw = hp // window_size, wp // window_size
+    c = windows.shape[-1]
+    x = windows.view(-1, nh, nw, window_size, window_size, c).transpose(2, 3)
+    x = x.reshape(-1, hp, wp, c)
+    return x[:, :h, :w] if (hp, wp) != (h, w) else x
+
+
+def get_rel_pos(size: int, rel_pos: Tensor) -> Tensor:
+    """Embeddings of every (query, key) offset along one axis: (size, size, C).
+
+    Entry [i, j] is row i - j + size - 1 of the (2 * size - 1, C) table. Queries and keys
+    share one grid here (self-attention at the training resolution), so nothing is resized.
+    """
+    if rel_pos.shape[0] != 2 * size - 1:
+        raise ValueError(f"relative position table of {rel_pos.shape[0]} rows does not fit a "
+                         f"grid of {size} tokens (expected {2 * size - 1}): run the encoder at "
+                         f"the image size it was built for")
+    coords = torch.arange(size, device=rel_pos.device)
+    return rel_pos[coords[:, None] - coords[None, :] + size - 1]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention on a (B, H, W, D) token grid, in windows or globally.
+
+    With ``use_rel_pos`` the logits of query (qh, qw) and key (kh, kw) get
+    q . Rh[qh - kh] + q . Rw[qw - kw] (unscaled q, as in SAM/MViTv2), learned tables
+    ``rel_pos_h`` / ``rel_pos_w`` of shape (2 * size - 1, head_dim).
+    """
+
+    # Largest relative-position bias built at once, in elements (64 MB in float32): ViT-B's
+    # global blocks build it 4 query rows (256 queries) at a time, its windows all at once.
+    bias_chunk_elems: int = 1 << 24
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True,
+                 use_rel_pos: bool = False, rel_pos_zero_init: bool = True,
+                 input_size: tuple[int, int] | None = None, window_size: int = 0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"num_heads ({num_heads}) must divide the width ({dim})")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.window_size = window_size
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.use_rel_pos = use_rel_pos
+        if use_rel_pos:
+            if input_size is None:
+                raise ValueError("input_size is needed to size the relative position tables")
+            self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, self.head_dim))
+            self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, self.head_dim))
+            if not rel_pos_zero_init:
+                nn.init.trunc_normal_(self.rel_pos_h, std=0.02)
+                nn.init.trunc_normal_(self.rel_pos_w, std=0.02)
+
+    def forward(self, x: Tensor, return_attention: bool = False
+                ) -> Tensor | tuple[Tensor, Tensor]:
+        # x: (B, H, W, D) -> (B, H, W, D) [, attention (B * nW, heads, N, N), N = tokens/window]
+        h, w, d = x.shape[1:]
+        qkv = self.qkv(x)  # (B, H, W, 3D)
+        if self.window_size > 0:
+            # Padded tokens must look like the official projected zero tokens: the qkv bias.
+            qkv, pad_hw = window_partition(qkv, self.window_size, self.qkv.bias)
+        bw, gh, gw = qkv.shape[:3]  # windows (or images) and the grid each one attends over
+        q, k, v = qkv.reshape(bw, gh * gw, 3, self.num_heads, self.head_dim).permute(
+            2, 0, 3, 1, 4).unbind(0)  # each (B', heads, N, hd), views of qkv
+        attn = None
+        if return_attention:
+            bias = self._bias(*self._rel_terms(q, gh, gw), 0, gh) if self.use_rel_pos else None
+            out, attn = scaled_dot_product_attention(q, k, v, bias=bias, return_attention=True)
+            out = out.transpose(1, 2).reshape(bw, gh, gw, d)
+        else:
+            out = self._attend(q, k, v, gh, gw).view(bw, gh, gw, d)
+        del q, k, v, qkv
+        if self.window_size > 0:
+            out = window_unpartition(out, self.window_size, pad_hw, (h, w))
+        out = self.proj(out)
+        return (out, attn) if return_attention else out
+
+    def _rel_terms(self, q: Tensor, gh: int, gw: int) -> tuple[Tensor, Tensor]:
+        """q . Rh and q . Rw: (B', heads, gh, gw, gh) and (B', heads, gh, gw, gw)."""
+        # q: (B', heads, N, hd)
+        rh = get_rel_pos(gh, self.rel_pos_h).to(q.dtype)  # (qh, kh, hd)
+        rw = get_rel_pos(gw, self.rel_pos_w).to(q.dtype)  # (qw, kw, hd)
+        r_q = q.unflatten(2, (gh, gw))  # (B', heads, qh, qw, hd)
+        rel_h = torch.matmul(r_q, rh.transpose(1, 2))  # batched over qh: (B', heads, qh, qw, kh)
+        rel_w = torch.matmul(r_q.transpose(2, 3), rw.transpose(1, 2)).transpose(2, 3)
+        return rel_h, rel_w
+
+    @staticmethod
+    def _bias(rel_h: Tensor, rel_w: Tensor, row0: int, row1: int,
+              out: Tensor | None = None) -> Tensor:
+        """Logit bias of query rows row0:row1 against every key: (B', heads, rows*qw, kh*kw).
+
+        ``out``, a (B', heads, rows, qw, kh, kw) buffer, is reused from chunk to chunk: a fresh
+        tensor this large costs more in page faults than the additions themselves.
+        """
+        bias = torch.add(rel_h[:, :, row0:row1, :, :, None], rel_w[:, :, row0:row1, :, None, :],
+                         out=out)
+        return bias.flatten(4).flatten(2, 3)
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, gh: int, gw: int) -> Tensor:
+        """softmax(q k^T / sqrt(hd) + bias) v, heads merged: (B', N, heads * hd)."""
+        # q, k, v: (B', heads, N, hd)
+        bw, heads, n, hd = q.shape
+        if not self.use_rel_pos:
+            out = scaled_dot_product_attention(q, k, v)
+            return out.transpose(1, 2).reshape(bw, n, heads * hd)
+        rel_h, rel_w = self._rel_terms(q, gh, gw)
+        # The fused kernel takes the bias whole; giving it a few query rows at a time keeps the
+        # bias (the only (queries, keys)-sized tensor left) small, with the same result. Chunks
+        # of rows dividing gh all fit one buffer.
+        most = max(1, self.bias_chunk_elems // (bw * heads * gw * n))
+        rows = max(r for r in range(1, gh + 1) if gh % r == 0 and r <= most)
+        buffer = q.new_empty(bw, heads, rows, gw, gh, gw)
+        out = q.new_empty(bw, n, heads, hd)  # heads merged as each chunk is written
+        for r0 in range(0, gh, rows):
+            queries = slice(r0 * gw, (r0 + rows) * gw)
+            bias = self._bias(rel_h, rel_w, r0, r0 + rows, out=buffer)
+            out[:, queries] = scaled_dot_product_attention(q[:, :, queries], k, v,
+                                                           bias=bias).transpose(1, 2)
+        return out.view(bw, n, heads * hd)
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: x + attn(norm1(x)), then + mlp(norm2(.)), on (B, H, W, D)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 norm_layer: Callable[[int], nn.Module] = LayerNormEps6,
+                 act_layer: type[nn.Module] = nn.GELU, use_rel_pos: bool = False,
+                 rel_pos_zero_init: bool = True, window_size: int = 0,
+                 input_size: tuple[int, int] | None = None) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.norm1 = norm_layer(dim)
+        self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias,
+                              use_rel_pos=use_rel_pos, rel_pos_zero_init=rel_pos_zero_init,
+                              input_size=(window_size, window_size) if window_size else input_size,
+                              window_size=window_size)
+        self.norm2 = norm_layer(dim)
+        self.mlp = MLPBlock(dim, int(dim * mlp_ratio), act=act_layer)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: (B, H, W, D)
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class ImageEncoderViT(nn.Module):
+    """SAM's ViT image encoder: (B, in_chans, img_size, img_size) -> (B, out_chans, g, g).
+
+    g = img_size / patch_size (64 for SAM). Blocks whose index is in ``global_attn_indexes``
+    attend over the whole grid; the others inside ``window_size`` windows (0: all global).
+    """
+
+    def __init__(self, img_size: int = 1024, patch_size: int = 16, in_chans: int = 3,
+                 embed_dim: int = 768, depth: int = 12, num_heads: int = 12,
+                 mlp_ratio: float = 4.0, out_chans: int = 256, qkv_bias: bool = True,
+                 norm_layer: Callable[[int], nn.Module] = LayerNormEps6,
+                 act_layer: type[nn.Module] = nn.GELU, use_abs_pos: bool = True,
+                 use_rel_pos: bool = False, rel_pos_zero_init: bool = True,
+                 window_size: int = 0, global_attn_indexes: Sequence[int] = ()) -> None:
+        super().__init__()
+        self.img_size = img_size
+        grid = img_size // patch_size
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, flatten=False)
+        # Learned absolute positions at the training grid (zeros until a checkpoint loads).
+        self.pos_embed: nn.Parameter | None = (
+            nn.Parameter(torch.zeros(1, grid, grid, embed_dim)) if use_abs_pos else None)
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, norm_layer, act_layer, use_rel_pos,
+                  rel_pos_zero_init, window_size=0 if i in global_attn_indexes else window_size,
+                  input_size=(grid, grid))
+            for i in range(depth)
+        )
+        self.neck = nn.Sequential(
+            nn.Conv2d(embed_dim, out_chans, kernel_size=1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: (B, in_chans, img_size, img_size), normalised and padded pixels
+        if x.shape[-2:] != (self.img_size, self.img_size):
+            raise ValueError(f"the image encoder takes {self.img_size}x{self.img_size} images, "
+                             f"got {tuple(x.shape[-2:])}: resize and pad first "
+                             f"(Sam.preprocess)")
+        x = self.patch_embed(x)  # (B, g, g, D)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.neck(x.permute(0, 3, 1, 2))  # (B, out_chans, g, g)
+
+
+def build_image_encoder(name: str, **overrides: Any) -> ImageEncoderViT:
+    """The encoder of SAM ``vit_b`` / ``vit_l`` / ``vit_h``; ``overrides`` change any argument
+    of :class:`ImageEncoderViT` (e.g. ``img_size=256, depth=2`` for small test models)."""
+    if name not in ENCODER_CONFIGS:
+        raise ValueError(f"unknown SAM encoder {name!r}: choose one of {sorted(ENCODER_CONFIGS)}")
+    settings = asdict(ENCODER_CONFIGS[name])
+    settings.update(overrides)
+    return ImageEncoderViT(**settings)

@@ -1,0 +1,145 @@
+"""SAM's mask decoder: output tokens read the image through the two-way transformer.
+
+One IoU token and 1 + ``num_multimask_outputs`` mask tokens are prepended to the prompt
+tokens. After the transformer, the image tokens are upscaled 4× (two transposed
+convolutions) to a (D/8, 4H, 4W) feature map; each mask token goes through its own
+hypernetwork MLP to a D/8 vector, and its mask is that vector's dot product with the map at
+every pixel. The IoU token predicts each mask's quality.
+
+Beyond the official decoder: B prompts on one image may pass the image embedding with batch 1
+(as the official call does, which then copies it B times with ``repeat_interleave``); here it
+is broadcast instead, and the transformer shares the image work across prompts until the
+image tokens first differ (see :mod:`attnvision.sam.two_way`). Single-mask calls multiply out
+only the mask they return.
+
+Parameter names follow the official checkpoints (``iou_token``, ``mask_tokens``,
+``output_upscaling.0``, ``output_hypernetworks_mlps.N.layers.M``, ``iou_prediction_head``).
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnvision.sam.common import LayerNorm2d
+from attnvision.sam.two_way import TwoWayTransformer
+
+
+class HeadMLP(nn.Module):
+    """``num_layers`` linear layers with ReLU between them (not after the last).
+
+    SAM's hypernetworks and IoU head; ``layers.M`` matches the official names.
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int,
+                 sigmoid_output: bool = False) -> None:
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(dims))
+        self.sigmoid_output = sigmoid_output
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: (..., input_dim) -> (..., output_dim)
+        for layer in self.layers[:-1]:
+            x = F.relu(layer(x))
+        x = self.layers[-1](x)
+        return torch.sigmoid(x) if self.sigmoid_output else x
+
+
+def _shared_across_batch(t: Tensor) -> bool:
+    """True when every batch row of t is the same memory (batch 1, or expanded with stride 0)."""
+    return t.shape[0] == 1 or t.stride(0) == 0
+
+
+class MaskDecoder(nn.Module):
+    """Masks and their predicted IoU from image and prompt embeddings.
+
+    ``forward(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+    multimask_output)`` returns low-resolution mask logits (B, 1 or num_multimask_outputs,
+    4H, 4W) and IoU predictions (B, 1 or num_multimask_outputs).
+    """
+
+    def __init__(self, transformer_dim: int = 256, transformer: nn.Module | None = None,
+                 num_multimask_outputs: int = 3, activation: type[nn.Module] = nn.GELU,
+                 iou_head_depth: int = 3, iou_head_hidden_dim: int = 256) -> None:
+        super().__init__()
+        if transformer is None:
+            transformer = TwoWayTransformer(depth=2, embedding_dim=transformer_dim,
+                                            num_heads=8, mlp_dim=2048)
+        self.transformer_dim = transformer_dim
+        self.transformer = transformer
+        self.num_multimask_outputs = num_multimask_outputs
+
+        self.iou_token = nn.Embedding(1, transformer_dim)
+        self.num_mask_tokens = num_multimask_outputs + 1  # + the single-mask token, first
+        self.mask_tokens = nn.Embedding(self.num_mask_tokens, transformer_dim)
+
+        self.output_upscaling = nn.Sequential(
+            nn.ConvTranspose2d(transformer_dim, transformer_dim // 4, kernel_size=2, stride=2),
+            LayerNorm2d(transformer_dim // 4),
+            activation(),
+            nn.ConvTranspose2d(transformer_dim // 4, transformer_dim // 8, kernel_size=2,
+                               stride=2),
+            activation(),
+        )
+        self.output_hypernetworks_mlps = nn.ModuleList(
+            HeadMLP(transformer_dim, transformer_dim, transformer_dim // 8, 3)
+            for _ in range(self.num_mask_tokens)
+        )
+        self.iou_prediction_head = HeadMLP(transformer_dim, iou_head_hidden_dim,
+                                           self.num_mask_tokens, iou_head_depth)
+
+    def forward(self, image_embeddings: Tensor, image_pe: Tensor,
+                sparse_prompt_embeddings: Tensor, dense_prompt_embeddings: Tensor,
+                multimask_output: bool) -> tuple[Tensor, Tensor]:
+        # image_embeddings: (1 or B, D, H, W), image_pe: (1 or B, D, H, W),
+        # sparse_prompt_embeddings: (B, N, D), dense_prompt_embeddings: (1 or B, D, H, W)
+        # The first mask token is trained for one unambiguous mask, the others for three.
+        selected = slice(1, None) if multimask_output else slice(0, 1)
+        return self.predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings,
+                                  dense_prompt_embeddings, selected)
+
+    def predict_masks(self, image_embeddings: Tensor, image_pe: Tensor,
+                      sparse_prompt_embeddings: Tensor, dense_prompt_embeddings: Tensor,
+                      selected: slice = slice(None)) -> tuple[Tensor, Tensor]:
+        """Masks (B, M, 4H, 4W) and IoU (B, M) of the mask tokens in ``selected`` (all: M = 4)."""
+        # image_embeddings, image_pe, dense_prompt_embeddings: (1 or B, D, H, W);
+        # sparse_prompt_embeddings: (B, N, D)
+        b = sparse_prompt_embeddings.shape[0]
+        if image_embeddings.shape[0] not in (1, b):
+            raise ValueError(f"image_embeddings has batch {image_embeddings.shape[0]}; "
+                             f"expected 1 (one image for all prompts) or {b} (one per prompt)")
+        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight])  # (1+M, D)
+        tokens = torch.cat([output_tokens.expand(b, -1, -1), sparse_prompt_embeddings], dim=1)
+
+        # The official call repeats the image per prompt. When neither the image nor the dense
+        # prompt differs between prompts (the usual "no mask" prompt is an expanded view),
+        # keep one copy and let the transformer broadcast it.
+        if image_embeddings.shape[0] == 1 and _shared_across_batch(dense_prompt_embeddings):
+            src = image_embeddings + dense_prompt_embeddings[:1]  # (1, D, H, W)
+        else:
+            src = image_embeddings + dense_prompt_embeddings  # (B, D, H, W)
+        _, d, h, w = src.shape
+
+        hs, keys = self.transformer(src, image_pe, tokens)  # (B, 1+M+N, D), (B or 1, HW, D)
+        del src
+        iou_token_out = hs[:, 0]  # (B, D)
+        mask_tokens_out = hs[:, 1:1 + self.num_mask_tokens]  # (B, M, D)
+
+        # (B, HW, D) -> (B, D, H, W) -> (B, D/8, 4H, 4W)
+        upscaled = self.output_upscaling(keys.transpose(1, 2).reshape(-1, d, h, w))
+        del keys
+        # Every hypernetwork runs (they are tiny), so every parameter stays in the graph, as
+        # DistributedDataParallel expects; only the selected masks are multiplied out.
+        hyper_in = torch.stack([mlp(mask_tokens_out[:, i])
+                                for i, mlp in enumerate(self.output_hypernetworks_mlps)],
+                               dim=1)[:, selected]  # (B, M', D/8)
+        _, c, uh, uw = upscaled.shape
+        # One matmul, a dot product per pixel; batch-1 maps (a depth-0 transformer) broadcast.
+        masks = (hyper_in @ upscaled.reshape(-1, c, uh * uw)).reshape(b, -1, uh, uw)
+
+        iou_pred = self.iou_prediction_head(iou_token_out)[:, selected]  # (B, M')
+        return masks, iou_pred

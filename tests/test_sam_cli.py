@@ -1,0 +1,94 @@
+"""``attnvision segment`` end to end on a small SAM saved in our format, and its errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from attnvision.cli import main
+from attnvision.sam import build_sam
+from attnvision.sam.checkpoints import save_sam
+
+SMALL = {"img_size": 256, "embed_dim": 64, "depth": 2, "num_heads": 2,
+         "global_attn_indexes": [1], "window_size": 4}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    build = dict(SMALL)
+    img_size = build.pop("img_size")
+    torch.manual_seed(0)
+    model = build_sam("vit_b", img_size=img_size, **{k: tuple(v) if isinstance(v, list) else v
+                                                     for k, v in build.items()})
+    with torch.no_grad():
+        for t in model.parameters():
+            t.add_(torch.randn_like(t) * 0.05)
+    path = tmp_path_factory.mktemp("ckpt") / "sam_small.safetensors"
+    save_sam(model, path, "vit_b", build=SMALL)
+    return path
+
+
+@pytest.fixture()
+def image(tmp_path):
+    rng = np.random.default_rng(0)
+    img = np.full((120, 200, 3), 40, np.uint8)
+    img[30:90, 50:150] = (200, 60, 60)
+    img += rng.integers(0, 10, img.shape, dtype=np.uint8)
+    path = tmp_path / "scene.png"
+    Image.fromarray(img).save(path)
+    return path
+
+
+def test_segment_writes_masks_overlay_and_json(checkpoint, image, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["segment", str(image), "--checkpoint", str(checkpoint), "--point", "100,60",
+                 "--point", "10,10,0", "--box", "40,20,160,100", "--multimask",
+                 "--out", str(out), "--json", "--quiet"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["masks"]) == 3
+    scores = [m["score"] for m in result["masks"]]
+    assert scores == sorted(scores, reverse=True)
+    for m in result["masks"]:
+        with Image.open(m["file"]) as mask:
+            assert mask.size == (200, 120) and mask.mode == "L"
+            assert int((np.asarray(mask) > 0).sum()) == m["area"]
+    with Image.open(result["overlay"]) as overlay:
+        assert overlay.size == (200, 120)
+    assert json.loads((out / "scene_masks.json").read_text())["masks"] == result["masks"]
+    assert not list(out.glob(".*tmp"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--point", "250,60"], "outside the 200x120 image"),
+    (["--point", "abc"], "is not X,Y or X,Y,LABEL"),
+    (["--box", "150,20,40,100"], "x1 < x0"),
+    ([], "give a prompt"),
+    (["--point", "10,10", "--model", "vit_l"], "holds SAM vit_b weights, not vit_l"),
+])
+def test_bad_prompts_and_models_exit_2_and_write_nothing(checkpoint, image, tmp_path, capsys,
+                                                         args, message):
+    out = tmp_path / "out"
+    code = main(["segment", str(image), "--checkpoint", str(checkpoint), *args,
+                 "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and message in err[-1]
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_bad_checkpoints(image, tmp_path, capsys, checkpoint):
+    cases = {"missing": (tmp_path / "sam_vit_b_01ec64.pth", "sam_vit_b_01ec64.pth")}
+    trunc = tmp_path / "trunc.safetensors"
+    trunc.write_bytes(checkpoint.read_bytes()[:5000])
+    cases["truncated"] = (trunc, "corrupt, truncated")
+    other = tmp_path / "vit.safetensors"
+    from attnvision.vit import create_model, save_checkpoint
+
+    save_checkpoint(create_model("vit_digits", depth=1), other)
+    cases["not sam"] = (other, "is not a SAM checkpoint")
+    for path, message in cases.values():
+        code = main(["segment", str(image), "--checkpoint", str(path), "--point", "5,5",
+                     "--out", str(tmp_path / "o"), "--quiet"])
+        assert code == 2 and message in capsys.readouterr().err
