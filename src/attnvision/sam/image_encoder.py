@@ -92,7 +92,8 @@ def window_unpartition(windows: Tensor, window_size: int, pad_hw: tuple[int, int
     c = windows.shape[-1]
     x = windows.view(-1, nh, nw, window_size, window_size, c).transpose(2, 3)
     x = x.reshape(-1, hp, wp, c)
-    return x[:, :h, :w] if (hp, wp) != (h, w) else x
+    # Contiguous, so the output projection that follows runs as one fused matmul + bias.
+    return x[:, :h, :w].contiguous() if (hp, wp) != (h, w) else x
 
 
 def get_rel_pos(size: int, rel_pos: Tensor) -> Tensor:
@@ -172,8 +173,9 @@ class Attention(nn.Module):
         rh = get_rel_pos(gh, self.rel_pos_h).to(q.dtype)  # (qh, kh, hd)
         rw = get_rel_pos(gw, self.rel_pos_w).to(q.dtype)  # (qw, kw, hd)
         r_q = q.unflatten(2, (gh, gw))  # (B', heads, qh, qw, hd)
-        rel_h = torch.matmul(r_q, rh.transpose(1, 2))  # batched over qh: (B', heads, qh, qw, kh)
-        rel_w = torch.matmul(r_q.transpose(2, 3), rw.transpose(1, 2)).transpose(2, 3)
+        # einsum batches over qh (qw) without materialising the tables for every window and head
+        rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, rh)
+        rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, rw)
         return rel_h, rel_w
 
     @staticmethod
