@@ -113,8 +113,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         f"ViT on {ds.name} test split: accuracy {metrics['accuracy']:.2%}")
     return {"command": "eval vit", "dataset": ds.name, "split": ds.describe(),
             "accuracy": metrics["accuracy"],
-            "per_class_accuracy": dict(zip(ds.class_names, metrics["per_class_accuracy"],
-                                           strict=True)),
+            "per_class_accuracy": {name: round(float(acc), 6) for name, acc in
+                                   zip(ds.class_names, metrics["per_class_accuracy"],
+                                       strict=True)},
             "confusion_matrix": metrics["confusion_matrix"], "files": [str(picture)]}
 
 
