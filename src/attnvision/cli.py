@@ -29,6 +29,11 @@ class _Parser(argparse.ArgumentParser):
 
 def _human(result: dict[str, Any]) -> list[str]:
     """The lines a person reads when --json is not given."""
+    if result.get("command") == "segment-all":
+        return [f"{result['annotations']} masks in {result['segmented']} of "
+                f"{result['images']} images ({result['already_done']} done earlier) -> "
+                f"{result['coco']}"] + [f"skipped {s['path']}: {s['error']}"
+                                        for s in result["skipped"]]
     lines: list[str] = []
     if "accuracy" in result:
         lines.append(f"{result['dataset']} test accuracy: {result['accuracy']:.2%}")
@@ -155,6 +160,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep SAM's 3 ambiguous masks (default: 1 mask)")
     p.add_argument("--out", required=True, help="folder for the masks, overlay and JSON")
     _common(p, _lazy("sam", "segment"))
+
+    p = _sub(sub, "segment-all", "SAM masks of everything in images or folders, as one COCO "
+                                 "JSON file with an overlay per image (resumes where it "
+                                 "stopped)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
+    p.add_argument("--checkpoint", help="SAM weights: an official sam_vit_*.pth or ours")
+    p.add_argument("--model", choices=["vit_b", "vit_l", "vit_h"],
+                   help="SAM size (default: read from the checkpoint)")
+    p.add_argument("--out", required=True,
+                   help="folder for coco.json, json/ (one file per image) and overlays/")
+    p.add_argument("--points-per-side", type=int, default=32, help="prompt grid is N x N")
+    p.add_argument("--points-per-batch", type=int, default=64,
+                   help="prompts per decoder pass (memory against speed)")
+    p.add_argument("--pred-iou-thresh", type=float, default=0.88)
+    p.add_argument("--stability-score-thresh", type=float, default=0.95)
+    p.add_argument("--box-nms-thresh", type=float, default=0.7)
+    p.add_argument("--crop-n-layers", type=int, default=0,
+                   help="also segment 2^i x 2^i crops for i = 1..N (finds small objects)")
+    p.add_argument("--min-mask-region-area", type=int, default=0,
+                   help="fill holes and drop islands smaller than this many pixels")
+    _common(p, _lazy("segment_all", "segment_all"))
 
     explain = _sub(sub, "explain", "show where a model looks").add_subparsers(
         dest="model", metavar="MODEL", required=True, parser_class=_Parser)
