@@ -60,7 +60,7 @@ class EncoderBlock(nn.Module):
         else:
             h = self.attn(self.norm1(z), mask=mask)
         z = z + self.drop(h)  # z'
-        del h  # not kept alive through the MLP
+        del h  # freed before the MLP runs: one (B, N, D) buffer less at its peak
         z = z + self.mlp(self.norm2(z))
         return (z, attn) if return_attention else z
 
