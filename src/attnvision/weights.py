@@ -7,6 +7,7 @@ with ``torch.load(weights_only=True)``, which refuses pickled code. ``state_dict
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from pathlib import Path
@@ -14,10 +15,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from attnvision.errors import UserError
+from attnvision.files import atomic_path
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 _LOAD_ERRORS = (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, OSError,
@@ -80,3 +82,16 @@ def key_problems(expected: dict[str, Tensor], sd: dict[str, Tensor]) -> str:
                 f"unexpected keys: {few(unexpected)}" if unexpected else "",
                 f"shape mismatches: {few(shapes)}" if shapes else ""]
     return "; ".join(p for p in problems if p)
+
+
+def save_weights(model: torch.nn.Module, path: str | os.PathLike[str],
+                 metadata: dict[str, str], extra: dict[str, Any] | None = None) -> Path:
+    """A model's state dict as safetensors, atomically, with ``metadata`` (and ``extra`` as
+    JSON under the key "extra") in the file's header."""
+    metadata = dict(metadata)
+    if extra:
+        metadata["extra"] = json.dumps(extra, default=str)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    return Path(path)

@@ -10,12 +10,10 @@ import json
 import os
 from pathlib import Path
 
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from attnvision.errors import UserError
-from attnvision.files import atomic_path
-from attnvision.weights import existing_file, key_problems, read_weights
+from attnvision.weights import existing_file, key_problems, read_weights, save_weights
 
 FORMAT = "attnvision.sam"
 OFFICIAL_FILES = {
@@ -65,10 +63,5 @@ def save_sam(model: nn.Module, path: str | os.PathLike[str], name: str,
              build: dict | None = None, extra: dict | None = None) -> Path:
     """Our format: safetensors with the model size, the ``build_sam`` options of a
     non-standard model (``img_size``, encoder overrides) and ``extra`` in the metadata."""
-    metadata = {"format": FORMAT, "model": name, "build": json.dumps(build or {})}
-    if extra:
-        metadata["extra"] = json.dumps(extra, default=str)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
-    return Path(path)
+    return save_weights(model, path, {"format": FORMAT, "model": name,
+                                      "build": json.dumps(build or {})}, extra)

@@ -20,14 +20,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
 from attnvision.errors import UserError
-from attnvision.files import atomic_path
 from attnvision.vit.configs import CONFIGS, ViTConfig, get_config
 from attnvision.vit.model import VisionTransformer, resample_pos_embed
-from attnvision.weights import corrupt, existing_file, key_problems, read_weights
+from attnvision.weights import (
+    corrupt,
+    existing_file,
+    key_problems,
+    read_weights,
+    save_weights,
+)
 
 FORMAT = "attnvision.vit"
 # ViT widths and their head counts in the ViT paper / timm (heads cannot be read off weights).
@@ -185,10 +189,5 @@ def load_checkpoint(path: str | os.PathLike[str], config: str | ViTConfig | None
 def save_checkpoint(model: VisionTransformer, path: str | os.PathLike[str],
                     extra: dict[str, Any] | None = None) -> Path:
     """Weights as safetensors with the config (and ``extra``, e.g. metrics) in its metadata."""
-    metadata = {"format": FORMAT, "config": json.dumps(model.config.to_dict())}
-    if extra:
-        metadata["extra"] = json.dumps(extra, default=str)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
-    return Path(path)
+    return save_weights(model, path, {"format": FORMAT,
+                                      "config": json.dumps(model.config.to_dict())}, extra)
