@@ -4,30 +4,15 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
+from sam_helpers import small_sam_checkpoint
 
 from attnvision.cli import main
-from attnvision.sam import build_sam
-from attnvision.sam.checkpoints import save_sam
-
-SMALL = {"img_size": 256, "embed_dim": 64, "depth": 2, "num_heads": 2,
-         "global_attn_indexes": [1], "window_size": 4}
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    build = dict(SMALL)
-    img_size = build.pop("img_size")
-    torch.manual_seed(0)
-    model = build_sam("vit_b", img_size=img_size, **{k: tuple(v) if isinstance(v, list) else v
-                                                     for k, v in build.items()})
-    with torch.no_grad():
-        for t in model.parameters():
-            t.add_(torch.randn_like(t) * 0.05)
-    path = tmp_path_factory.mktemp("ckpt") / "sam_small.safetensors"
-    save_sam(model, path, "vit_b", build=SMALL)
-    return path
+    return small_sam_checkpoint(tmp_path_factory.mktemp("ckpt") / "sam_small.safetensors")
 
 
 @pytest.fixture()
