@@ -90,6 +90,12 @@ def _common(p: argparse.ArgumentParser, command: Command) -> None:
     p.set_defaults(func=_run(command))
 
 
+def _precision(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: autocast, about 2x faster on CPUs with AVX-512 BF16 or AMX "
+                        "(default: fp32)")
+
+
 def _sub(parent: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
     return parent.add_parser(name, help=help, description=help)
 
@@ -159,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--multimask", action="store_true",
                    help="keep SAM's 3 ambiguous masks (default: 1 mask)")
     p.add_argument("--out", required=True, help="folder for the masks, overlay and JSON")
+    _precision(p)
+    p.add_argument("--cache-dir", help="embedding cache folder (default: $ATTNVISION_CACHE or "
+                                       "~/.cache/attnvision/embeddings)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="always encode the image; read and write no embedding cache")
     _common(p, _lazy("sam", "segment"))
 
     p = _sub(sub, "segment-all", "SAM masks of everything in images or folders, as one COCO "
@@ -180,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also segment 2^i x 2^i crops for i = 1..N (finds small objects)")
     p.add_argument("--min-mask-region-area", type=int, default=0,
                    help="fill holes and drop islands smaller than this many pixels")
+    _precision(p)
     _common(p, _lazy("segment_all", "segment_all"))
 
     explain = _sub(sub, "explain", "show where a model looks").add_subparsers(

@@ -90,6 +90,47 @@ def test_explicit_attention_path_matches_fast_path(window_size):
     assert torch.allclose(fast, slow, atol=1e-5)
 
 
+@pytest.mark.parametrize("band_rows", [1, 3, 16])
+def test_global_block_mlp_bands_do_not_change_the_result(band_rows):
+    ref = official(window_size=7, **SMALL)
+    ours = ImageEncoderViT(window_size=7, **SMALL).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        whole = ours(x)
+        for block in ours.blocks:
+            block.mlp_band_rows = band_rows
+        assert torch.allclose(ours(x), whole, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_global_attention_matches_float32(dtype):
+    # The bf16 / fp16 CPU path (products in low precision, softmax in float32) against the
+    # fused kernel in float32, on a global block with perturbed relative positions.
+    torch.manual_seed(0)
+    attn = Attention(64, num_heads=4, use_rel_pos=True, input_size=(32, 32)).eval()
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    attn.logit_chunk_elems = 4 * 32 * 1024  # several bands of query rows
+    x = torch.randn(2, 32, 32, 64)
+
+    def rel(got):
+        return ((got.float() - expected).norm() / expected.norm()).item()
+
+    with torch.inference_mode():
+        expected = attn(x)
+        attn.to(dtype)
+        attn.low_precision_min_tokens = 10**9
+        fused = attn(x.to(dtype))  # PyTorch's fused kernel in low precision
+        attn.low_precision_min_tokens = 1  # take the path at this small size
+        low = attn(x.to(dtype))
+    assert low.shape == expected.shape and low.dtype == dtype
+    # As close to float32 as the fused kernel gets in the same precision.
+    assert rel(low) < 1.5 * rel(fused) + 1e-3
+    assert rel(low) < 2e-2
+
+
 def test_vit_b_at_1024_matches_official():
     cfg = ENCODER_CONFIGS["vit_b"]
     ref = official(noise=0.02, embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads,

@@ -193,6 +193,32 @@ def test_decoder_matches_sparse_free_prompt(prompt_encoders, mask_decoders):
     _compare_masks(mask_decoders, _image(13), ref_pe.get_dense_pe(), sparse, dense, True)
 
 
+@settings(max_examples=3, deadline=None)
+@given(batch=st.integers(1, 3), n_points=st.integers(1, 3), multimask=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_image_context_gives_the_official_masks(prompt_encoders, mask_decoders, batch,
+                                                n_points, multimask, seed):
+    # The image-only work done once (prepare_image) and reused by calls on the same image.
+    ref_pe, ours_pe = prompt_encoders
+    ref, ours = mask_decoders
+    image, pe = _image(seed), ref_pe.get_dense_pe()
+    with torch.no_grad():
+        context = ours.prepare_image(image, pe, ours_pe(None, None, None)[1])
+        for call in range(2):  # the same context serves call after call
+            points = _points(batch, n_points, seed=seed + call)
+            sparse, dense = ref_pe(points, None, None)
+            ref_masks, ref_iou = ref(image, pe, sparse, dense, multimask)
+            masks, iou = ours(image, pe, sparse, dense, multimask, context=context)
+            torch.testing.assert_close(masks, ref_masks, **MASK_TOL)
+            torch.testing.assert_close(iou, ref_iou, **IOU_TOL)
+        # A mask prompt changes the image tokens: the context is left aside, still right.
+        mask = torch.randn(batch, 1, 4 * EMBED_HW, 4 * EMBED_HW)
+        sparse, dense = ref_pe(points, None, mask)
+        masks, _ = ours(image, pe, sparse, dense, multimask, context=context)
+        torch.testing.assert_close(masks, ref(image, pe, sparse, dense, multimask)[0],
+                                   **MASK_TOL)
+
+
 def test_decoder_takes_one_image_per_prompt(prompt_encoders, mask_decoders):
     # Beyond the official call: image batch B pairs image i with prompt i.
     ref_pe, _ = prompt_encoders

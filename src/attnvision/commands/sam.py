@@ -47,20 +47,26 @@ def bbox_xywh(mask: np.ndarray) -> list[int]:
     return [int(x0), int(y0), int(x1 - x0 + 1), int(y1 - y0 + 1)]
 
 
-def load_sam(checkpoint: str | None, model: str | None):
+def load_sam(checkpoint: str | None, model: str | None, precision: str = "fp32"):
+    from attnvision.precision import check_precision, cpu_has_fast_bf16
     from attnvision.sam import build_sam
     from attnvision.sam.checkpoints import where_to_get
 
     if checkpoint is None:
         raise UserError("no SAM model ships with attnvision yet: pass --checkpoint "
                         f"(e.g. {where_to_get(model or 'vit_b')})")
-    return build_sam(model, checkpoint)
+    check_precision(precision, "cpu")
+    if precision == "bf16" and not cpu_has_fast_bf16():
+        print("attnvision: this CPU has no native bf16 (AVX-512 BF16 or AMX): --precision "
+              "bf16 will be slower than fp32 here", file=sys.stderr)
+    return build_sam(model, checkpoint, precision=precision)
 
 
 def segment(args: argparse.Namespace) -> dict[str, Any]:
     from attnvision.data.images import load_image
     from attnvision.files import ensure_dir, write_json
     from attnvision.sam import SamPredictor
+    from attnvision.sam.embedding_cache import EmbeddingCache
     from attnvision.sam.predictor import check_boxes, check_points
     from attnvision.viz.overlays import mask_overlay, save_png
 
@@ -78,9 +84,18 @@ def segment(args: argparse.Namespace) -> dict[str, Any]:
     if box is not None:
         check_boxes(box, size)
     out = ensure_dir(args.out)
-    predictor = SamPredictor(load_sam(args.checkpoint, args.model))
-    print(f"attnvision segment: embedding {args.image} ({size[1]}x{size[0]})", file=sys.stderr)
-    predictor.set_image(image)
+    predictor = SamPredictor(load_sam(args.checkpoint, args.model, args.precision))
+    if args.no_cache:
+        print(f"attnvision segment: embedding {args.image} ({size[1]}x{size[0]})",
+              file=sys.stderr)
+        predictor.set_image(image)
+        embedding = "computed"
+    else:
+        cache = EmbeddingCache(args.cache_dir)
+        cached = cache.set_image(predictor, image)
+        embedding = "cache" if cached else "computed"
+        print(f"attnvision segment: {'embedding from the cache for' if cached else 'embedded'}"
+              f" {args.image} ({size[1]}x{size[0]}; cache: {cache.directory})", file=sys.stderr)
     masks, scores, _ = predictor.predict(point_coords=coords, point_labels=labels, box=box,
                                          multimask_output=args.multimask)
     order = np.argsort(-scores)
@@ -95,6 +110,7 @@ def segment(args: argparse.Namespace) -> dict[str, Any]:
     result = {"command": "segment", "image": args.image, "size": [int(size[1]), int(size[0])],
               "prompts": {"points": [list(p) for p in points],
                           "box": None if box is None else box.tolist()},
+              "precision": args.precision, "embedding": embedding,
               "masks": records, "overlay": str(overlay)}
     result["json"] = str(write_json(out / f"{stem}_masks.json", result))
     result["files"] = [r["file"] for r in records] + [str(overlay), result["json"]]

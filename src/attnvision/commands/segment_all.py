@@ -104,7 +104,7 @@ def segment_all(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError("--points-per-side and --points-per-batch must be at least 1")
     images = find_images(args.paths)
     names = result_names(images)
-    model = load_sam(args.checkpoint, args.model)
+    model = load_sam(args.checkpoint, args.model, args.precision)
     out = ensure_dir(args.out)
     generator = SamAutomaticMaskGenerator(
         model, points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from attnvision.sam.masks import (
@@ -179,12 +178,15 @@ class SamAutomaticMaskGenerator:
         coords = self.predictor.transform.apply_coords(points, crop.size)
         coords_t = torch.as_tensor(coords, dtype=torch.float32, device=self.predictor.device)
         labels = torch.ones(len(points), 1, dtype=torch.int, device=coords_t.device)
-        sparse, dense = model.prompt_encoder(points=(coords_t[:, None], labels), boxes=None,
-                                             masks=None)
-        logits, iou = model.mask_decoder(
-            image_embeddings=self.predictor.features,
-            image_pe=model.prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense, multimask_output=True)  # (B, 3, 4h, 4w), (B, 3)
+        with model.autocast():
+            sparse, dense = model.prompt_encoder(points=(coords_t[:, None], labels),
+                                                 boxes=None, masks=None)
+            logits, iou = model.mask_decoder(
+                image_embeddings=self.predictor.features,
+                image_pe=model.prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense, multimask_output=True,
+                context=self.predictor.decoder_context())  # (B, 3, 4h, 4w), (B, 3)
+        logits, iou = logits.float(), iou.float()
         per_point = logits.shape[1]
         logits, iou = logits.flatten(0, 1), iou.flatten(0, 1)  # (3B, ...), point-major
         points_t = torch.as_tensor(points, device=iou.device).repeat_interleave(per_point, 0)
@@ -226,22 +228,9 @@ class SamAutomaticMaskGenerator:
         return (crop_edge & ~image_edge).any(dim=1)
 
     def _upscale(self, logits: Tensor, crop: _Crop) -> Tensor:
-        """(k, 4h, 4w) decoder logits -> (k, H, W) logits at the crop's size.
-
-        SAM's two-step resize (to the square encoder input, drop the padding, to the crop's
-        size), with the first step computed only over the rows and columns the image covers
-        (+1 cell, so the bilinear weights at the last kept pixel are the square's).
-        """
-        img_size = self.model.img_size
-        low = logits.shape[-1]
-        factor = img_size // low  # 4
-        rows = min(low, -(-crop.input_size[0] // factor) + 1)
-        cols = min(low, -(-crop.input_size[1] // factor) + 1)
-        x = logits[None, :, :rows, :cols]  # (1, k, rows, cols): one image of k channels
-        x = F.interpolate(x, (rows * factor, cols * factor), mode="bilinear",
-                          align_corners=False)
-        x = x[..., :crop.input_size[0], :crop.input_size[1]]
-        return F.interpolate(x, crop.size, mode="bilinear", align_corners=False)[0]
+        """(k, 4h, 4w) decoder logits -> (k, H, W) logits at the crop's size."""
+        # One image of k channels: the resize runs once over all of them.
+        return self.model.postprocess_masks(logits[None], crop.input_size, crop.size)[0]
 
     # --- the survivors ------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from attnvision.errors import UserError
+from attnvision.precision import PRECISIONS
 from attnvision.sam.checkpoints import load_sam_weights, read_sam_weights
 from attnvision.sam.image_encoder import ENCODER_CONFIGS, build_image_encoder
 from attnvision.sam.mask_decoder import MaskDecoder
@@ -18,12 +19,18 @@ PROMPT_DIM = 256  # the width of prompt tokens, image embedding and decoder
 
 
 def build_sam(name: str | None = "vit_h", checkpoint: str | os.PathLike[str] | None = None,
-              *, img_size: int = 1024, **encoder_overrides: Any) -> Sam:
+              *, img_size: int = 1024, precision: str = "fp32", **encoder_overrides: Any
+              ) -> Sam:
     """SAM ``vit_b`` / ``vit_l`` / ``vit_h``, with the weights of ``checkpoint`` if given.
 
-    ``name=None`` takes the size from the checkpoint. ``img_size`` and ``encoder_overrides``
-    build smaller variants (tests, our own small models).
+    ``name=None`` takes the size from the checkpoint. ``precision``: "fp32", "bf16" or
+    "fp16" (GPU) autocast when the predictor runs the model (``model.precision`` changes it
+    later, e.g. after ``.to("cuda")``). ``img_size`` and ``encoder_overrides`` build smaller
+    variants (tests, our own small models).
     """
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}: choose one of "
+                        f"{', '.join(PRECISIONS)}")
     sd = recorded = None
     if checkpoint is not None:
         sd, recorded, options = read_sam_weights(checkpoint, name)
@@ -53,6 +60,7 @@ def build_sam(name: str | None = "vit_h", checkpoint: str | os.PathLike[str] | N
     )
     if sd is not None:
         load_sam_weights(model, sd, str(checkpoint), name)
+    model.precision = precision
     return model.eval()
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnvision.sam.common import LayerNorm2d
-from attnvision.sam.two_way import TwoWayTransformer
+from attnvision.sam.two_way import ImageContext, TwoWayTransformer
 
 
 class HeadMLP(nn.Module):
@@ -52,6 +52,13 @@ class HeadMLP(nn.Module):
 def _shared_across_batch(t: Tensor) -> bool:
     """True when every batch row of t is the same memory (batch 1, or expanded with stride 0)."""
     return t.shape[0] == 1 or t.stride(0) == 0
+
+
+def _is_constant(dense: Tensor, vector: Tensor | None) -> bool:
+    """True when the (B, D, H, W) dense prompt is ``vector`` at every cell, as an expanded
+    view (the "no mask" prompt); a mask prompt is never such a view."""
+    return (vector is not None and dense.stride(2) == dense.stride(3) == 0
+            and torch.equal(dense[0, :, 0, 0], vector))
 
 
 class MaskDecoder(nn.Module):
@@ -94,18 +101,36 @@ class MaskDecoder(nn.Module):
 
     def forward(self, image_embeddings: Tensor, image_pe: Tensor,
                 sparse_prompt_embeddings: Tensor, dense_prompt_embeddings: Tensor,
-                multimask_output: bool) -> tuple[Tensor, Tensor]:
+                multimask_output: bool, context: ImageContext | None = None
+                ) -> tuple[Tensor, Tensor]:
         # image_embeddings: (1 or B, D, H, W), image_pe: (1 or B, D, H, W),
         # sparse_prompt_embeddings: (B, N, D), dense_prompt_embeddings: (1 or B, D, H, W)
+        # context: prepare_image(image_embeddings, image_pe) of this image, or None
         # The first mask token is trained for one unambiguous mask, the others for three.
         selected = slice(1, None) if multimask_output else slice(0, 1)
         return self.predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings,
-                                  dense_prompt_embeddings, selected)
+                                  dense_prompt_embeddings, selected, context)
+
+    def prepare_image(self, image_embeddings: Tensor, image_pe: Tensor,
+                      no_mask_embeddings: Tensor) -> ImageContext:
+        """The prompt-independent work on one image's embedding, done once for many calls
+        without mask prompts (see :class:`~attnvision.sam.two_way.ImageContext`)."""
+        # image_embeddings, image_pe, no_mask_embeddings: (1, D, H, W), the last constant
+        context = self.transformer.prepare_image(image_embeddings + no_mask_embeddings[:1],
+                                                 image_pe)
+        context.dense = no_mask_embeddings[0, :, 0, 0]
+        return context
 
     def predict_masks(self, image_embeddings: Tensor, image_pe: Tensor,
                       sparse_prompt_embeddings: Tensor, dense_prompt_embeddings: Tensor,
-                      selected: slice = slice(None)) -> tuple[Tensor, Tensor]:
-        """Masks (B, M, 4H, 4W) and IoU (B, M) of the mask tokens in ``selected`` (all: M = 4)."""
+                      selected: slice = slice(None), context: ImageContext | None = None
+                      ) -> tuple[Tensor, Tensor]:
+        """Masks (B, M, 4H, 4W) and IoU (B, M) of the mask tokens in ``selected`` (all: M = 4).
+
+        ``context``, from :meth:`prepare_image` for this image, is used when the dense prompt
+        is the "no mask" one it was made with; a mask prompt changes the image tokens, and the
+        context is then left aside.
+        """
         # image_embeddings, image_pe, dense_prompt_embeddings: (1 or B, D, H, W);
         # sparse_prompt_embeddings: (B, N, D)
         b = sparse_prompt_embeddings.shape[0]
@@ -114,23 +139,26 @@ class MaskDecoder(nn.Module):
                              f"expected 1 (one image for all prompts) or {b} (one per prompt)")
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight])  # (1+M, D)
         tokens = torch.cat([output_tokens.expand(b, -1, -1), sparse_prompt_embeddings], dim=1)
+        h, w = image_embeddings.shape[-2:]
 
         # The official call repeats the image per prompt. When neither the image nor the dense
         # prompt differs between prompts (the usual "no mask" prompt is an expanded view),
         # keep one copy and let the transformer broadcast it.
-        if image_embeddings.shape[0] == 1 and _shared_across_batch(dense_prompt_embeddings):
-            src = image_embeddings + dense_prompt_embeddings[:1]  # (1, D, H, W)
+        shared = image_embeddings.shape[0] == 1 and _shared_across_batch(
+            dense_prompt_embeddings)
+        if shared and context is not None and _is_constant(dense_prompt_embeddings,
+                                                           context.dense):
+            hs, keys = self.transformer(None, None, tokens, context=context)
         else:
-            src = image_embeddings + dense_prompt_embeddings  # (B, D, H, W)
-        _, d, h, w = src.shape
-
-        hs, keys = self.transformer(src, image_pe, tokens)  # (B, 1+M+N, D), (B or 1, HW, D)
-        del src
+            src = (image_embeddings + dense_prompt_embeddings[:1] if shared
+                   else image_embeddings + dense_prompt_embeddings)  # (1 or B, D, H, W)
+            hs, keys = self.transformer(src, image_pe, tokens)  # (B, 1+M+N, D), (B|1, HW, D)
+            del src
         iou_token_out = hs[:, 0]  # (B, D)
         mask_tokens_out = hs[:, 1:1 + self.num_mask_tokens]  # (B, M, D)
 
         # (B, HW, D) -> (B, D, H, W) -> (B, D/8, 4H, 4W)
-        upscaled = self.output_upscaling(keys.transpose(1, 2).reshape(-1, d, h, w))
+        upscaled = self.output_upscaling(keys.transpose(1, 2).reshape(-1, keys.shape[-1], h, w))
         del keys
         # Every hypernetwork runs (they are tiny), so every parameter stays in the graph, as
         # DistributedDataParallel expects; only the selected masks are multiplied out.

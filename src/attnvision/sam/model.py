@@ -6,12 +6,14 @@ Parameter names are the official checkpoint's (``image_encoder.*``, ``prompt_enc
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnvision.precision import autocast, check_precision
 from attnvision.sam.image_encoder import ImageEncoderViT
 from attnvision.sam.mask_decoder import MaskDecoder
 from attnvision.sam.prompt_encoder import PromptEncoder
@@ -23,6 +25,9 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 class Sam(nn.Module):
     mask_threshold: float = 0.0
     image_format: str = "RGB"
+    # "fp32", or "bf16" / "fp16" autocast for the encoder and decoder (attnvision.precision);
+    # the predictor and the automatic mask generator run the model under it.
+    precision: str = "fp32"
 
     def __init__(self, image_encoder: ImageEncoderViT, prompt_encoder: PromptEncoder,
                  mask_decoder: MaskDecoder, pixel_mean: tuple[float, ...] = PIXEL_MEAN,
@@ -43,6 +48,10 @@ class Sam(nn.Module):
     def img_size(self) -> int:
         return self.image_encoder.img_size
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context of :attr:`precision` on this model's device."""
+        return autocast(check_precision(self.precision, self.device), self.device)
+
     def preprocess(self, x: Tensor) -> Tensor:
         """Normalise (B, 3, h, w) pixels in 0..255 and pad bottom/right to img_size."""
         x = (x - self.pixel_mean) / self.pixel_std
@@ -53,11 +62,17 @@ class Sam(nn.Module):
                           original_size: tuple[int, ...]) -> Tensor:
         """(B, C, 256, 256) logits -> (B, C, H, W) at the original size.
 
-        The official two-step resize (to img_size, crop the padding, to the original size);
-        the same values, so thresholds and parity hold.
+        The official two-step resize (to img_size, crop the padding, to the original size),
+        with the same values, so thresholds and parity hold. The first step is computed only
+        over the low-res rows and columns the image covers (+1 cell, so the bilinear weights
+        at the last kept pixel are those of the whole square): the padding is never upscaled.
         """
-        masks = F.interpolate(masks, (self.img_size, self.img_size), mode="bilinear",
-                              align_corners=False)
+        low = masks.shape[-1]
+        factor = self.img_size // low  # 4
+        rows = min(low, -(-input_size[0] // factor) + 1)
+        cols = min(low, -(-input_size[1] // factor) + 1)
+        masks = F.interpolate(masks[..., :rows, :cols], (rows * factor, cols * factor),
+                              mode="bilinear", align_corners=False)
         masks = masks[..., : input_size[0], : input_size[1]]
         return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
 

@@ -22,6 +22,7 @@ from attnvision.errors import UserError
 from attnvision.files import atomic_path
 from attnvision.sam.model import Sam
 from attnvision.sam.transforms import ResizeLongestSide, preprocess_shape
+from attnvision.sam.two_way import ImageContext
 
 ImageLike = np.ndarray | str | os.PathLike
 
@@ -108,6 +109,7 @@ class SamPredictor:
         self.features: Tensor | None = None
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
+        self._context: ImageContext | None = None
 
     # --- the image ---------------------------------------------------------------------------
 
@@ -132,8 +134,22 @@ class SamPredictor:
         self.reset_image()
         self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
         self.input_size = (int(transformed_image.shape[2]), int(transformed_image.shape[3]))
-        self.features = self.model.image_encoder(self.model.preprocess(transformed_image))
+        with self.model.autocast():
+            self.features = self.model.image_encoder(self.model.preprocess(transformed_image))
         self.is_image_set = True
+
+    @torch.no_grad()
+    def decoder_context(self) -> ImageContext:
+        """The mask decoder's prompt-independent work on the current image, computed at the
+        first prompt and kept until the image changes."""
+        self._require_image()
+        if self._context is None:
+            prompt_encoder = self.model.prompt_encoder
+            with self.model.autocast():
+                self._context = self.model.mask_decoder.prepare_image(
+                    self.features, prompt_encoder.get_dense_pe(),
+                    prompt_encoder(points=None, boxes=None, masks=None)[1])
+        return self._context
 
     def get_image_embedding(self) -> Tensor:
         """(1, 256, 64, 64) embedding of the current image."""
@@ -255,11 +271,16 @@ class SamPredictor:
         (B, 1, 256, 256) masks -> masks (B, C, H, W), scores (B, C), logits (B, C, 256, 256)."""
         self._require_image()
         points = (point_coords, point_labels) if point_coords is not None else None
-        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-        low_res, iou = self.model.mask_decoder(
-            image_embeddings=self.features, image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-            multimask_output=multimask_output)
+        with self.model.autocast():
+            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes,
+                                                      masks=mask_input)
+            low_res, iou = self.model.mask_decoder(
+                image_embeddings=self.features,
+                image_pe=self.model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                multimask_output=multimask_output,
+                context=None if mask_input is not None else self.decoder_context())
+        low_res, iou = low_res.float(), iou.float()
         masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
         if not return_logits:
             masks = masks > self.model.mask_threshold
