@@ -4,10 +4,9 @@
     python benchmarks/amg_speed.py                             # SAM vit_b, points 16 and 32 (slow)
     python benchmarks/amg_speed.py --small --points-per-side 16 --repeats 5 --json
 
-Both generators get the same SAM: the official model with seeded random weights (perturbed,
-mask heads sharpened and the IoU head shifted so that masks pass the default filters, as in
-tests/reference/test_sam_automatic.py), saved as an official .pth and loaded by ours. Two
-cases per grid size, fp32, under ``torch.no_grad``:
+Both generators get the same SAM (official_sam.py: the official model with seeded random
+weights, saved as an official .pth and loaded by ours). Two cases per grid size, fp32, under
+``torch.no_grad``:
 
 - ``generate``: the whole ``generate(image)`` call, image encoding included;
 - ``no_encoder``: the same call with the embedding computed beforehand (each generator's
@@ -29,51 +28,17 @@ import statistics
 import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from official_sam import FULL, SMALL, both_sams
 from segment_anything import SamAutomaticMaskGenerator as RefGenerator
-from segment_anything.modeling import (
-    ImageEncoderViT,
-    MaskDecoder,
-    PromptEncoder,
-    Sam,
-    TwoWayTransformer,
-)
+from segment_anything.modeling import Sam
 
 from attnvision.data.images import sample_image
-from attnvision.sam import build_sam
 from attnvision.sam.automatic import SamAutomaticMaskGenerator
-
-FULL = {"embed_dim": 768, "depth": 12, "num_heads": 12, "global_attn_indexes": (2, 5, 8, 11)}
-SMALL = {"embed_dim": 192, "depth": 2, "num_heads": 3, "global_attn_indexes": (1,)}
-
-
-def official_sam(encoder: dict[str, Any]) -> Sam:
-    torch.manual_seed(0)
-    sam = Sam(image_encoder=ImageEncoderViT(img_size=1024, mlp_ratio=4, patch_size=16,
-                                            qkv_bias=True, use_rel_pos=True, window_size=14,
-                                            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-                                            out_chans=256, **encoder),
-              prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(64, 64),
-                                           input_image_size=(1024, 1024), mask_in_chans=16),
-              mask_decoder=MaskDecoder(num_multimask_outputs=3,
-                                       transformer=TwoWayTransformer(depth=2, embedding_dim=256,
-                                                                     mlp_dim=2048, num_heads=8),
-                                       transformer_dim=256, iou_head_depth=3,
-                                       iou_head_hidden_dim=256)).eval()
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for t in sam.state_dict(keep_vars=True).values():
-            t.add_(torch.randn(t.shape, generator=gen) * 0.3 * (t.std() if t.numel() > 1
-                                                                else 1).clamp_min(0.2))
-        for mlp in sam.mask_decoder.output_hypernetworks_mlps:
-            mlp.layers[-1].weight.mul_(40.0)
-        sam.mask_decoder.iou_prediction_head.layers[-1].bias.add_(1.1)
-    return sam
 
 
 def use_fixed_embedding(ours: SamAutomaticMaskGenerator, ref: RefGenerator,
@@ -140,11 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     encoder = SMALL if args.small else FULL
-    ref_model = official_sam(encoder)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "sam.pth"
-        torch.save(ref_model.state_dict(), path)
-        ours_model = build_sam("vit_b", checkpoint=path, **encoder)
+        ours_model, ref_model, _ = both_sams(encoder, Path(tmp))
     image = sample_image("astronaut")
     print(f"image {image.shape[1]}x{image.shape[0]}, encoder {encoder}, "
           f"{torch.get_num_threads()} threads", file=sys.stderr)

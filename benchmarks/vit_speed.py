@@ -27,7 +27,6 @@ import argparse
 import ctypes
 import ctypes.util
 import json
-import os
 import platform
 import resource
 import shlex
@@ -37,11 +36,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import timm
 import torch
+from machine import OtherLoad, cpu_flags, cpu_model
 from torch import Tensor, nn
 
 from attnvision.vit import create_model
@@ -70,42 +69,6 @@ class CaseResult:
     other_load: float | None  # CPU cores other processes used meanwhile (None: not on Linux)
 
 
-def busy_cpu_seconds() -> float | None:
-    """CPU seconds every core of the machine has spent busy so far (Linux /proc/stat)."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except (OSError, IndexError):
-        return None
-    ticks = [int(f) for f in fields]
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
-    guest = sum(ticks[8:10])  # already counted in user and nice
-    return (sum(ticks) - idle - guest) / os.sysconf("SC_CLK_TCK")
-
-
-class OtherLoad:
-    """How many cores other processes kept busy between start() and stop().
-
-    On a shared machine this is the noise behind the figures: with 2 cores and another
-    process using 1, every forward of ours and timm's alike may take up to twice as long.
-    """
-
-    def start(self) -> None:
-        self._busy, self._own, self._wall = busy_cpu_seconds(), self._own_cpu(), time.monotonic()
-
-    def stop(self) -> float | None:
-        busy = busy_cpu_seconds()
-        if busy is None or self._busy is None:
-            return None
-        wall = time.monotonic() - self._wall
-        other = (busy - self._busy) - (self._own_cpu() - self._own)
-        return max(0.0, other / wall) if wall > 0 else None
-
-    @staticmethod
-    def _own_cpu() -> float:
-        t = os.times()
-        return t.user + t.system
-
-
 def disable_heap_trim() -> bool:
     """glibc only: keep freed memory in the heap instead of handing it back to the OS.
 
@@ -124,26 +87,6 @@ def disable_heap_trim() -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
     return bool(mallopt(m_trim_threshold, 1 << 30)) and bool(mallopt(m_mmap_threshold, 32 << 20))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def machine_info() -> dict[str, Any]:

@@ -178,23 +178,26 @@ class SamAutomaticMaskGenerator:
         coords = self.predictor.transform.apply_coords(points, crop.size)
         coords_t = torch.as_tensor(coords, dtype=torch.float32, device=self.predictor.device)
         labels = torch.ones(len(points), 1, dtype=torch.int, device=coords_t.device)
+        decoder, features = model.mask_decoder, self.predictor.features
+        multimask = slice(1, None)  # the three ambiguous masks of every point
         with model.autocast():
             sparse, dense = model.prompt_encoder(points=(coords_t[:, None], labels),
                                                  boxes=None, masks=None)
-            logits, iou = model.mask_decoder(
-                image_embeddings=self.predictor.features,
-                image_pe=model.prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense, multimask_output=True,
-                context=self.predictor.decoder_context())  # (B, 3, 4h, 4w), (B, 3)
-        logits, iou = logits.float(), iou.float()
-        per_point = logits.shape[1]
-        logits, iou = logits.flatten(0, 1), iou.flatten(0, 1)  # (3B, ...), point-major
-        points_t = torch.as_tensor(points, device=iou.device).repeat_interleave(per_point, 0)
-
-        # The predicted IoU needs no pixels: filter before anything is upsampled.
-        keep = (iou > self.pred_iou_thresh if self.pred_iou_thresh > 0
-                else torch.ones_like(iou, dtype=torch.bool))
-        logits, iou, points_t = logits[keep], iou[keep], points_t[keep]
+            tokens, image = decoder.run_transformer(
+                features, model.prompt_encoder.get_dense_pe(), sparse, dense,
+                context=self.predictor.decoder_context())
+            iou = decoder.iou_from(tokens, multimask).float()  # (B, 3)
+            # The predicted IoU needs no pixels: filter before any mask is computed, and
+            # upscale the image tokens only for the points with a mask left.
+            keep = (iou > self.pred_iou_thresh if self.pred_iou_thresh > 0
+                    else torch.ones_like(iou, dtype=torch.bool))
+            alive = keep.any(dim=1)
+            logits = decoder.masks_from(tokens[alive], image[alive] if len(image) > 1 else image,
+                                        features.shape[-2:], multimask).float()
+        keep = keep[alive]  # (B', 3), as the masks (B', 3, 4h, 4w)
+        points_t = torch.as_tensor(points, device=iou.device)[alive]
+        logits, iou = logits[keep], iou[alive][keep]  # point-major, as the official order
+        points_t = points_t.repeat_interleave(keep.sum(dim=1), dim=0)
 
         stability, boxes, kept = [], [], []
         for start in range(0, len(iou), UPSAMPLE_CHUNK):

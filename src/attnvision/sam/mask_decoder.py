@@ -131,6 +131,21 @@ class MaskDecoder(nn.Module):
         is the "no mask" one it was made with; a mask prompt changes the image tokens, and the
         context is then left aside.
         """
+        tokens, image = self.run_transformer(image_embeddings, image_pe,
+                                             sparse_prompt_embeddings, dense_prompt_embeddings,
+                                             context)
+        masks = self.masks_from(tokens, image, image_embeddings.shape[-2:], selected)
+        return masks, self.iou_from(tokens, selected)
+
+    def run_transformer(self, image_embeddings: Tensor, image_pe: Tensor,
+                        sparse_prompt_embeddings: Tensor, dense_prompt_embeddings: Tensor,
+                        context: ImageContext | None = None) -> tuple[Tensor, Tensor]:
+        """The two-way transformer on the output and prompt tokens: tokens (B, 1+M+N, D) and
+        image tokens (B or 1, HW, D), from which :meth:`iou_from` and :meth:`masks_from` read.
+
+        Callers that filter on the predicted IoU (the automatic generator) upscale only the
+        prompts that survive: the upscaling is a third of the decoder's work per prompt.
+        """
         # image_embeddings, image_pe, dense_prompt_embeddings: (1 or B, D, H, W);
         # sparse_prompt_embeddings: (B, N, D)
         b = sparse_prompt_embeddings.shape[0]
@@ -139,7 +154,6 @@ class MaskDecoder(nn.Module):
                              f"expected 1 (one image for all prompts) or {b} (one per prompt)")
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight])  # (1+M, D)
         tokens = torch.cat([output_tokens.expand(b, -1, -1), sparse_prompt_embeddings], dim=1)
-        h, w = image_embeddings.shape[-2:]
 
         # The official call repeats the image per prompt. When neither the image nor the dense
         # prompt differs between prompts (the usual "no mask" prompt is an expanded view),
@@ -148,18 +162,25 @@ class MaskDecoder(nn.Module):
             dense_prompt_embeddings)
         if shared and context is not None and _is_constant(dense_prompt_embeddings,
                                                            context.dense):
-            hs, keys = self.transformer(None, None, tokens, context=context)
-        else:
-            src = (image_embeddings + dense_prompt_embeddings[:1] if shared
-                   else image_embeddings + dense_prompt_embeddings)  # (1 or B, D, H, W)
-            hs, keys = self.transformer(src, image_pe, tokens)  # (B, 1+M+N, D), (B|1, HW, D)
-            del src
-        iou_token_out = hs[:, 0]  # (B, D)
-        mask_tokens_out = hs[:, 1:1 + self.num_mask_tokens]  # (B, M, D)
+            return self.transformer(None, None, tokens, context=context)
+        src = (image_embeddings + dense_prompt_embeddings[:1] if shared
+               else image_embeddings + dense_prompt_embeddings)  # (1 or B, D, H, W)
+        return self.transformer(src, image_pe, tokens)
 
+    def iou_from(self, tokens: Tensor, selected: slice = slice(None)) -> Tensor:
+        """Predicted IoU (B, M') of the selected masks, from the transformer's tokens."""
+        return self.iou_prediction_head(tokens[:, 0])[:, selected]
+
+    def masks_from(self, tokens: Tensor, image: Tensor, size: tuple[int, int],
+                   selected: slice = slice(None)) -> Tensor:
+        """Mask logits (B, M', 4H, 4W) from the transformer's tokens (B, 1+M+N, D) and image
+        tokens (B or 1, HW, D) on an H x W grid."""
+        b = tokens.shape[0]
+        h, w = size
+        mask_tokens_out = tokens[:, 1:1 + self.num_mask_tokens]  # (B, M, D)
         # (B, HW, D) -> (B, D, H, W) -> (B, D/8, 4H, 4W)
-        upscaled = self.output_upscaling(keys.transpose(1, 2).reshape(-1, keys.shape[-1], h, w))
-        del keys
+        upscaled = self.output_upscaling(image.transpose(1, 2).reshape(-1, image.shape[-1], h,
+                                                                       w))
         # Every hypernetwork runs (they are tiny), so every parameter stays in the graph, as
         # DistributedDataParallel expects; only the selected masks are multiplied out.
         hyper_in = torch.stack([mlp(mask_tokens_out[:, i])
@@ -167,7 +188,4 @@ class MaskDecoder(nn.Module):
                                dim=1)[:, selected]  # (B, M', D/8)
         _, c, uh, uw = upscaled.shape
         # One matmul, a dot product per pixel; batch-1 maps (a depth-0 transformer) broadcast.
-        masks = (hyper_in @ upscaled.reshape(-1, c, uh * uw)).reshape(b, -1, uh, uw)
-
-        iou_pred = self.iou_prediction_head(iou_token_out)[:, selected]  # (B, M')
-        return masks, iou_pred
+        return (hyper_in @ upscaled.reshape(-1, c, uh * uw)).reshape(b, -1, uh, uw)
