@@ -3,6 +3,7 @@
     python benchmarks/sam_speed.py                          # vit_b at 1024 on the CPU, fp32 + bf16
     python benchmarks/sam_speed.py --small --repeats 2      # a reduced encoder: a smoke run
     python benchmarks/sam_speed.py --device cuda --precisions fp32 bf16 fp16
+    python benchmarks/sam_speed.py --device cuda --precisions bf16 --compile   # torch.compile
     python benchmarks/sam_speed.py --json                   # one JSON document on stdout
 
 Both models hold the same seeded random weights (official_sam.py). The image is the built-in
@@ -199,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory children")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile both image encoders (the compile is not timed)")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     parser.add_argument("--memory-child", choices=["ours", "official"], help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
@@ -209,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         memory_child(args.memory_child, args.weights, args.small)
         return 0
     device = torch.device(args.device)
+    # fp32 means fp32: no TF32 on GPUs, where cuDNN would otherwise round convolutions to it.
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     if device.type == "cpu" and "fp16" in args.precisions:
         parser.error("fp16 autocast is for GPUs: use --precisions fp32 bf16 on the CPU")
 
@@ -222,8 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     resized = ours_pred.transform.apply_image(image)
     x = ours_sam.preprocess(torch.as_tensor(resized, device=device).permute(2, 0, 1)[None]
                             .float())
+    flops = encoder_flops(ours_sam.image_encoder, x)  # before any compile
+    if args.compile:
+        ours_sam.image_encoder.compile()
+        ref_sam.image_encoder.compile()
     info = {"cpu": cpu_model(), "device": str(device), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "encoder": "small" if args.small else "vit_b",
+            "compiled": args.compile,
             "bf16_cpu_flags": sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -268,7 +278,6 @@ def main(argv: list[str] | None = None) -> int:
         ours_sam.precision = "fp32"
 
     # FLOPs and the GFLOP/s reached, against one large matrix product.
-    flops = encoder_flops(ours_sam.image_encoder, x)
     report["flops"] = {"encoder_gflop": round(flops / 1e9, 1)}
     for precision in args.precisions:
         ms = report["encoder"][precision]["ours_ms"]

@@ -126,6 +126,7 @@ class Attention(nn.Module):
     # Largest relative-position bias built at once, in elements (64 MB in float32): ViT-B's
     # global blocks build it 4 query rows (256 queries) at a time, its windows all at once.
     bias_chunk_elems: int = 1 << 24
+    gpu_bias_chunk_elems: int = 1 << 30
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True,
                  use_rel_pos: bool = False, rel_pos_zero_init: bool = True,
@@ -208,8 +209,10 @@ class Attention(nn.Module):
             return self._attend_low_precision(q, k, v, rel_h, rel_w)
         # The fused kernel takes the bias whole; giving it a few query rows at a time keeps the
         # bias (the only (queries, keys)-sized tensor left) small, with the same result. Chunks
-        # of rows dividing gh all fit one buffer.
-        rows = _rows_per_chunk(gh, self.bias_chunk_elems // (bw * heads * gw * n))
+        # of rows dividing gh all fit one buffer. A GPU has the memory for the whole bias (805
+        # MB in ViT-B, float32), and one kernel launch is faster there than sixteen.
+        most = self.bias_chunk_elems if q.device.type == "cpu" else self.gpu_bias_chunk_elems
+        rows = _rows_per_chunk(gh, most // (bw * heads * gw * n))
         if rows == gh:  # one chunk (windows): no copy into a separate output
             out = scaled_dot_product_attention(q, k, v, bias=self._bias(rel_h, rel_w, 0, gh))
             return out.transpose(1, 2).reshape(bw, n, heads * hd)
@@ -281,10 +284,13 @@ class Block(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # x: (B, H, W, D)
         # Outside attention every token is on its own, and a windowed block attends only
-        # inside its window row: so the block runs on horizontal bands of the grid. The same
-        # arithmetic on small bands keeps the temporaries (the 4x-wide MLP layer above all)
-        # in cache, and small enough to be reused by the allocator instead of being mapped
-        # afresh, page by page, for every block.
+        # inside its window row: so on a CPU the block runs on horizontal bands of the grid.
+        # The same arithmetic on small bands keeps the temporaries (the 4x-wide MLP layer
+        # above all) in cache, and small enough to be reused by the allocator instead of
+        # being mapped afresh, page by page, for every block. A GPU wants the opposite: few,
+        # large kernels.
+        if x.device.type != "cpu":
+            return self._mlp(x + self.attn(self.norm1(x)))
         if self.window_size > 0:
             return torch.cat([self._mlp(band + self.attn(self.norm1(band)))
                               for band in x.split(self.window_size, dim=1)], dim=1)
