@@ -10,53 +10,27 @@ the score thresholds to 0 and raise the NMS thresholds to 1 to keep every mask (
 """
 
 import sys
-from functools import partial
 
 import numpy as np
 import pytest
 import torch
 from segment_anything import SamAutomaticMaskGenerator as RefGenerator
 from segment_anything.modeling import (
-    ImageEncoderViT,
-    MaskDecoder,
-    PromptEncoder,
     Sam,
-    TwoWayTransformer,
 )
 from skimage import data
 
 from attnvision.sam import build_sam
 from attnvision.sam.automatic import SamAutomaticMaskGenerator
 from attnvision.sam.masks import rle_to_mask
+from reference.official_sam import official_sam
 
 IMG_SIZE = 256
 ENCODER = {"embed_dim": 192, "depth": 2, "num_heads": 3, "global_attn_indexes": (1,)}
 
 
 def official_tiny_sam() -> Sam:
-    torch.manual_seed(0)
-    grid = IMG_SIZE // 16
-    encoder = ImageEncoderViT(img_size=IMG_SIZE, mlp_ratio=4, patch_size=16, qkv_bias=True,
-                              norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-                              use_rel_pos=True, window_size=14, out_chans=256, **ENCODER)
-    sam = Sam(image_encoder=encoder,
-              prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(grid, grid),
-                                           input_image_size=(IMG_SIZE, IMG_SIZE),
-                                           mask_in_chans=16),
-              mask_decoder=MaskDecoder(num_multimask_outputs=3,
-                                       transformer=TwoWayTransformer(depth=2, embedding_dim=256,
-                                                                     mlp_dim=2048, num_heads=8),
-                                       transformer_dim=256, iou_head_depth=3,
-                                       iou_head_hidden_dim=256)).eval()
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for t in sam.state_dict(keep_vars=True).values():
-            t.add_(torch.randn(t.shape, generator=gen) * 0.3 * (t.std() if t.numel() > 1
-                                                                else 1).clamp_min(0.2))
-        for mlp in sam.mask_decoder.output_hypernetworks_mlps:
-            mlp.layers[-1].weight.mul_(40.0)
-        sam.mask_decoder.iou_prediction_head.layers[-1].bias.add_(1.1)
-    return sam
+    return official_sam(img_size=IMG_SIZE, noise=0.3, sharpen=True, **ENCODER)
 
 
 @pytest.fixture(scope="module")

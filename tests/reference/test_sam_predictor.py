@@ -11,41 +11,18 @@ import pytest
 import torch
 from segment_anything import SamPredictor as RefPredictor
 from segment_anything.modeling import (
-    ImageEncoderViT,
-    MaskDecoder,
-    PromptEncoder,
     Sam,
-    TwoWayTransformer,
 )
 from skimage import data
 
 from attnvision.sam import SamPredictor, build_sam
+from reference.official_sam import official_sam
 
 SMALL = {"depth": 4, "global_attn_indexes": (1, 3)}
 
 
 def official_small_sam() -> Sam:
-    from functools import partial
-
-    torch.manual_seed(0)
-    encoder = ImageEncoderViT(depth=4, embed_dim=768, img_size=1024, mlp_ratio=4,
-                              norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=12,
-                              patch_size=16, qkv_bias=True, use_rel_pos=True,
-                              global_attn_indexes=(1, 3), window_size=14, out_chans=256)
-    sam = Sam(image_encoder=encoder,
-              prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(64, 64),
-                                           input_image_size=(1024, 1024), mask_in_chans=16),
-              mask_decoder=MaskDecoder(num_multimask_outputs=3,
-                                       transformer=TwoWayTransformer(depth=2, embedding_dim=256,
-                                                                     mlp_dim=2048, num_heads=8),
-                                       transformer_dim=256, iou_head_depth=3,
-                                       iou_head_hidden_dim=256)).eval()
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for t in sam.state_dict(keep_vars=True).values():  # all that the .pth holds
-            t.add_(torch.randn(t.shape, generator=gen) * 0.05 * (t.std() if t.numel() > 1
-                                                                 else 1).clamp_min(0.2))
-    return sam
+    return official_sam(depth=4, embed_dim=768, num_heads=12, global_attn_indexes=(1, 3))
 
 
 @pytest.fixture(scope="module")
