@@ -34,6 +34,9 @@ def _human(result: dict[str, Any]) -> list[str]:
                 f"{result['images']} images ({result['already_done']} done earlier) -> "
                 f"{result['coco']}"] + [f"skipped {s['path']}: {s['error']}"
                                         for s in result["skipped"]]
+    if result.get("command") == "serve":
+        return [f"served {result['url']} (model {result['model']}); {result['images']} images "
+                f"kept in {result['data_dir']}"]
     lines: list[str] = []
     if "accuracy" in result:
         lines.append(f"{result['dataset']} test accuracy: {result['accuracy']:.2%}")
@@ -193,6 +196,52 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fill holes and drop islands smaller than this many pixels")
     _precision(p)
     _common(p, _lazy("segment_all", "segment_all"))
+
+    p = _sub(sub, "export-onnx", "SAM's prompt decoder (the official ONNX inputs) and image "
+                                 "encoder as ONNX files, checked against PyTorch")
+    p.add_argument("--checkpoint", help="SAM weights: an official sam_vit_*.pth or ours")
+    p.add_argument("--model", choices=["vit_b", "vit_l", "vit_h"],
+                   help="SAM size (default: read from the checkpoint)")
+    p.add_argument("--out", required=True, help="folder for the .onnx files and sam_onnx.json")
+    p.add_argument("--quantize", action="store_true",
+                   help="also write sam_decoder_quantized.onnx (8-bit weights, 1/4 the size)")
+    p.add_argument("--encoder", action=argparse.BooleanOptionalAction, default=True,
+                   help="also write sam_encoder.onnx (default: yes; minutes for vit_h)")
+    p.add_argument("--opset", type=int, default=17,
+                   help="ONNX opset of the decoder, 14 to 20 (the encoder's is at least 18)")
+    p.add_argument("--return-single-mask", action="store_true",
+                   help="the decoder returns only the best mask (the official option)")
+    p.add_argument("--use-stability-score", action="store_true",
+                   help="score masks by stability instead of predicted IoU (official option)")
+    _common(p, _lazy("export_onnx", "export_onnx"))
+
+    p = _sub(sub, "serve", "the click-to-segment web app: open an image in the browser, click "
+                           "objects, download masks (PNG, COCO JSON)")
+    p.add_argument("--checkpoint", help="SAM weights: an official sam_vit_*.pth or ours "
+                                        "(without it the page says how to load one)")
+    p.add_argument("--model", choices=["vit_b", "vit_l", "vit_h"],
+                   help="SAM size (default: read from the checkpoint)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; anything but loopback needs --token")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    p.add_argument("--token", help="bearer token every API call must carry (or set "
+                                   "ATTNVISION_TOKEN)")
+    p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                   help="allow this origin to call the API from its pages (repeatable; "
+                        "default: none)")
+    p.add_argument("--data-dir", help="folder for uploaded images (default: "
+                                      "~/.cache/attnvision/web)")
+    p.add_argument("--cache-mb", type=float, default=512,
+                   help="memory for image embeddings (vit_b: 18 MB each, with the decoder's "
+                        "image-only work); older ones are "
+                        "read back from the disk cache")
+    p.add_argument("--max-upload-mb", type=float, default=25, help="largest upload accepted")
+    p.add_argument("--max-megapixels", type=float, default=40,
+                   help="largest image accepted, in millions of pixels")
+    p.add_argument("--points-per-side", type=int, default=16,
+                   help="segment everything prompts an N x N grid of points")
+    _precision(p)
+    _common(p, _lazy("serve", "serve"))
 
     explain = _sub(sub, "explain", "show where a model looks").add_subparsers(
         dest="model", metavar="MODEL", required=True, parser_class=_Parser)

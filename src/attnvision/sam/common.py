@@ -25,10 +25,13 @@ class LayerNorm2d(nn.Module):
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels))
         self.eps = eps
+        # A Python constant, not read from the input: ONNX tracing needs the shape fixed.
+        self.normalized_shape = (num_channels,)
 
     def forward(self, x: Tensor) -> Tensor:
         # x: (B, C, H, W)
-        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        y = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
+                         self.eps)
         return y.permute(0, 3, 1, 2)
 
 

@@ -157,8 +157,10 @@ class SamPredictor:
         return self.features
 
     def set_image_embedding(self, embedding: Tensor, original_size: tuple[int, int],
-                            input_size: tuple[int, int] | None = None) -> None:
-        """Use an embedding computed earlier for an image of ``original_size`` (H, W)."""
+                            input_size: tuple[int, int] | None = None,
+                            context: ImageContext | None = None) -> None:
+        """Use an embedding computed earlier for an image of ``original_size`` (H, W);
+        ``context``: its :meth:`decoder_context` from an earlier predictor, if kept."""
         size = self.model.image_encoder.img_size
         grid = size // self.model.image_encoder.patch_embed.proj.kernel_size[0]
         if embedding.ndim == 3:
@@ -171,6 +173,7 @@ class SamPredictor:
         self.original_size = (int(original_size[0]), int(original_size[1]))
         self.input_size = input_size or preprocess_shape(*self.original_size, size)
         self.features = embedding.to(self.device)
+        self._context = context
         self.is_image_set = True
 
     def save_embedding(self, path: str | os.PathLike[str]) -> Path:
