@@ -193,6 +193,16 @@ def test_decoder_matches_sparse_free_prompt(prompt_encoders, mask_decoders):
     _compare_masks(mask_decoders, _image(13), ref_pe.get_dense_pe(), sparse, dense, True)
 
 
+@pytest.mark.parametrize("n_points", [10, 11, 20], ids=["10-points", "11-points", "20-points"])
+def test_decoder_matches_with_many_points(prompt_encoders, mask_decoders, n_points):
+    # Up to 15 tokens (10 points + padding + 5 output tokens) the cross-attentions fold the
+    # image tokens' projections into the tokens' side; beyond, they project the image tokens.
+    ref_pe, _ = prompt_encoders
+    with torch.no_grad():
+        sparse, dense = ref_pe(_points(2, n_points, seed=30), None, None)
+    _compare_masks(mask_decoders, _image(31), ref_pe.get_dense_pe(), sparse, dense, True)
+
+
 @settings(max_examples=3, deadline=None)
 @given(batch=st.integers(1, 3), n_points=st.integers(1, 3), multimask=st.booleans(),
        seed=st.integers(0, 2**16))

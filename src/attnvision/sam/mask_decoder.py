@@ -178,14 +178,18 @@ class MaskDecoder(nn.Module):
         b = tokens.shape[0]
         h, w = size
         mask_tokens_out = tokens[:, 1:1 + self.num_mask_tokens]  # (B, M, D)
-        # (B, HW, D) -> (B, D, H, W) -> (B, D/8, 4H, 4W)
-        upscaled = self.output_upscaling(image.transpose(1, 2).reshape(-1, image.shape[-1], h,
-                                                                       w))
+        # (B, HW, D) -> (B, D, H, W) -> (B, D/8, 4H, 4W). The image tokens are a channels-last
+        # map already: a view, which the convolutions keep channels-last (no channel-major
+        # copies around LayerNorm2d; half the time for one prompt on a CPU).
+        maps = image.view(-1, h, w, image.shape[-1]).permute(0, 3, 1, 2)
+        upscaled = self.output_upscaling(maps)
         # Every hypernetwork runs (they are tiny), so every parameter stays in the graph, as
         # DistributedDataParallel expects; only the selected masks are multiplied out.
         hyper_in = torch.stack([mlp(mask_tokens_out[:, i])
                                 for i, mlp in enumerate(self.output_hypernetworks_mlps)],
                                dim=1)[:, selected]  # (B, M', D/8)
         _, c, uh, uw = upscaled.shape
+        pixels = upscaled.permute(0, 2, 3, 1).reshape(-1, uh * uw, c)  # (B or 1, 16HW, D/8)
         # One matmul, a dot product per pixel; batch-1 maps (a depth-0 transformer) broadcast.
-        return (hyper_in @ upscaled.reshape(-1, c, uh * uw)).reshape(b, -1, uh, uw)
+        masks = pixels @ hyper_in.transpose(1, 2)  # (B, 16HW, M')
+        return masks.transpose(1, 2).reshape(b, hyper_in.shape[1], uh, uw)

@@ -51,6 +51,80 @@ class ImageContext:
     dense: Tensor | None = None
 
 
+def _few_tokens(attn: MultiHeadAttention, n_tokens: int) -> bool:
+    """True when the prompt tokens are few enough that folding the image tokens' projections
+    into the tokens' side costs less: fewer token vectors over all heads (H·Nt) than the
+    heads' width (internal_dim, 128 in SAM), i.e. up to 15 tokens (10 points) in SAM."""
+    return attn.num_heads * n_tokens < attn.internal_dim
+
+
+def _heads(x: Tensor, num_heads: int) -> Tensor:
+    # (B, N, H*d) -> (B, H, N, d)
+    b, n, c = x.shape
+    return x.view(b, n, num_heads, c // num_heads).transpose(1, 2)
+
+
+def _tokens_to_image_folded(attn: MultiHeadAttention, q: Tensor, k: Tensor, v: Tensor
+                            ) -> Tensor:
+    """A few token queries over many image tokens, with the image tokens never projected.
+
+    Per head h, with K = k W_kᵀ + b_k and V = v W_vᵀ + b_v (k, v: the raw image tokens):
+    Q_h K_hᵀ = (Q_h W_k,h) kᵀ + Q_h·b_k,h (the last term is the same for every key: it does
+    not change the softmax, but is kept so that b_k stays in the graph, as distributed
+    training expects); and P_h V_h = (P_h v) W_v,hᵀ + b_v,h, since each row of P_h sums to 1.
+    The queries move into the image tokens' space (H·Nt vectors of width D) instead of the HW
+    image tokens moving into the heads': for SAM's 7 tokens, 2·56·D·HW multiply-adds instead
+    of 2·128·D·HW.
+
+    q: (B, Nt, D), k, v: (B or 1, HW, D) -> (B, Nt, D)
+    """
+    b, nt, dim = q.shape
+    heads, d = attn.num_heads, attn.internal_dim // attn.num_heads
+    qh = _heads(attn.q_proj(q), heads) * d ** -0.5  # (B, H, Nt, d)
+    folded = qh @ attn.k_proj.weight.view(heads, d, dim)  # (B, H, Nt, D)
+    logits = folded.reshape(b, heads * nt, dim) @ k.transpose(1, 2)  # (B, H·Nt, HW)
+    if attn.k_proj.bias is not None:
+        logits = logits + (qh @ attn.k_proj.bias.view(heads, d, 1)).reshape(b, heads * nt, 1)
+    weights = logits.softmax(dim=-1)
+    mixed = (weights @ v).view(b, heads, nt, dim)  # (B, H, Nt, D): P_h v
+    out = mixed @ attn.v_proj.weight.view(heads, d, dim).transpose(1, 2)  # (B, H, Nt, d)
+    if attn.v_proj.bias is not None:
+        out = out + attn.v_proj.bias.view(heads, 1, d)
+    return attn.out_proj(out.transpose(1, 2).reshape(b, nt, heads * d))
+
+
+def _image_to_tokens_folded(attn: MultiHeadAttention, q: Tensor | None, k: Tensor, v: Tensor,
+                            qh: Tensor | None = None) -> Tensor:
+    """Many image-token queries over a few prompt tokens, with neither the image tokens'
+    queries (unless ``qh`` holds them already) nor their outputs projected.
+
+    Per head h, with Q = q W_qᵀ + b_q (q: the raw image tokens): Q_h K_hᵀ = q (W_q,hᵀ K_hᵀ)
+    + b_q,h K_hᵀ, a product with a (D, Nt) matrix; and out_proj(concat_h(P_h V_h)) =
+    Σ_h P_h (V_h W_o,hᵀ) + b_o, one product of the (HW, H·Nt) attention weights with H·Nt
+    values already projected to width D.
+
+    q: (B or 1, HW, D) or None with qh: (1, H, HW, d); k, v: (B, Nt, D) -> (B, HW, D)
+    """
+    b, nt, dim = k.shape
+    heads, d = attn.num_heads, attn.internal_dim // attn.num_heads
+    kh = _heads(attn.k_proj(k), heads) * d ** -0.5  # (B, H, Nt, d)
+    vh = _heads(attn.v_proj(v), heads)  # (B, H, Nt, d)
+    if qh is None:
+        folded = attn.q_proj.weight.view(heads, d, dim).transpose(1, 2) @ kh.transpose(2, 3)
+        logits = q @ folded.permute(0, 2, 1, 3).reshape(b, dim, heads * nt)  # (B, HW, H·Nt)
+        if attn.q_proj.bias is not None:
+            logits = logits + (attn.q_proj.bias.view(heads, 1, d) @ kh.transpose(2, 3)
+                               ).reshape(b, 1, heads * nt)
+    else:
+        logits = (qh @ kh.transpose(2, 3)).permute(0, 2, 1, 3)  # (B, HW, H, Nt)
+    hw = logits.shape[1]
+    weights = logits.reshape(b, hw, heads, nt).softmax(dim=-1).view(b, hw, heads * nt)
+    wo = attn.out_proj.weight.view(dim, heads, d).permute(1, 2, 0)  # (H, d, D)
+    values = (vh @ wo).reshape(b, heads * nt, dim)  # (B, H·Nt, D): V_h W_o,hᵀ
+    out = weights @ values
+    return out + attn.out_proj.bias if attn.out_proj.bias is not None else out
+
+
 def _tokens_to_image(attn: MultiHeadAttention, q: Tensor, k: Tensor | None, v: Tensor,
                      kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Queries attend to image tokens, which may be shared by every query batch row.
@@ -59,6 +133,8 @@ def _tokens_to_image(attn: MultiHeadAttention, q: Tensor, k: Tensor | None, v: T
     and split in heads, (1, H, Nk, d) each.
     """
     b, nq, d = q.shape
+    if kv is None and _few_tokens(attn, nq):
+        return _tokens_to_image_folded(attn, q, k, v)
     shared = v.shape[0] == 1 and b > 1
     # Queries never interact in attention: B rows of Nq queries over the same keys are one
     # row of B·Nq queries, with no copy of the keys.
@@ -79,6 +155,8 @@ def _image_to_tokens(attn: MultiHeadAttention, q: Tensor | None, k: Tensor, v: T
     split in heads, (1, H, Nq, d).
     """
     b = k.shape[0]
+    if _few_tokens(attn, k.shape[1]):
+        return _image_to_tokens_folded(attn, q, k, v, qh)
     if qh is None:
         qh = split_heads(attn.q_proj(q), attn.num_heads)  # (1 or B, H, Nq, d): projected once
     kh = split_heads(attn.k_proj(k), attn.num_heads)  # (B, H, Nk, d)
