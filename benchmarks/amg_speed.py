@@ -3,6 +3,7 @@
     python benchmarks/amg_speed.py --small                     # reduced encoder, quick
     python benchmarks/amg_speed.py                             # SAM vit_b, points 16 and 32 (slow)
     python benchmarks/amg_speed.py --small --points-per-side 16 --repeats 5 --json
+    python benchmarks/amg_speed.py --image coffee --points-per-side 32   # a 600x400 photo
 
 Both generators get the same SAM (official_sam.py: the official model with seeded random
 weights, saved as an official .pth and loaded by ours). Two cases per grid size, fp32, under
@@ -37,7 +38,7 @@ from official_sam import FULL, SMALL, both_sams
 from segment_anything import SamAutomaticMaskGenerator as RefGenerator
 from segment_anything.modeling import Sam
 
-from attnvision.data.images import sample_image
+from attnvision.data.images import load_image, sample_image
 from attnvision.sam.automatic import SamAutomaticMaskGenerator
 
 
@@ -58,6 +59,16 @@ def use_fixed_embedding(ours: SamAutomaticMaskGenerator, ref: RefGenerator,
 
     ref.predictor.set_image = ref_set
     ours.predictor.set_image = our_set
+
+
+def load_benchmark_image(name: str) -> np.ndarray:
+    if name == "astronaut":
+        return sample_image("astronaut")
+    if Path(name).is_file():
+        return load_image(name)
+    from skimage import data
+
+    return np.ascontiguousarray(getattr(data, name)()[..., :3])
 
 
 def timed(fn, image: np.ndarray) -> tuple[float, int]:
@@ -99,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", action="store_true",
                         help="a 2-block, 192-wide encoder instead of vit_b's (quick run)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--image", default="astronaut",
+                        help="the shipped 256 px 'astronaut' sample (default), a scikit-image "
+                             "photo by name ('coffee': 600x400, 'chelsea': 451x300) or a file")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     args = parser.parse_args(argv)
     if args.threads:
@@ -107,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     encoder = SMALL if args.small else FULL
     with tempfile.TemporaryDirectory() as tmp:
         ours_model, ref_model, _ = both_sams(encoder, Path(tmp))
-    image = sample_image("astronaut")
+    image = load_benchmark_image(args.image)
     print(f"image {image.shape[1]}x{image.shape[0]}, encoder {encoder}, "
           f"{torch.get_num_threads()} threads", file=sys.stderr)
 
