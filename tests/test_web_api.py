@@ -332,7 +332,7 @@ def test_unknown_endpoints_methods_and_hosts(served):
     client, image_id, _ = served
     r = client.get("/api/nothing")
     assert r.status_code == 404 and "no such endpoint" in r.json()["detail"]
-    r = client.delete(f"/api/images/{image_id}")
+    r = client.put(f"/api/images/{image_id}")
     assert r.status_code == 405 and r.json()["detail"]
     r = client.get("/api/status", headers={"host": "evil.example:8000"})
     assert r.status_code == 400 and "evil.example" in r.json()["detail"]
@@ -454,6 +454,21 @@ def test_cors_only_when_asked(tmp_path, checkpoint):
         assert r.headers["access-control-allow-origin"] == "http://tool.example"
         r = client.get("/api/status", headers={"Origin": "http://other.example"})
         assert "access-control-allow-origin" not in r.headers
+
+
+def test_delete_forgets_the_image(tmp_path, checkpoint, scene):
+    app = make_app(tmp_path, checkpoint)
+    with TestClient(app, base_url=BASE) as client:
+        image_id = upload(client, scene).json()["id"]
+        wait_ready(client, image_id)
+        assert predict(client, image_id, points=[[100, 60]], labels=[1]).status_code == 200
+        assert client.delete(f"/api/images/{image_id}").status_code == 204
+        assert image_id not in app.state.engine.memory
+        assert not list(app.state.engine.store.directory.glob(f"{image_id}.*"))
+        for r in (client.get(f"/api/images/{image_id}"), client.delete(f"/api/images/{image_id}"),
+                  predict(client, image_id, points=[[100, 60]], labels=[1]),
+                  client.delete("/api/images/..%2F..%2Fetc")):
+            assert r.status_code == 404 and "detail" in r.json()
 
 
 # --- caches and restarts ------------------------------------------------------------------------

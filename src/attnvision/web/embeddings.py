@@ -77,6 +77,13 @@ class EmbeddingLRU:
             self._entries[key] = entry
             self._bytes += entry.nbytes
 
+    def pop(self, key: str) -> None:
+        """Forget ``key`` (nothing if it is not here)."""
+        with self._lock:
+            entry = self._entries.pop(key, None)
+            if entry is not None:
+                self._bytes -= entry.nbytes
+
     def __contains__(self, key: object) -> bool:
         with self._lock:
             return key in self._entries

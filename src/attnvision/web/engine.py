@@ -161,6 +161,14 @@ class Segmenter:
             job = self.start(image)
         return job.view()
 
+    def delete(self, image_id: str) -> None:
+        """Forget an image: its files, its embedding in memory and its job. The disk cache of
+        embeddings is shared with the command line and keeps its own size bound."""
+        self.store.remove(image_id)
+        self.memory.pop(image_id)
+        with self._jobs_lock:
+            self._jobs.pop(image_id, None)
+
     def start(self, image: StoredImage) -> Job:
         """Queue the encoding of ``image`` unless it is queued or running already."""
         self._require_model()

@@ -25,7 +25,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -212,6 +212,12 @@ def create_app(config: ServerConfig, model: LoadedModel) -> FastAPI:
              summary="An image and the state of its embedding (poll until 'ready')")
     def image_state(image_id: str) -> dict[str, Any]:
         return info(store.get(image_id))
+
+    @api.delete("/images/{image_id}", status_code=204,
+                summary="Delete an image, its masks and its embedding from the server")
+    def delete_image(image_id: str) -> Response:
+        engine.delete(image_id)
+        return Response(status_code=204)
 
     @api.get("/images/{image_id}/image", response_class=FileResponse,
              summary="The image as stored (RGB PNG, EXIF orientation applied)")

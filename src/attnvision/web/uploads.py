@@ -136,5 +136,11 @@ class ImageStore:
         """The stored (H, W, 3) uint8 RGB pixels."""
         return load_image(image.path)
 
+    def remove(self, image_id: str) -> None:
+        """Delete an image and every file kept beside it (404 if there is none)."""
+        self.get(image_id)
+        for f in self.directory.glob(f"{image_id}.*"):  # the id is 32 hex digits: no pattern
+            f.unlink(missing_ok=True)
+
     def count(self) -> int:
         return sum(1 for _ in self.directory.glob("*.png"))
