@@ -47,7 +47,6 @@ from attnvision.sam.predictor import ImageLike, SamPredictor, as_rgb_uint8
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 CROP_EDGE_TOLERANCE = 20  # pixels: a box this close to a crop's inner edge was cut by it
 UPSAMPLE_CHUNK = 32  # masks upsampled at once: 32 x 1024 x 1024 float32 = 128 MB
-DECODER_CHUNK = 2  # points decoded at once on a CPU (measured: 15 ms a point, 34 ms at 64)
 
 
 @dataclass
@@ -179,7 +178,8 @@ class SamAutomaticMaskGenerator:
         coords_t = torch.as_tensor(coords, dtype=torch.float32, device=self.predictor.device)
         # Prompts are independent: on a CPU a few at a time keep the decoder's per-prompt
         # image tokens (4 MB each for SAM) in cache; a GPU takes the whole batch at once.
-        step = DECODER_CHUNK if coords_t.device.type == "cpu" else len(points)
+        step = (self.model.mask_decoder.cpu_prompt_chunk if coords_t.device.type == "cpu"
+                else len(points))
         parts = [self._decode(coords_t[i:i + step]) for i in range(0, len(points), step)]
         logits = torch.cat([p[0] for p in parts])
         iou = torch.cat([p[1] for p in parts])
