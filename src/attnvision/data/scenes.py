@@ -1,0 +1,189 @@
+"""Synthetic scenes for training and testing SAM: objects with exact masks and a description.
+
+No segmentation dataset can be downloaded here, so scenes are made: objects of six shapes
+(ellipse, polygon, star, ring, blob, letter) in eight named colours, plain or textured with a
+patch of a real photo, pasted with occlusion on a background cropped from another photo. Every
+object comes with its exact visible mask (what later objects leave of it), its box, and a
+short description of colour, shape, size and position ("the small red star on the left"),
+for text prompts.
+
+A scene is a pure function of its seed and split. The photos come from scikit-image
+(``pip install 'attnvision[data]'``), which ships them; the test split's backgrounds and
+textures are photos the training split never uses, so a model is tested on unseen pixels.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from attnvision.errors import UserError
+
+SHAPES = ("ellipse", "polygon", "star", "ring", "blob", "letter")
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (215, 40, 40), "green": (40, 165, 60), "blue": (40, 80, 215),
+    "yellow": (235, 205, 40), "orange": (240, 135, 30), "purple": (135, 55, 185),
+    "white": (240, 240, 240), "black": (25, 25, 25)}
+SIZES = ("small", "medium", "large")
+# scikit-image photos that load offline; the two splits share none.
+PHOTOS = {
+    "train": {"backgrounds": ("astronaut", "coffee", "rocket", "hubble_deep_field", "camera",
+                              "moon"),
+              "textures": ("grass", "gravel", "brick", "immunohistochemistry")},
+    "test": {"backgrounds": ("chelsea", "retina", "clock", "page"),
+             "textures": ("coins", "cell", "colorwheel")},
+}
+LETTERS = "ABEFHKLMNPRSTVWXYZ"
+MIN_PIXELS = 20  # an object with fewer visible pixels is clutter, not an object
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    shape: str
+    colour: str
+    size: str  # small / medium / large, by the share of the image it covers
+    position: str  # "on the left", "at the top right", "in the centre", ...
+    textured: bool
+    visible: float  # share of the object that later objects leave visible, 0..1
+    mask: np.ndarray  # (H, W) bool: the visible part, after occlusion
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the visible part, inclusive
+
+    @property
+    def description(self) -> str:
+        return f"the {self.size} {self.colour} {self.shape} {self.position}"
+
+
+@dataclass(frozen=True)
+class Scene:
+    image: np.ndarray  # (H, W, 3) uint8
+    objects: tuple[SceneObject, ...]  # in paint order; visible masks never overlap
+
+
+@functools.cache
+def _photo(name: str) -> np.ndarray:
+    """A scikit-image photo as (H, W, 3) uint8."""
+    try:
+        from skimage import data
+    except ImportError:
+        raise UserError("synthetic scenes cut their backgrounds and textures from "
+                        "scikit-image's photos: pip install 'attnvision[data]'") from None
+    image = np.asarray(getattr(data, name)())
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    return np.ascontiguousarray(image[..., :3]).astype(np.uint8)
+
+
+def _crop(photo: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A random square crop of at least half the photo's shorter side, resized to size."""
+    h, w = photo.shape[:2]
+    side = int(rng.integers(min(h, w) // 2, min(h, w) + 1))
+    y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    crop = Image.fromarray(photo[y:y + side, x:x + side])
+    return np.asarray(crop.resize((size, size), Image.BILINEAR))
+
+
+def _outline(shape: str, cx: float, cy: float, r: float, rng: np.random.Generator
+             ) -> list[tuple[float, float]]:
+    """Vertices of a polygon, star or blob around (cx, cy) of radius about r."""
+    angle0 = rng.uniform(0, 2 * math.pi)
+    if shape == "polygon":
+        k = int(rng.integers(3, 8))
+        radii = np.full(k, r)
+    elif shape == "star":
+        k = 2 * int(rng.integers(4, 7))
+        radii = np.where(np.arange(k) % 2 == 0, r, r * rng.uniform(0.35, 0.55))
+    else:  # blob: a smooth random radius, a few low harmonics
+        k = 48
+        t = np.linspace(0, 2 * math.pi, k, endpoint=False)
+        wobble = sum(rng.uniform(-0.18, 0.18) * np.cos(j * t + rng.uniform(0, 6.3))
+                     for j in range(2, 5))
+        radii = r * (1 + wobble)
+    angles = angle0 + np.linspace(0, 2 * math.pi, k, endpoint=False)
+    return [(cx + ri * math.cos(a), cy + ri * math.sin(a)) for ri, a in zip(radii, angles,
+                                                                              strict=True)]
+
+
+def _shape_mask(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """(size, size) bool mask of one object somewhere in the image."""
+    canvas = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(canvas)
+    r = size * rng.uniform(0.07, 0.22)
+    cx, cy = rng.uniform(r, size - r), rng.uniform(r, size - r)
+    if shape == "ellipse" or shape == "ring":
+        rx, ry = r, r * rng.uniform(0.55, 1.0)
+        draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=255)
+        if shape == "ring":
+            f = rng.uniform(0.45, 0.65)
+            draw.ellipse([cx - rx * f, cy - ry * f, cx + rx * f, cy + ry * f], fill=0)
+    elif shape == "letter":
+        font = ImageFont.load_default(size=max(8, int(2.4 * r)))
+        letter = LETTERS[int(rng.integers(len(LETTERS)))]
+        draw.text((cx, cy), letter, fill=255, font=font, anchor="mm",
+                  stroke_width=max(1, int(r / 12)), stroke_fill=255)
+    else:
+        draw.polygon(_outline(shape, cx, cy, r, rng), fill=255)
+    return np.asarray(canvas) > 127
+
+
+def _position(mask: np.ndarray) -> str:
+    """Where the mask's centre lies, in thirds of the image."""
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    col = ("left", "centre", "right")[min(2, int(3 * xs.mean() / w))]
+    row = ("top", "middle", "bottom")[min(2, int(3 * ys.mean() / h))]
+    if row == "middle":
+        return "in the centre" if col == "centre" else f"on the {col}"
+    return f"at the {row}" if col == "centre" else f"at the {row} {col}"
+
+
+def _size(area: int, image_area: int) -> str:
+    share = area / image_area
+    return "small" if share < 0.02 else "medium" if share < 0.06 else "large"
+
+
+def make_scene(seed: int, split: str = "train", size: int = 256,
+               n_objects: tuple[int, int] = (2, 6)) -> Scene:
+    """The scene of ``seed`` in ``split`` ("train" or "test"): (size, size) pixels with
+    between n_objects[0] and n_objects[1] objects (fewer if occlusion hides some)."""
+    if split not in PHOTOS:
+        raise UserError(f"split must be 'train' or 'test', got {split!r}")
+    rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+    photos = PHOTOS[split]
+    backgrounds, textures = photos["backgrounds"], photos["textures"]
+    image = _crop(_photo(backgrounds[int(rng.integers(len(backgrounds)))]), size, rng)
+    image = image.astype(np.float32)
+
+    painted: list[tuple[str, str, bool, np.ndarray]] = []
+    for _ in range(int(rng.integers(n_objects[0], n_objects[1] + 1))):
+        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
+        mask = _shape_mask(shape, size, rng)
+        if not mask.any():
+            continue
+        fill = np.broadcast_to(np.array(COLOURS[colour], np.float32), image.shape)
+        textured = bool(rng.random() < 0.5)
+        if textured:  # the photo's light and shade, in the object's colour
+            texture = _crop(_photo(textures[int(rng.integers(len(textures)))]), size, rng)
+            shade = texture.mean(axis=2, keepdims=True) / 255.0
+            fill = fill * (0.55 + 0.45 * shade)
+        image[mask] = fill[mask]
+        painted.append((shape, colour, textured, mask))
+
+    objects = []
+    covered = np.zeros((size, size), bool)
+    for shape, colour, textured, mask in reversed(painted):  # the last painted is on top
+        visible = mask & ~covered
+        covered |= mask
+        if visible.sum() < MIN_PIXELS:
+            continue
+        ys, xs = np.nonzero(visible)
+        objects.append(SceneObject(shape, colour, _size(int(mask.sum()), size * size),
+                                   _position(visible), textured,
+                                   round(float(visible.sum() / mask.sum()), 3), visible,
+                                   (int(xs.min()), int(ys.min()), int(xs.max()),
+                                    int(ys.max()))))
+    return Scene(np.clip(image, 0, 255).round().astype(np.uint8), tuple(reversed(objects)))

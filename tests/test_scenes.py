@@ -1,0 +1,81 @@
+"""Synthetic scenes: deterministic, exact visible masks, honest descriptions, disjoint splits."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attnvision.data import scenes
+from attnvision.data.scenes import COLOURS, PHOTOS, SHAPES, make_scene
+from attnvision.errors import UserError
+
+
+def check_scene(scene: scenes.Scene, size: int) -> None:
+    assert scene.image.shape == (size, size, 3) and scene.image.dtype == np.uint8
+    covered = np.zeros((size, size), bool)
+    for obj in scene.objects:
+        assert obj.shape in SHAPES and obj.colour in COLOURS
+        assert obj.mask.shape == (size, size) and obj.mask.sum() >= scenes.MIN_PIXELS
+        assert not (covered & obj.mask).any()  # visible parts never overlap
+        covered |= obj.mask
+        ys, xs = np.nonzero(obj.mask)
+        assert obj.box == (xs.min(), ys.min(), xs.max(), ys.max())
+        assert 0 < obj.visible <= 1
+        if not obj.textured:  # a plain object's visible pixels are its colour, exactly
+            assert (scene.image[obj.mask] == COLOURS[obj.colour]).all()
+        assert obj.description == f"the {obj.size} {obj.colour} {obj.shape} {obj.position}"
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10**6), split=st.sampled_from(["train", "test"]),
+       size=st.sampled_from([64, 128, 256]))
+def test_scenes_hold_their_invariants(seed, split, size):
+    check_scene(make_scene(seed, split, size), size)
+
+
+def test_a_scene_is_a_function_of_its_seed_and_split():
+    a, b = make_scene(7), make_scene(7)
+    assert np.array_equal(a.image, b.image)
+    assert [o.description for o in a.objects] == [o.description for o in b.objects]
+    assert all(np.array_equal(x.mask, y.mask) for x, y in zip(a.objects, b.objects,
+                                                                strict=True))
+    assert not np.array_equal(make_scene(8).image, a.image)
+    assert not np.array_equal(make_scene(7, "test").image, a.image)
+
+
+def test_the_test_split_never_uses_a_training_photo(monkeypatch):
+    train = set(PHOTOS["train"]["backgrounds"]) | set(PHOTOS["train"]["textures"])
+    test = set(PHOTOS["test"]["backgrounds"]) | set(PHOTOS["test"]["textures"])
+    assert not train & test
+    used = []
+    original = scenes._photo
+    monkeypatch.setattr(scenes, "_photo", lambda name: used.append(name) or original(name))
+    for seed in range(30):
+        make_scene(seed, "test", size=64)
+    assert used and set(used) <= test
+    assert set(used) & set(PHOTOS["test"]["textures"])  # textures were drawn too
+
+
+def test_many_scenes_cover_every_shape_colour_and_size():
+    objects = [o for seed in range(60) for o in make_scene(seed, size=128).objects]
+    assert {o.shape for o in objects} == set(SHAPES)
+    assert {o.colour for o in objects} == set(COLOURS)
+    assert {o.size for o in objects} == {"small", "medium", "large"}
+    assert any(o.visible < 1 for o in objects)  # occlusion happens
+    assert any(o.textured for o in objects) and any(not o.textured for o in objects)
+
+
+@pytest.mark.parametrize("box, expected", [
+    ((0, 0, 20, 20), "at the top left"), ((45, 0, 55, 20), "at the top"),
+    ((80, 40, 99, 60), "on the right"), ((40, 40, 60, 60), "in the centre"),
+    ((0, 80, 20, 99), "at the bottom left"), ((45, 80, 55, 99), "at the bottom")])
+def test_positions_name_the_third_of_the_image(box, expected):
+    mask = np.zeros((100, 100), bool)
+    x0, y0, x1, y1 = box
+    mask[y0:y1 + 1, x0:x1 + 1] = True
+    assert scenes._position(mask) == expected
+
+
+def test_bad_split_is_refused():
+    with pytest.raises(UserError, match="'train' or 'test'"):
+        make_scene(0, "validation")
