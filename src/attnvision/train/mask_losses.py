@@ -1,0 +1,65 @@
+"""SAM's training losses: focal + dice on the best of the ambiguous masks, MSE on the IoU head.
+
+From the Segment Anything paper: the mask loss is a linear combination of focal loss and dice
+loss in the ratio 20:1; with several masks per prompt, only the mask of lowest loss is
+back-propagated (the prompt is ambiguous, any one right answer is right); the IoU head learns
+the IoU of each predicted mask with the ground truth by mean squared error.
+
+    focal(p, t) = mean over pixels of −α_t (1 − p_t)^γ log p_t,   p = σ(logit),
+                  p_t = p if t else 1 − p,  α_t = α if t else 1 − α   (α = 0.25, γ = 2)
+    dice(p, t)  = 1 − (2 Σ p t + 1) / (Σ p + Σ t + 1)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+FOCAL_WEIGHT = 20.0  # focal : dice = 20 : 1
+
+
+def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25,
+                       gamma: float = 2.0) -> Tensor:
+    """Focal loss of (..., H, W) logits against {0, 1} targets, averaged over pixels: (...)."""
+    logits, targets = logits.float(), targets.float()
+    p = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")  # −log p_t
+    p_t = p * targets + (1 - p) * (1 - targets)
+    alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+    return (alpha_t * (1 - p_t) ** gamma * ce).flatten(-2).mean(-1)
+
+
+def dice_loss(logits: Tensor, targets: Tensor, smooth: float = 1.0) -> Tensor:
+    """Soft dice loss of (..., H, W) logits against {0, 1} targets: (...)."""
+    p, t = torch.sigmoid(logits.float()).flatten(-2), targets.float().flatten(-2)
+    return 1 - (2 * (p * t).sum(-1) + smooth) / (p.sum(-1) + t.sum(-1) + smooth)
+
+
+def mask_iou(logits: Tensor, targets: Tensor) -> Tensor:
+    """IoU of the thresholded (..., H, W) logits (> 0) with the targets: (...)."""
+    pred, t = (logits > 0).flatten(-2), targets.bool().flatten(-2)
+    union = (pred | t).sum(-1)
+    return torch.where(union > 0, (pred & t).sum(-1) / union.clamp_min(1), 1.0)
+
+
+def sam_loss(mask_logits: Tensor, iou_pred: Tensor, targets: Tensor
+             ) -> tuple[Tensor, dict[str, Tensor]]:
+    """SAM's loss for B prompts with M candidate masks each.
+
+    mask_logits: (B, M, H, W), iou_pred: (B, M), targets: (B, H, W) {0, 1} at the masks'
+    resolution. Returns the mean loss and its parts (focal, dice, iou_mse, the chosen mask
+    index per prompt).
+    """
+    t = targets[:, None].expand_as(mask_logits)
+    focal, dice = sigmoid_focal_loss(mask_logits, t), dice_loss(mask_logits, t)  # (B, M)
+    per_mask = FOCAL_WEIGHT * focal + dice
+    best = per_mask.argmin(dim=1)  # (B,): only the best candidate learns
+    rows = torch.arange(len(best), device=best.device)
+    with torch.no_grad():
+        actual = mask_iou(mask_logits, t)  # (B, M): what the IoU head should predict
+    iou_mse = F.mse_loss(iou_pred.float(), actual)  # every candidate's IoU is learnt
+    loss = per_mask[rows, best].mean() + iou_mse
+    return loss, {"focal": focal[rows, best].mean().detach(),
+                  "dice": dice[rows, best].mean().detach(), "iou_mse": iou_mse.detach(),
+                  "best": best}
