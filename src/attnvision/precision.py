@@ -30,12 +30,13 @@ def cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def check_precision(precision: str, device: torch.device | str) -> str:
-    """``precision`` if the device can run it, else a UserError naming what can."""
+def check_precision(precision: str, device: torch.device | str | None = None) -> str:
+    """``precision`` if it is one and ``device`` (when given) can run it, else a UserError
+    naming what can."""
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}: choose one of "
                         f"{', '.join(PRECISIONS)}")
-    if precision == "fp16" and torch.device(device).type == "cpu":
+    if precision == "fp16" and device is not None and torch.device(device).type == "cpu":
         raise UserError("fp16 runs on GPUs only: use --precision bf16 (or fp32) on a CPU")
     return precision
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from attnvision.errors import UserError
-from attnvision.precision import PRECISIONS
+from attnvision.precision import check_precision
 from attnvision.sam.checkpoints import load_sam_weights, read_sam_weights
 from attnvision.sam.image_encoder import ENCODER_CONFIGS, build_image_encoder
 from attnvision.sam.mask_decoder import MaskDecoder
@@ -28,9 +28,7 @@ def build_sam(name: str | None = "vit_h", checkpoint: str | os.PathLike[str] | N
     later, e.g. after ``.to("cuda")``). ``img_size`` and ``encoder_overrides`` build smaller
     variants (tests, our own small models).
     """
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}: choose one of "
-                        f"{', '.join(PRECISIONS)}")
+    check_precision(precision)  # the device is checked when the model runs
     sd = recorded = None
     if checkpoint is not None:
         sd, recorded, options = read_sam_weights(checkpoint, name)

@@ -56,21 +56,31 @@ class EmbeddingCache:
         return self.directory / (f"{model_fingerprint(predictor.model)}-{precision}-"
                                  f"{image_digest(image)[:32]}.safetensors")
 
+    def load(self, predictor: SamPredictor, image: ImageLike) -> bool:
+        """Set ``image``'s embedding on ``predictor`` if the folder has it; never encodes.
+        True on a hit."""
+        rgb = as_rgb_uint8(image)
+        path = self.path_for(predictor, rgb)
+        if not path.is_file():
+            return False
+        try:
+            predictor.load_embedding(path)
+        except UserError:
+            path.unlink(missing_ok=True)  # truncated or foreign: compute it again
+            return False
+        if predictor.original_size != rgb.shape[:2]:
+            return False
+        os.utime(path)  # most recently used
+        self.hits += 1
+        return True
+
     def set_image(self, predictor: SamPredictor, image: ImageLike) -> bool:
         """Set ``image`` on ``predictor``; True when the embedding came from the cache."""
         rgb = as_rgb_uint8(image)
-        path = self.path_for(predictor, rgb)
-        if path.is_file():
-            try:
-                predictor.load_embedding(path)
-            except UserError:
-                path.unlink(missing_ok=True)  # truncated or foreign: compute it again
-            else:
-                if predictor.original_size == rgb.shape[:2]:
-                    os.utime(path)  # most recently used
-                    self.hits += 1
-                    return True
+        if self.load(predictor, rgb):
+            return True
         self.misses += 1
+        path = self.path_for(predictor, rgb)
         predictor.set_image(rgb)
         try:
             predictor.save_embedding(path)

@@ -58,12 +58,6 @@ def _few_tokens(attn: MultiHeadAttention, n_tokens: int) -> bool:
     return attn.num_heads * n_tokens < attn.internal_dim
 
 
-def _heads(x: Tensor, num_heads: int) -> Tensor:
-    # (B, N, H*d) -> (B, H, N, d)
-    b, n, c = x.shape
-    return x.view(b, n, num_heads, c // num_heads).transpose(1, 2)
-
-
 def _tokens_to_image_folded(attn: MultiHeadAttention, q: Tensor, k: Tensor, v: Tensor
                             ) -> Tensor:
     """A few token queries over many image tokens, with the image tokens never projected.
@@ -80,7 +74,7 @@ def _tokens_to_image_folded(attn: MultiHeadAttention, q: Tensor, k: Tensor, v: T
     """
     b, nt, dim = q.shape
     heads, d = attn.num_heads, attn.internal_dim // attn.num_heads
-    qh = _heads(attn.q_proj(q), heads) * d ** -0.5  # (B, H, Nt, d)
+    qh = split_heads(attn.q_proj(q), heads) * d ** -0.5  # (B, H, Nt, d)
     folded = qh @ attn.k_proj.weight.view(heads, d, dim)  # (B, H, Nt, D)
     logits = folded.reshape(b, heads * nt, dim) @ k.transpose(1, 2)  # (B, H·Nt, HW)
     if attn.k_proj.bias is not None:
@@ -107,8 +101,8 @@ def _image_to_tokens_folded(attn: MultiHeadAttention, q: Tensor | None, k: Tenso
     """
     b, nt, dim = k.shape
     heads, d = attn.num_heads, attn.internal_dim // attn.num_heads
-    kh = _heads(attn.k_proj(k), heads) * d ** -0.5  # (B, H, Nt, d)
-    vh = _heads(attn.v_proj(v), heads)  # (B, H, Nt, d)
+    kh = split_heads(attn.k_proj(k), heads) * d ** -0.5  # (B, H, Nt, d)
+    vh = split_heads(attn.v_proj(v), heads)  # (B, H, Nt, d)
     if qh is None:
         folded = attn.q_proj.weight.view(heads, d, dim).transpose(1, 2) @ kh.transpose(2, 3)
         logits = q @ folded.permute(0, 2, 1, 3).reshape(b, dim, heads * nt)  # (B, HW, H·Nt)

@@ -81,7 +81,7 @@ class _EmbeddedPredictor(SamPredictor):
         rgb = as_rgb_uint8(image, image_format)
         e = self._embedding
         if tuple(rgb.shape[:2]) == e.original_size:
-            self.set_image_embedding(e.features, e.original_size, e.input_size)
+            self.set_image_embedding(e.features, e.original_size, e.input_size, e.context)
         else:
             super().set_image(rgb)
 
@@ -206,16 +206,8 @@ class Segmenter:
 
     def _from_disk(self, image: StoredImage) -> Embedding | None:
         """The embedding from the disk cache, or None; never runs the encoder."""
-        rgb = self.store.pixels(image)
         predictor = SamPredictor(self.sam)
-        path = self.disk.path_for(predictor, rgb)
-        if not path.is_file():
-            return None
-        try:
-            predictor.load_embedding(path)
-        except UserError:
-            return None
-        if predictor.original_size != tuple(rgb.shape[:2]):
+        if not self.disk.load(predictor, self.store.pixels(image)):
             return None
         self.disk_loads += 1
         return Embedding.of(predictor)

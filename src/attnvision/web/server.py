@@ -206,6 +206,8 @@ def create_app(config: ServerConfig, model: LoadedModel) -> FastAPI:
             raise ApiError(413, f"the file is over the limit of {config.max_upload_bytes:,} "
                                 "bytes: send a smaller image")
         image = await run_in_threadpool(store.add, data, file.filename)
+        if engine.sam is not None:  # queued at once: the encoder thread asks the disk cache
+            engine.start(image)
         return await run_in_threadpool(info, image)
 
     @api.get("/images/{image_id}", response_model=ImageInfo,
