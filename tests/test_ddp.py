@@ -54,3 +54,19 @@ def test_fit_under_torchrun_keeps_ranks_identical_and_matches_one_process(tmp_pa
     assert single["global_step"] == info["global_step"]
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, ranks[0][key], atol=1e-5, rtol=1e-4)
+
+
+def test_train_sam_under_torchrun(tmp_path):
+    """`torchrun --nproc_per_node 2 -m attnvision train sam`: one run, the model on rank 0's
+    disk, the same weights on both ranks (every parameter is reduced, even unused ones)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "sam"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--standalone", "-m", "attnvision", "train", "sam", "--scenes", "4",
+           "--eval-scenes", "1", "--epochs", "1", "--batch-size", "4", "--rounds", "1",
+           "--out", str(out), "--quiet"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    info = json.loads((out / "model.json").read_text())
+    assert info["world_size"] == 2 and info["global_step"] == 1
+    assert info["metrics"]["eval"]["objects"] > 0

@@ -17,6 +17,8 @@ from typing import Any, NoReturn
 from attnvision import __version__
 from attnvision.errors import UserError
 
+SAM_SIZES = ["vit_b", "vit_l", "vit_h", "sam_tiny"]  # attnvision.sam.image_encoder.ENCODER_CONFIGS
+
 Command = Callable[[argparse.Namespace], dict[str, Any]]
 
 
@@ -103,6 +105,22 @@ def _sub(parent: argparse._SubParsersAction, name: str, help: str) -> argparse.A
     return parent.add_parser(name, help=help, description=help)
 
 
+def _training(p: argparse.ArgumentParser, *, epochs: str, batch_size: str, lr: str,
+              weight_decay: float, warmup_epochs: float) -> None:
+    """The options of the shared training loop, with each model's recipe as defaults."""
+    p.add_argument("--epochs", type=int, help=epochs)
+    p.add_argument("--batch-size", type=int, help=batch_size)
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default: {lr})")
+    p.add_argument("--weight-decay", type=float, default=weight_decay)
+    p.add_argument("--warmup-epochs", type=float, default=warmup_epochs)
+    p.add_argument("--amp", choices=["none", "bf16"], default="none",
+                   help="bf16 autocast (fast on CPUs with AVX-512 BF16 / AMX, and on GPUs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder for checkpoints and metrics")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start over even if --out holds an interrupted run")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="attnvision",
                      description="Attention models for image analysis, from patch tokens to "
@@ -129,19 +147,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(train, "vit", "train a ViT classifier on an offline dataset")
     p.add_argument("--dataset", choices=["digits", "mnist5k"], required=True)
     p.add_argument("--config", help="ViT config (default: vit_digits or vit_mnist)")
-    p.add_argument("--epochs", type=int, help="default: the dataset's recipe (100 / 50)")
-    p.add_argument("--batch-size", type=int, help="default: the dataset's recipe (32 / 64)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: 1e-3)")
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--warmup-epochs", type=float, default=3.0)
+    _training(p, epochs="default: the dataset's recipe (100 / 50)",
+              batch_size="default: the dataset's recipe (32 / 64)", lr="1e-3",
+              weight_decay=0.05, warmup_epochs=3.0)
     p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--amp", choices=["none", "bf16"], default="none",
-                   help="bf16 autocast (fast on CPUs with AVX-512 BF16 / AMX, and on GPUs)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="folder for checkpoints and metrics")
-    p.add_argument("--no-resume", action="store_true",
-                   help="start over even if --out holds an interrupted run")
     _common(p, _lazy("vit", "train"))
+
+    p = _sub(train, "sam", "train SAM with simulated clicks (points, boxes, then points on the "
+                           "errors), on synthetic scenes or a COCO-format dataset; fine-tune an "
+                           "official checkpoint with --init and --freeze")
+    p.add_argument("--model", choices=SAM_SIZES,
+                   help="SAM size (default: sam_tiny, or read from --init)")
+    p.add_argument("--init", metavar="CHECKPOINT",
+                   help="start from these weights (e.g. sam_vit_b_01ec64.pth)")
+    p.add_argument("--freeze", metavar="PARTS",
+                   help="comma-separated parts kept fixed: image_encoder, prompt_encoder, "
+                        "mask_decoder (e.g. --freeze image_encoder)")
+    p.add_argument("--coco", metavar="ANNOTATIONS",
+                   help="train on a COCO-format dataset: its annotations JSON (polygons or "
+                        "RLE); default: synthetic scenes")
+    p.add_argument("--images", help="folder of the COCO images (default: the JSON's folder)")
+    p.add_argument("--val-coco", metavar="ANNOTATIONS", help="COCO annotations to evaluate on")
+    p.add_argument("--val-images", help="folder of the --val-coco images")
+    p.add_argument("--scenes", type=int, help="synthetic training scenes per epoch (default "
+                                              "6000)")
+    p.add_argument("--eval-scenes", type=int, default=64,
+                   help="synthetic test scenes evaluated after each epoch (0: none)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="prompting rounds per object: the first prompt, then clicks on errors")
+    _training(p, epochs="default: 7 (synthetic) / 10 (COCO)",
+              batch_size="images per step (default: 8 / 2)", lr="1e-3 / 1e-4",
+              weight_decay=0.1, warmup_epochs=0.5)
+    p.add_argument("--export", metavar="PATH",
+                   help="also write the best epoch's weights in float16 to PATH (how the "
+                        "shipped sam_tiny was made)")
+    _common(p, _lazy("sam_train", "train"))
 
     evaluate = _sub(sub, "eval", "evaluate a model").add_subparsers(
         dest="model", metavar="MODEL", required=True, parser_class=_Parser)
@@ -150,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=["digits", "mnist5k"], default="mnist5k")
     p.add_argument("--out", default=".", help="folder for the confusion-matrix picture")
     _common(p, _lazy("vit", "evaluate"))
+    p = _sub(evaluate, "sam", "SAM's mIoU on held-out synthetic scenes (1 click, 3 clicks, box) "
+                              "and on scikit-image's coins and horse, with pictures")
+    p.add_argument("--checkpoint", help="SAM weights (default: the shipped sam_tiny)")
+    p.add_argument("--model", choices=SAM_SIZES, help="SAM size (default: read from the file)")
+    p.add_argument("--scenes", type=int, default=100, help="synthetic test scenes")
+    p.add_argument("--out", default=".", help="folder for the pictures")
+    _common(p, _lazy("sam_train", "evaluate"))
 
     p = _sub(sub, "classify", "top-k classes of images with a ViT")
     p.add_argument("images", nargs="+", metavar="IMAGE")
@@ -160,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "segment", "SAM masks of an image from point and box prompts")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("--checkpoint", help="SAM weights: an official sam_vit_*.pth or ours")
-    p.add_argument("--model", choices=["vit_b", "vit_l", "vit_h"],
+    p.add_argument("--model", choices=SAM_SIZES,
                    help="SAM size (default: read from the checkpoint)")
     p.add_argument("--point", action="append", metavar="X,Y[,LABEL]",
                    help="a point in pixels; LABEL 1 = object (default), 0 = background")
@@ -180,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "stopped)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
     p.add_argument("--checkpoint", help="SAM weights: an official sam_vit_*.pth or ours")
-    p.add_argument("--model", choices=["vit_b", "vit_l", "vit_h"],
+    p.add_argument("--model", choices=SAM_SIZES,
                    help="SAM size (default: read from the checkpoint)")
     p.add_argument("--out", required=True,
                    help="folder for coco.json, json/ (one file per image) and overlays/")
@@ -200,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "export-onnx", "SAM's prompt decoder (the official ONNX inputs) and image "
                                  "encoder as ONNX files, checked against PyTorch")
     p.add_argument("--checkpoint", help="SAM weights: an official sam_vit_*.pth or ours")
-    p.add_argument("--model", choices=["vit_b", "vit_l", "vit_h"],
+    p.add_argument("--model", choices=SAM_SIZES,
                    help="SAM size (default: read from the checkpoint)")
     p.add_argument("--out", required=True, help="folder for the .onnx files and sam_onnx.json")
     p.add_argument("--quantize", action="store_true",
@@ -219,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "objects, download masks (PNG, COCO JSON)")
     p.add_argument("--checkpoint", help="SAM weights: an official sam_vit_*.pth or ours "
                                         "(without it the page says how to load one)")
-    p.add_argument("--model", choices=["vit_b", "vit_l", "vit_h"],
+    p.add_argument("--model", choices=SAM_SIZES,
                    help="SAM size (default: read from the checkpoint)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; anything but loopback needs --token")

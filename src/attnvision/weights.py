@@ -85,13 +85,17 @@ def key_problems(expected: dict[str, Tensor], sd: dict[str, Tensor]) -> str:
 
 
 def save_weights(model: torch.nn.Module, path: str | os.PathLike[str],
-                 metadata: dict[str, str], extra: dict[str, Any] | None = None) -> Path:
+                 metadata: dict[str, str], extra: dict[str, Any] | None = None,
+                 dtype: torch.dtype | None = None) -> Path:
     """A model's state dict as safetensors, atomically, with ``metadata`` (and ``extra`` as
-    JSON under the key "extra") in the file's header."""
+    JSON under the key "extra") in the file's header; floating-point tensors in ``dtype`` if
+    given (loading casts them back to the model's)."""
     metadata = dict(metadata)
     if extra:
         metadata["extra"] = json.dumps(extra, default=str)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
     return Path(path)

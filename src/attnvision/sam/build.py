@@ -19,14 +19,14 @@ PROMPT_DIM = 256  # the width of prompt tokens, image embedding and decoder
 
 
 def build_sam(name: str | None = "vit_h", checkpoint: str | os.PathLike[str] | None = None,
-              *, img_size: int = 1024, precision: str = "fp32", **encoder_overrides: Any
+              *, img_size: int | None = None, precision: str = "fp32", **encoder_overrides: Any
               ) -> Sam:
-    """SAM ``vit_b`` / ``vit_l`` / ``vit_h``, with the weights of ``checkpoint`` if given.
+    """SAM ``vit_b`` / ``vit_l`` / ``vit_h`` / ``sam_tiny``, with ``checkpoint``'s weights.
 
     ``name=None`` takes the size from the checkpoint. ``precision``: "fp32", "bf16" or
     "fp16" (GPU) autocast when the predictor runs the model (``model.precision`` changes it
-    later, e.g. after ``.to("cuda")``). ``img_size`` and ``encoder_overrides`` build smaller
-    variants (tests, our own small models).
+    later, e.g. after ``.to("cuda")``). ``img_size`` (default: the size's own, 1024 for the
+    official sizes) and ``encoder_overrides`` build other variants (tests, small models).
     """
     check_precision(precision)  # the device is checked when the model runs
     sd = recorded = None
@@ -44,6 +44,8 @@ def build_sam(name: str | None = "vit_h", checkpoint: str | os.PathLike[str] | N
                             f"use --model {recorded} (or build_sam('{recorded}', ...))")
     if name not in ENCODER_CONFIGS:
         raise UserError(f"unknown SAM model {name!r}: choose one of {sorted(ENCODER_CONFIGS)}")
+    if img_size is None:
+        img_size = ENCODER_CONFIGS[name].img_size
     encoder = build_image_encoder(name, img_size=img_size, **encoder_overrides)
     grid = img_size // encoder.patch_embed.proj.kernel_size[0]
     model = Sam(
@@ -76,4 +78,5 @@ sam_model_registry: dict[str, Callable[..., Sam]] = {
     "vit_h": _builder("vit_h"),
     "vit_l": _builder("vit_l"),
     "vit_b": _builder("vit_b"),
+    "sam_tiny": _builder("sam_tiny"),  # ours: the model that ships in the package
 }

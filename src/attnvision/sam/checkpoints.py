@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from attnvision.errors import UserError
@@ -60,8 +61,10 @@ def load_sam_weights(model: nn.Module, sd: dict[str, Tensor], source: str, name:
 
 
 def save_sam(model: nn.Module, path: str | os.PathLike[str], name: str,
-             build: dict | None = None, extra: dict | None = None) -> Path:
+             build: dict | None = None, extra: dict | None = None,
+             dtype: torch.dtype | None = None) -> Path:
     """Our format: safetensors with the model size, the ``build_sam`` options of a
-    non-standard model (``img_size``, encoder overrides) and ``extra`` in the metadata."""
+    non-standard model (``img_size``, encoder overrides) and ``extra`` in the metadata;
+    weights stored in ``dtype`` if given (float16 halves the file)."""
     return save_weights(model, path, {"format": FORMAT, "model": name,
-                                      "build": json.dumps(build or {})}, extra)
+                                      "build": json.dumps(build or {})}, extra, dtype)

@@ -18,8 +18,9 @@ from torch import Tensor, nn
 from attnvision.nn.positional import PositionEmbeddingRandom
 from attnvision.sam.common import LayerNorm2d
 
-# Point labels, as in the official predictor.
-NOT_A_POINT, NEGATIVE, POSITIVE = -1, 0, 1
+# Point labels, as in the official predictor; 2 and 3 mark a box's corners given as points
+# (as SAM 2 takes them), which lets one batch mix point and box prompts.
+NOT_A_POINT, NEGATIVE, POSITIVE, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = -1, 0, 1, 2, 3
 
 
 class PromptEncoder(nn.Module):
@@ -89,8 +90,9 @@ class PromptEncoder(nn.Module):
         labels = labels[..., None]  # (B, N, 1), broadcasts over D
         # A padding token carries no position: only the "not a point" embedding.
         emb = torch.where(labels == NOT_A_POINT, self.not_a_point_embed.weight, pe)
-        emb = emb + (labels == NEGATIVE) * self.point_embeddings[0].weight
-        return emb + (labels == POSITIVE) * self.point_embeddings[1].weight
+        for label in (NEGATIVE, POSITIVE, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT):
+            emb = emb + (labels == label) * self.point_embeddings[label].weight
+        return emb
 
     def _embed_boxes(self, boxes: Tensor) -> Tensor:
         # boxes: (B, 4) as (x0, y0, x1, y1) pixels -> (B, 2, D), one token per corner
@@ -116,13 +118,16 @@ class PromptEncoder(nn.Module):
         return 1
 
     def forward(self, points: tuple[Tensor, Tensor] | None, boxes: Tensor | None,
-                masks: Tensor | None) -> tuple[Tensor, Tensor]:
+                masks: Tensor | None, pad: bool | None = None) -> tuple[Tensor, Tensor]:
         # points: ((B, N, 2) coords, (B, N) labels), boxes: (B, 4), masks: (B, 1, 4H, 4W)
+        # pad: add the padding token after the points; by default when no box follows, as
+        # the official encoder does. Training pads its point sequences itself.
         bs = self._batch_size(points, boxes, masks)
         weight = self.no_mask_embed.weight
         parts: list[Tensor] = []
         if points is not None:
-            parts.append(self._embed_points(points[0], points[1], pad=boxes is None))
+            pad = boxes is None if pad is None else pad
+            parts.append(self._embed_points(points[0], points[1], pad=pad))
         if boxes is not None:
             parts.append(self._embed_boxes(boxes))
         if not parts:

@@ -9,7 +9,8 @@ What ends up in ``out_dir`` (each file written to a temporary name, then renamed
 
 - ``model.safetensors`` + ``model.json``: the weights after the latest epoch, and what they are
   (metadata given by the caller, config, metrics, history);
-- ``best.safetensors`` + ``best.json``: the epoch with the highest eval ``accuracy``, if any;
+- ``best.safetensors`` + ``best.json``: the epoch with the highest eval ``accuracy`` (or the
+  metric named by ``best_metric``), if any;
 - ``train_state.pt``: everything to continue (weights, AdamW and schedule state, epoch, step,
   history, every rank's torch RNG state), only tensors and plain containers, read back with
   ``torch.load(weights_only=True)``. It carries its own copy of the weights so that a crash
@@ -239,7 +240,7 @@ class _Progress:
     step: int = 0
     history: list[dict] = dataclasses.field(default_factory=list)
     last_eval: dict | None = None
-    best: dict | None = None  # {"epoch": e, "accuracy": a}
+    best: dict | None = None  # {"epoch": e, best_metric: value}
     seconds: float = 0.0  # training time over every run of this out_dir
 
 
@@ -373,7 +374,8 @@ def fit(model: nn.Module, train_set: Dataset, eval_set: Dataset | None, config: 
         loss_fn: Callable[[Any, Any], Tensor] | None = None, evaluate: EvaluateFn | None = None,
         metadata: dict | None = None, progress: bool = True, resume: bool = True,
         device: str | torch.device | None = None,
-        on_epoch_end: Callable[[dict], None] | None = None) -> dict:
+        on_epoch_end: Callable[[dict], None] | None = None,
+        best_metric: str = "accuracy") -> dict:
     """Train ``model`` on ``train_set`` and checkpoint it into ``out_dir``; see the module doc.
 
     ``loss_fn(output, targets)`` defaults to label-smoothed cross entropy, ``evaluate(model,
@@ -382,7 +384,8 @@ def fit(model: nn.Module, train_set: Dataset, eval_set: Dataset | None, config: 
     torchrun), else CPU; the model is moved there. With ``resume``, an ``out_dir`` holding
     ``train_state.pt`` of the same config continues after its last finished epoch.
     ``on_epoch_end(record)`` is called on every rank after each epoch's checkpoint, with that
-    epoch's history record; an exception raised there stops training.
+    epoch's history record; an exception raised there stops training. ``best_metric`` names
+    the evaluation figure (higher is better) that picks ``best.safetensors``.
 
     Returns {"epochs", "epoch", "global_step", "train_loss", "eval", "best", "history",
     "seconds", "checkpoint", "files", "resumed_from"}.
@@ -399,7 +402,8 @@ def fit(model: nn.Module, train_set: Dataset, eval_set: Dataset | None, config: 
     created_group = ddp.setup(device)
     try:
         result = _fit(model, train_set, eval_set, config, out, device, augment, loss_fn,
-                      evaluate or accuracy, metadata, progress, resume, on_epoch_end)
+                      evaluate or accuracy, metadata, progress, resume, on_epoch_end,
+                      best_metric)
         ddp.barrier()
     finally:
         if created_group:
@@ -411,7 +415,8 @@ def fit(model: nn.Module, train_set: Dataset, eval_set: Dataset | None, config: 
 def _fit(model: nn.Module, train_set: Dataset, eval_set: Dataset | None, config: TrainConfig,
          out: Path, device: torch.device, augment: AugmentFn | None,
          loss_fn: Callable[[Any, Any], Tensor] | None, evaluate: EvaluateFn, metadata: dict,
-         progress: bool, resume: bool, on_epoch_end: Callable[[dict], None] | None) -> dict:
+         progress: bool, resume: bool, on_epoch_end: Callable[[dict], None] | None,
+         best_metric: str = "accuracy") -> dict:
     rank, world, main = ddp.rank(), ddp.world_size(), ddp.is_main_process()
     model.to(device)
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr)
@@ -453,9 +458,10 @@ def _fit(model: nn.Module, train_set: Dataset, eval_set: Dataset | None, config:
             done.last_eval = ddp.broadcast_object(metrics)
             record["eval"] = {k: v for k, v in done.last_eval.items()
                               if isinstance(v, (int, float, bool))}
-            acc = done.last_eval.get("accuracy")
-            if isinstance(acc, (int, float)) and (done.best is None or acc > done.best["accuracy"]):
-                done.best, improved = {"epoch": epoch, "accuracy": acc}, True
+            value = done.last_eval.get(best_metric)
+            if isinstance(value, (int, float)) and (done.best is None
+                                                    or value > done.best[best_metric]):
+                done.best, improved = {"epoch": epoch, best_metric: value}, True
         record["seconds"] = round(time.perf_counter() - t0, 3)
         done.seconds += record["seconds"]
         done.history.append(record)

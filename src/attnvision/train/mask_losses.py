@@ -43,23 +43,29 @@ def mask_iou(logits: Tensor, targets: Tensor) -> Tensor:
     return torch.where(union > 0, (pred & t).sum(-1) / union.clamp_min(1), 1.0)
 
 
-def sam_loss(mask_logits: Tensor, iou_pred: Tensor, targets: Tensor
-             ) -> tuple[Tensor, dict[str, Tensor]]:
+def sam_loss(mask_logits: Tensor, iou_pred: Tensor, targets: Tensor,
+             allowed: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """SAM's loss for B prompts with M candidate masks each.
 
     mask_logits: (B, M, H, W), iou_pred: (B, M), targets: (B, H, W) {0, 1} at the masks'
-    resolution. Returns the mean loss and its parts (focal, dice, iou_mse, the chosen mask
-    index per prompt).
+    resolution; allowed: (B, M) bool, the candidates each prompt is answered with (default
+    all; SAM answers a lone point with its three ambiguous masks and anything else with its
+    single-mask output). Returns the mean loss and its parts (focal, dice, iou_mse, the chosen
+    mask index per prompt).
     """
     t = targets[:, None].expand_as(mask_logits)
     focal, dice = sigmoid_focal_loss(mask_logits, t), dice_loss(mask_logits, t)  # (B, M)
     per_mask = FOCAL_WEIGHT * focal + dice
-    best = per_mask.argmin(dim=1)  # (B,): only the best candidate learns
+    if allowed is None:
+        allowed = torch.ones_like(per_mask, dtype=torch.bool)
+    # Only the best allowed candidate learns: the prompt is ambiguous, any right answer is right.
+    best = per_mask.masked_fill(~allowed, float("inf")).argmin(dim=1)  # (B,)
     rows = torch.arange(len(best), device=best.device)
     with torch.no_grad():
         actual = mask_iou(mask_logits, t)  # (B, M): what the IoU head should predict
-    iou_mse = F.mse_loss(iou_pred.float(), actual)  # every candidate's IoU is learnt
+    # Every allowed candidate's IoU is learnt.
+    iou_mse = ((iou_pred.float() - actual) ** 2)[allowed].mean()
     loss = per_mask[rows, best].mean() + iou_mse
     return loss, {"focal": focal[rows, best].mean().detach(),
                   "dice": dice[rows, best].mean().detach(), "iou_mse": iou_mse.detach(),
-                  "best": best}
+                  "best": best, "iou": actual[rows, best]}

@@ -1,0 +1,184 @@
+"""``attnvision train sam`` and ``attnvision eval sam``.
+
+Training runs :class:`~attnvision.sam.training.InteractiveSam` (simulated clicks) through the
+training loop every model shares (AdamW, warm-up + cosine, bf16 autocast, atomic checkpoints,
+resume, torchrun). Without ``--coco`` it trains on synthetic scenes and evaluates on the test
+split's; with ``--coco`` on a user's COCO-format dataset, e.g. fine-tuning an official
+checkpoint's decoder: ``--init sam_vit_b_01ec64.pth --freeze image_encoder``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attnvision.errors import UserError
+
+PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
+# The recipe of the shipped sam_tiny (benchmarks/RESULTS.md, "the shipped small SAM").
+SYNTHETIC_RECIPE: dict[str, Any] = {"epochs": 7, "scenes": 6000, "batch_size": 8, "lr": 1e-3}
+COCO_RECIPE: dict[str, Any] = {"epochs": 10, "batch_size": 2, "lr": 1e-4}
+EVAL_MODES = ("point", "box")  # per-epoch evaluation: the two first prompts
+
+
+def log(message: str) -> None:
+    if os.environ.get("RANK", "0") == "0":
+        print(message, file=sys.stderr)
+
+
+def parse_freeze(text: str | None) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in (text or "").split(",") if p.strip())
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise UserError(f"--freeze {text!r}: unknown part {unknown[0]!r}; choose from "
+                        f"{', '.join(PARTS)} (comma-separated)")
+    if set(parts) == set(PARTS):
+        raise UserError("--freeze leaves nothing to train: drop one of the parts")
+    return parts
+
+
+def sam_of(module: torch.nn.Module):
+    """A Sam sharing the parts of a training module (or a Sam itself)."""
+    from attnvision.sam.model import Sam
+
+    if isinstance(module, Sam):
+        return module
+    return Sam(module.image_encoder, module.prompt_encoder, module.mask_decoder)
+
+
+def _datasets(args: argparse.Namespace, size: int):
+    from attnvision.sam.training_data import CocoDataset, SceneDataset
+
+    if args.coco is None:
+        if args.val_coco is not None:
+            raise UserError("--val-coco goes with --coco")
+        scenes = SYNTHETIC_RECIPE["scenes"] if args.scenes is None else args.scenes
+        if scenes < 1 or args.eval_scenes < 0:
+            raise UserError("--scenes must be >= 1 and --eval-scenes >= 0")
+        return (SceneDataset("train", size, scenes),
+                SceneDataset("test", size, args.eval_scenes) if args.eval_scenes else None,
+                f"{scenes} synthetic scenes (train split), {args.eval_scenes} test scenes")
+    train = CocoDataset(args.coco, args.images, size)
+    val = CocoDataset(args.val_coco, args.val_images, size) if args.val_coco else None
+    return train, val, f"{len(train)} COCO images from {args.coco}" + (
+        f", {len(val)} for evaluation" if val else "")
+
+
+def _model(args: argparse.Namespace):
+    from attnvision.sam import build_sam
+
+    if args.init is not None:
+        sam = build_sam(args.model, args.init)
+        log(f"attnvision train sam: starting from {args.init}")
+        return sam
+    torch.manual_seed(args.seed)  # the initial weights are part of the run's seed
+    return build_sam(args.model or "sam_tiny")
+
+
+def _describe(sam) -> tuple[str, dict[str, Any]]:
+    """The model's size name and the build options that rebuild it."""
+    from dataclasses import asdict
+
+    from attnvision.sam.image_encoder import ENCODER_CONFIGS
+
+    enc = sam.image_encoder
+    found = {"embed_dim": enc.patch_embed.proj.out_channels, "depth": len(enc.blocks),
+             "patch_size": enc.patch_embed.proj.kernel_size[0], "img_size": enc.img_size}
+    for name, cfg in ENCODER_CONFIGS.items():
+        if all(asdict(cfg)[k] == v for k, v in found.items()):
+            return name, {}
+    raise UserError("only the registered SAM sizes can be trained from the command line")
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    from attnvision.files import ensure_dir
+    from attnvision.sam.checkpoints import save_sam
+    from attnvision.sam.evaluation import dataset_miou
+    from attnvision.sam.training import InteractiveSam
+    from attnvision.sam.training_data import SceneAugment
+    from attnvision.train.ddp import is_main_process
+    from attnvision.train.loop import TrainConfig, fit
+    from attnvision.weights import read_weights
+
+    recipe = SYNTHETIC_RECIPE if args.coco is None else COCO_RECIPE
+    epochs = recipe["epochs"] if args.epochs is None else args.epochs
+    batch_size = recipe["batch_size"] if args.batch_size is None else args.batch_size
+    lr = recipe["lr"] if args.lr is None else args.lr
+    if epochs < 1 or batch_size < 1 or lr <= 0 or args.rounds < 1:
+        raise UserError("--epochs, --batch-size and --rounds must be >= 1 and --lr > 0")
+    freeze = parse_freeze(args.freeze)
+    out = ensure_dir(args.out)
+    sam = _model(args)
+    name, build = _describe(sam)
+    train_set, eval_set, described = _datasets(args, sam.img_size)
+    for part in freeze:
+        getattr(sam, part).requires_grad_(False)
+    trained = sum(p.numel() for p in sam.parameters() if p.requires_grad)
+    log(f"attnvision train sam: {name}, {trained:,} of "
+        f"{sum(p.numel() for p in sam.parameters()):,} parameters trained"
+        f"{' (frozen: ' + ', '.join(freeze) + ')' if freeze else ''}; {described}")
+    net = InteractiveSam(sam, rounds=args.rounds)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
+                         warmup_epochs=min(args.warmup_epochs, epochs / 2),
+                         weight_decay=args.weight_decay, seed=args.seed, amp=args.amp,
+                         label_smoothing=0.0)
+
+    def evaluate(model: torch.nn.Module, dataset) -> dict:
+        return dataset_miou(sam_of(model).eval(), dataset, EVAL_MODES)
+
+    result = fit(net, train_set, eval_set, config, out, augment=SceneAugment(
+                     flips=args.coco is None), loss_fn=lambda loss, _targets: loss,
+                 evaluate=evaluate, best_metric="miou", progress=not args.quiet,
+                 resume=not args.no_resume,
+                 metadata={"format": "attnvision.sam", "model": name, "data": described,
+                           "init": args.init, "freeze": list(freeze), "rounds": args.rounds})
+    files = {"checkpoint": out / "model.safetensors"}
+    if is_main_process():  # self-describing files that build_sam and --checkpoint read
+        save_sam(sam, files["checkpoint"], name, build,
+                 extra={"epoch": result["epoch"], "eval": result["eval"], "data": described})
+        if result["best"] is not None:
+            files["best"] = out / "best.safetensors"
+            best = sam_of(sam)
+            best.load_state_dict(read_weights(files["best"])[0])
+            save_sam(best, files["best"], name, build,
+                     extra={"epoch": result["best"]["epoch"], "eval": result["best"],
+                            "data": described})
+        if args.export is not None:  # the best epoch's weights, half the size
+            chosen = files.get("best", files["checkpoint"])
+            files["export"] = Path(args.export)
+            export = sam_of(sam)
+            export.load_state_dict(read_weights(chosen)[0])
+            save_sam(export, files["export"], name, build, dtype=torch.float16,
+                     extra={"from": chosen.name, "data": described, "seed": args.seed,
+                            "eval": result["best"] if "best" in files else result["eval"]})
+            log(f"attnvision train sam: wrote {files['export']} (float16, from {chosen.name}, "
+                f"{files['export'].stat().st_size / 1e6:.1f} MB)")
+    return {"command": "train sam", "model": name, "data": described, "frozen": list(freeze),
+            "parameters_trained": trained, "epochs": result["epochs"],
+            "seconds": result["seconds"], "train_loss": result["train_loss"],
+            "eval": result["eval"], "best": result["best"],
+            "files": {k: str(v) for k, v in files.items()}, "history": result["history"]}
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from attnvision.commands.sam import load_sam
+    from attnvision.files import ensure_dir
+    from attnvision.sam.evaluation import MODES, photo_ious, synthetic_miou
+    from attnvision.viz.sam_eval import evaluation_pictures
+
+    if args.scenes < 1:
+        raise UserError("--scenes must be >= 1")
+    sam = load_sam(args.checkpoint, args.model)
+    out = ensure_dir(args.out)
+    synthetic = synthetic_miou(sam, args.scenes, modes=MODES, progress=not args.quiet)
+    photos = photo_ious(sam)
+    files = evaluation_pictures(sam, out)
+    return {"command": "eval sam", "checkpoint": args.checkpoint or "shipped sam_tiny",
+            "synthetic_test": synthetic, "photos": photos,
+            "files": {k: str(v) for k, v in files.items()}}
+

@@ -1,0 +1,120 @@
+"""SAM's training step: simulated interactive prompting (Segment Anything, §3 and appendix A).
+
+For each object of each image, the first prompt is a point drawn uniformly inside it or its
+box with noise (half the objects each). The model answers; the loss (focal + dice 20:1 on the
+best allowed candidate, MSE on the IoU head) is taken; the next prompt adds a point drawn from
+the error region (positive where the object was missed, negative where the mask spilled over)
+and feeds back the previous low-resolution logits as the mask prompt. ``rounds`` rounds per
+example, each one's loss averaged in. A lone point is answered with the three ambiguous masks,
+anything else with the single-mask output, as the official model is used.
+
+Prompt tokens carry no sequence position in SAM's decoder (attention is order-blind), so the
+points and box corners of a batch line up as one tensor: a box is two points labelled 2 and
+3, a lone point is followed by the padding token, and every later point is put in front.
+
+:class:`InteractiveSam` holds the model's three parts under their own names, so its state dict
+is SAM's and the training loop's checkpoints load with ``build_sam``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnvision.sam.model import Sam
+from attnvision.sam.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, NOT_A_POINT, POSITIVE
+from attnvision.sam.prompt_sampling import error_points, noisy_boxes, sample_points
+from attnvision.train.mask_losses import sam_loss
+
+
+def first_prompts(masks: Tensor, use_box: Tensor) -> tuple[Tensor, Tensor]:
+    """The first prompt of each object as a two-token point sequence: a uniform point and
+    the padding token, or the noisy box's two corners. masks (N, H, W), use_box (N,) bool ->
+    coords (N, 2, 2), labels (N, 2)."""
+    n = masks.shape[0]
+    points = torch.cat([sample_points(masks)[:, None], masks.new_zeros(n, 1, 2, dtype=torch.float)],
+                       dim=1)  # (N, 2, 2): the point, then the padding token's place
+    corners = noisy_boxes(masks).view(n, 2, 2)
+    coords = torch.where(use_box[:, None, None], corners, points)
+    point_labels = torch.tensor([POSITIVE, NOT_A_POINT], device=masks.device)
+    box_labels = torch.tensor([BOX_TOP_LEFT, BOX_BOTTOM_RIGHT], device=masks.device)
+    labels = torch.where(use_box[:, None], box_labels, point_labels)
+    return coords, labels
+
+
+class InteractiveSam(nn.Module):
+    """``forward((images, masks))`` -> the mean loss over ``rounds`` of simulated clicks.
+
+    images: (B, 3, S, S) uint8 at the model's input size; masks: (B, K, S, S) bool, empty
+    rows ignored. Randomness (prompts) comes from torch's global generator, which the training
+    loop seeds and saves, so a resumed run replays. ``last`` holds the latest step's figures.
+    """
+
+    def __init__(self, sam: Sam, rounds: int = 3, box_share: float = 0.5,
+                 loss_scale: int = 2) -> None:
+        super().__init__()
+        if rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {rounds}")
+        self.image_encoder = sam.image_encoder
+        self.prompt_encoder = sam.prompt_encoder
+        self.mask_decoder = sam.mask_decoder
+        self.register_buffer("pixel_mean", sam.pixel_mean.clone(), False)
+        self.register_buffer("pixel_std", sam.pixel_std.clone(), False)
+        # The loss compares masks at loss_scale x the decoder's low-res size (its logits
+        # upsampled, the objects area-averaged down): full resolution costs 4x more for the
+        # same boundaries, to within a pixel at 256 px.
+        self.rounds, self.box_share, self.loss_scale = rounds, box_share, loss_scale
+        self.last: dict[str, float] = {}
+
+    def forward(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        images, masks = batch
+        x = (images.float() - self.pixel_mean) / self.pixel_std
+        # A frozen encoder (fine-tuning the decoder) keeps no activations for backward.
+        learns = any(p.requires_grad for p in self.image_encoder.parameters())
+        with torch.set_grad_enabled(learns and torch.is_grad_enabled()):
+            embeddings = self.image_encoder(x)  # (B, 256, g, g)
+        b_idx, k_idx = masks.flatten(2).any(-1).nonzero(as_tuple=True)
+        if len(b_idx) == 0:  # no object in the whole batch: nothing to learn
+            return sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)
+        targets = masks[b_idx, k_idx]  # (N, S, S): one prompt per object
+        n, size = targets.shape[0], targets.shape[-2:]
+        embeddings = embeddings[b_idx]  # (N, 256, g, g)
+        image_pe = self.prompt_encoder.get_dense_pe()
+        use_box = torch.rand(n, device=masks.device) < self.box_share
+        coords, labels = first_prompts(targets, use_box)
+        multimask = torch.tensor([False, True, True, True], device=masks.device)
+        low = 4 * embeddings.shape[-1]
+        loss_size = (low * self.loss_scale,) * 2
+        small = F.interpolate(targets[:, None].float(), loss_size, mode="area")[:, 0] > 0.5
+        rows = torch.arange(n, device=masks.device)
+        mask_input = None
+        total = embeddings.new_zeros((), dtype=torch.float)
+        ious = []
+        for r in range(self.rounds):
+            sparse, dense = self.prompt_encoder((coords, labels), None, mask_input, pad=False)
+            logits, iou_pred = self.mask_decoder.predict_masks(embeddings, image_pe, sparse,
+                                                               dense)  # (N, 4, 4g, 4g), (N, 4)
+            if r == 0:  # a lone point gets the 3 ambiguous masks, a box the single one
+                allowed = torch.where(use_box[:, None], ~multimask, multimask)  # (N, 4)
+            else:  # several points: the single-mask output only
+                logits, iou_pred = logits[:, :1], iou_pred[:, :1]
+                allowed = torch.ones_like(iou_pred, dtype=torch.bool)
+            up = F.interpolate(logits.float(), loss_size, mode="bilinear", align_corners=False)
+            loss, parts = sam_loss(up, iou_pred, small, allowed)
+            total = total + loss / self.rounds
+            ious.append(float(parts["iou"].mean()))
+            if r + 1 == self.rounds:
+                break
+            with torch.no_grad():  # the next click, as a user would give it
+                shown = iou_pred.float().masked_fill(~allowed, -torch.inf).argmax(1)  # (N,)
+                chosen = F.interpolate(logits[rows, shown][:, None].float(), size,
+                                       mode="bilinear", align_corners=False)[:, 0]
+                point, label = error_points(chosen > 0, targets)
+                coords = torch.cat([point[:, None], coords], dim=1)
+                labels = torch.cat([label[:, None], labels], dim=1)
+                mask_input = logits[rows, shown][:, None].float()  # (N, 1, 4g, 4g)
+        self.last = {"objects": n, **{f"iou_round{r + 1}": v for r, v in enumerate(ious)}}
+        # Parts a step may not use (the mask-prompt path when rounds == 1) still join the
+        # graph with a zero gradient: DistributedDataParallel waits for every parameter.
+        return total + sum(p.view(-1)[0] * 0.0 for p in self.parameters() if p.requires_grad)

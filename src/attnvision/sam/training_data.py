@@ -1,0 +1,152 @@
+"""Training examples for SAM: an image at the model's input size and its object masks.
+
+Every example is ``((image, masks), masks)``: image (3, S, S) uint8, resized so the longest
+side is S (as the predictor resizes) and padded bottom/right; masks (K, S, S) bool, one per
+object, empty rows padding to K. The training module reads both from its input (it draws the
+prompts from the masks), and the pair form is what :func:`attnvision.train.loop.fit` expects.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from attnvision.data.coco import read_coco, segmentation_to_mask
+from attnvision.errors import UserError
+from attnvision.sam.transforms import ResizeLongestSide, preprocess_shape
+
+Example = tuple[tuple[Tensor, Tensor], Tensor]
+
+
+def to_square(image: np.ndarray, masks: np.ndarray, size: int, max_masks: int
+              ) -> tuple[Tensor, Tensor]:
+    """(H, W, 3) uint8 and (K, H, W) bool -> (3, S, S) uint8 and (max_masks, S, S) bool.
+
+    The largest max_masks objects are kept; a mask the resize empties is dropped.
+    """
+    h, w = image.shape[:2]
+    nh, nw = preprocess_shape(h, w, size)
+    out = torch.zeros(3, size, size, dtype=torch.uint8)
+    out[:, :nh, :nw] = torch.from_numpy(ResizeLongestSide(size).apply_image(image)).permute(2, 0, 1)
+    kept = torch.zeros(max_masks, size, size, dtype=torch.bool)
+    order = np.argsort([-int(m.sum()) for m in masks], kind="stable")
+    i = 0
+    for k in order:
+        if i == max_masks:
+            break
+        small = Image.fromarray(masks[k].astype(np.uint8) * 255).resize((nw, nh), Image.NEAREST)
+        m = torch.from_numpy(np.asarray(small) > 127)
+        if m.any():
+            kept[i, :nh, :nw] = m
+            i += 1
+    return out, kept
+
+
+class SceneDataset(Dataset):
+    """Synthetic scenes (:mod:`attnvision.data.scenes`) ``first, first + 1, ...`` of a split."""
+
+    def __init__(self, split: str, size: int, length: int, first: int = 0,
+                 max_masks: int = 6) -> None:
+        from attnvision.data.scenes import make_scene
+
+        make_scene(0, split, size=16)  # fails now, in one line, without scikit-image
+        self.split, self.size, self.length, self.first = split, size, length, first
+        self.max_masks = max_masks
+
+    def __len__(self) -> int:
+        return self.length
+
+    def scene(self, index: int):
+        from attnvision.data.scenes import make_scene
+
+        return make_scene(self.first + index, self.split, size=self.size,
+                          n_objects=(2, self.max_masks))
+
+    def raw(self, index: int) -> tuple[np.ndarray, list[tuple[np.ndarray, str]]]:
+        """The image and each object's (mask, shape name), at the scene's own size."""
+        scene = self.scene(index)
+        return scene.image, [(o.mask, o.shape) for o in scene.objects]
+
+    def __getitem__(self, index: int) -> Example:
+        scene = self.scene(index)
+        masks = np.stack([o.mask for o in scene.objects]) if scene.objects else np.zeros(
+            (0, self.size, self.size), bool)
+        image, kept = to_square(scene.image, masks, self.size, self.max_masks)
+        return (image, kept), kept
+
+
+class CocoDataset(Dataset):
+    """A COCO-format dataset (images + polygon or RLE annotations) at the model's size."""
+
+    def __init__(self, annotations: str | os.PathLike[str], images: str | os.PathLike[str] |
+                 None, size: int, max_masks: int = 8) -> None:
+        self.records = read_coco(annotations, images)
+        self.size, self.max_masks = size, max_masks
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def raw(self, index: int) -> tuple[np.ndarray, list[tuple[np.ndarray, str]]]:
+        """The image and each object's (mask, "object"), at the image's own size."""
+        image, masks = self._read(index)
+        return image, [(m, "object") for m in masks]
+
+    def __getitem__(self, index: int) -> Example:
+        image, masks = self._read(index)
+        image_t, kept = to_square(image, masks, self.size, self.max_masks)
+        return (image_t, kept), kept
+
+    def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        from attnvision.data.images import load_image
+
+        r = self.records[index]
+        image = load_image(r.path)
+        if image.shape[:2] != (r.height, r.width):
+            raise UserError(f"{r.path} is {image.shape[1]}x{image.shape[0]} but its annotations "
+                            f"say {r.width}x{r.height}: fix the COCO file")
+        try:
+            masks = np.stack([segmentation_to_mask(s, r.height, r.width)
+                              for s in r.segmentations])
+        except ValueError as e:
+            raise UserError(f"an annotation of {r.path.name} is malformed: {e}") from None
+        return image, masks
+
+
+class SceneAugment:
+    """Flips and photometric changes that keep masks exact: horizontal and vertical flips
+    (image and masks), brightness and contrast jitter, and grey images now and then, so a
+    model trained on colour shapes also meets grey photos (scikit-image's coins)."""
+
+    def __init__(self, flips: bool = True, grey: float = 0.2, brightness: float = 0.25,
+                 contrast: float = 0.3) -> None:
+        # flips=False for padded (non-square) images: padding must stay bottom/right, where
+        # the predictor puts it.
+        self.flips, self.grey = flips, grey
+        self.brightness, self.contrast = brightness, contrast
+
+    def __call__(self, inputs: tuple[Tensor, Tensor], generator: torch.Generator
+                 ) -> tuple[Tensor, Tensor]:
+        images, masks = inputs  # (B, 3, S, S) uint8, (B, K, S, S) bool
+        b = images.shape[0]
+
+        def draw(*shape: int) -> Tensor:
+            return torch.rand(*shape, generator=generator).to(images.device)
+
+        x = images.float()
+        flips = (draw(b) < 0.5, draw(b) < 0.5)
+        for dim, flip in zip((-1, -2), flips, strict=True) if self.flips else ():
+            f = flip[:, None, None, None]
+            x = torch.where(f, x.flip(dim), x)
+            masks = torch.where(f, masks.flip(dim), masks)
+        grey = (draw(b) < self.grey)[:, None, None, None]
+        x = torch.where(grey, x.mean(1, keepdim=True).expand_as(x), x)
+        mean = x.mean((1, 2, 3), keepdim=True)
+        contrast = 1 + self.contrast * (2 * draw(b, 1, 1, 1) - 1)
+        shift = 255 * self.brightness * (2 * draw(b, 1, 1, 1) - 1)
+        x = (x - mean) * contrast + mean + shift
+        return x.clamp(0, 255).round().to(torch.uint8), masks
