@@ -55,7 +55,7 @@ def scene_png(path: Path, size: tuple[int, int] = (120, 200)) -> Path:
 def make_app(root: Path, checkpoint: Path | None, **settings: Any):
     """An app with its images in ``root/data`` and its disk cache in ``root/embeddings``."""
     config = ServerConfig(data_dir=root / "data", embedding_dir=root / "embeddings", **settings)
-    return create_app(config, load_model(checkpoint))
+    return create_app(config, load_model(checkpoint, shipped=False))
 
 
 def wait_ready(client, image_id: str, timeout: float = TIMEOUT_S,

@@ -38,6 +38,66 @@ def vit_pictures(out: Path) -> dict[str, Path]:
     return files
 
 
+def sam_pictures(out: Path, progress: bool = True) -> dict[str, Path]:
+    """The shipped sam_tiny on scikit-image photos: clicks on coins, a click on the horse, a
+    box around the coffee cup, a click on the astronaut's helmet, and every mask of coins."""
+    import numpy as np
+
+    from attnvision.data.images import sample_image
+    from attnvision.sam import SamAutomaticMaskGenerator, SamPredictor
+    from attnvision.sam.evaluation import coins_truth, horse_truth, interior_point
+    from attnvision.sam.pretrained import load_shipped
+    from attnvision.viz.overlays import mask_overlay, save_png
+
+    try:
+        from skimage import data
+    except ImportError:
+        raise UserError("the SAM pictures use scikit-image's photos: "
+                        "pip install 'attnvision[data]'") from None
+    sam = load_shipped()
+    predictor = SamPredictor(sam)
+    files: dict[str, Path] = {}
+    coins, truth = coins_truth()
+    clicks = np.array([interior_point(m) for m in truth[::4]], dtype=float)  # 6 of the 24
+    predictor.set_image(coins)
+    masks = []
+    for click in clicks:
+        m, scores, _ = predictor.predict(point_coords=click[None], point_labels=np.array([1]))
+        masks.append(m[int(np.argmax(scores))])
+    files["sam_clicks_coins"] = save_png(
+        mask_overlay(coins, masks, points=clicks, labels=np.ones(len(clicks))),
+        out / "sam_clicks_coins.png")
+    horse, silhouette = horse_truth()
+    predictor.set_image(horse)
+    click = np.array([interior_point(silhouette)], dtype=float)
+    m, scores, _ = predictor.predict(point_coords=click, point_labels=np.array([1]))
+    files["sam_click_horse"] = save_png(
+        mask_overlay(horse, [m[int(np.argmax(scores))]], points=click, labels=np.ones(1)),
+        out / "sam_click_horse.png")
+    coffee = np.asarray(data.coffee())
+    box = np.array([25.0, 20.0, 380.0, 330.0])  # the cup and saucer
+    predictor.set_image(coffee)
+    m, _, _ = predictor.predict(box=box, multimask_output=False)
+    files["sam_box_coffee"] = save_png(mask_overlay(coffee, [m[0]], boxes=box),
+                                       out / "sam_box_coffee.png")
+    astronaut = sample_image("astronaut")
+    predictor.set_image(astronaut)
+    h, w = astronaut.shape[:2]
+    clicks = np.array([[0.74 * w, 0.8 * h], [0.25 * w, 0.75 * h]])  # the helmet, the suit
+    masks = []
+    for click in clicks:
+        m, scores, _ = predictor.predict(point_coords=click[None], point_labels=np.array([1]))
+        masks.append(m[int(np.argmax(scores))])
+    files["sam_clicks_astronaut"] = save_png(
+        mask_overlay(astronaut, masks, points=clicks, labels=np.ones(len(clicks))),
+        out / "sam_clicks_astronaut.png")
+    records = SamAutomaticMaskGenerator(sam, points_per_side=16).generate(coins)
+    files["sam_everything_coins"] = save_png(
+        mask_overlay(coins, [r["segmentation"] for r in records]),
+        out / "sam_everything_coins.png")
+    return files
+
+
 def demo(args: argparse.Namespace) -> dict[str, Any]:
     from attnvision.files import ensure_dir
     from attnvision.viz.course import course_figures
@@ -52,6 +112,11 @@ def demo(args: argparse.Namespace) -> dict[str, Any]:
     except UserError as e:  # an install without the shipped weights still shows the rest
         print(f"attnvision demo: skipped the ViT pictures: {e}", file=sys.stderr)
         skipped.append({"part": "vit", "error": str(e)})
+    try:
+        files.update(sam_pictures(out / "sam", progress=not args.quiet))
+    except UserError as e:
+        print(f"attnvision demo: skipped the SAM pictures: {e}", file=sys.stderr)
+        skipped.append({"part": "sam", "error": str(e)})
     index = write_index(out / "index.html", "attnvision demo", files, base=out)
     return {"command": "demo", "out": str(out), "index": str(index),
             "files": {k: str(v) for k, v in files.items()}, "skipped": skipped}

@@ -48,13 +48,19 @@ def bbox_xywh(mask: np.ndarray) -> list[int]:
 
 
 def load_sam(checkpoint: str | None, model: str | None, precision: str = "fp32"):
+    """SAM from ``checkpoint``, or the shipped sam_tiny (said on stderr) when none is given."""
     from attnvision.precision import check_precision, cpu_has_fast_bf16
     from attnvision.sam import build_sam
     from attnvision.sam.checkpoints import where_to_get
+    from attnvision.sam.pretrained import shipped_checkpoint
 
     if checkpoint is None:
-        raise UserError("no SAM model ships with attnvision yet: pass --checkpoint "
-                        f"(e.g. {where_to_get(model or 'vit_b')})")
+        if model not in (None, "sam_tiny"):
+            raise UserError(f"--model {model} needs its weights: pass --checkpoint "
+                            f"({where_to_get(model)})")
+        checkpoint = str(shipped_checkpoint())
+        print("attnvision: using the shipped sam_tiny (256 px, trained on synthetic scenes); "
+              "pass --checkpoint for an official SAM", file=sys.stderr)
     check_precision(precision, "cpu")
     if precision == "bf16" and not cpu_has_fast_bf16():
         print("attnvision: this CPU has no native bf16 (AVX-512 BF16 or AMX): --precision "

@@ -20,6 +20,14 @@ CAPTIONS = {
                   "prediction and confidence, and the attention rollout from the class token.",
     "vit_explain": "One digit explained: what the model sees, the attention rollout over all "
                    "blocks, the class token's attention in the last block, the top classes.",
+    "sam_clicks_coins": "The shipped sam_tiny (trained here on synthetic scenes only): one "
+                        "click at the centre of six coins, the best of its three masks each.",
+    "sam_click_horse": "One click on the horse silhouette.",
+    "sam_box_coffee": "A box around the coffee cup: the single-mask answer.",
+    "sam_clicks_astronaut": "One click on the helmet, one on the suit: a natural photo, far "
+                            "from the synthetic scenes sam_tiny learnt from.",
+    "sam_everything_coins": "Segment everything: a 16 x 16 grid of clicks, masks filtered by "
+                            "predicted IoU and stability, then non-maximum suppression.",
 }
 
 

@@ -1,7 +1,7 @@
-"""Where the app gets its model: one function, so a shipped default can be dropped in later.
+"""Where the app gets its model: a checkpoint, or the sam_tiny that ships in the package.
 
-No SAM weights ship with attnvision yet. Without a checkpoint the app still starts: it serves
-the page, accepts images and answers prompts with a 503 that says how to load a model.
+An install without the shipped file (or ``shipped=False``) still starts: it serves the page,
+accepts images and answers prompts with a 503 that says how to load a model.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnvision.errors import UserError
 from attnvision.sam import Sam, build_sam
 from attnvision.sam.checkpoints import WIDTHS, where_to_get
 
@@ -20,7 +21,7 @@ NO_MODEL = ("no SAM model is loaded: restart the server with a checkpoint, e.g. 
 @dataclass(frozen=True)
 class LoadedModel:
     sam: Sam | None
-    name: str | None = None  # vit_b / vit_l / vit_h, or a description of a custom size
+    name: str | None = None  # vit_b / vit_l / vit_h / sam_tiny, or a custom size
     source: str | None = None  # the checkpoint's file name
 
     def describe(self) -> str:
@@ -28,13 +29,23 @@ class LoadedModel:
 
 
 def load_model(checkpoint: str | os.PathLike[str] | None = None,
-               name: str | None = None, precision: str = "fp32") -> LoadedModel:
-    """SAM from ``checkpoint`` (size from the file unless ``name`` is given), or no model.
+               name: str | None = None, precision: str = "fp32",
+               shipped: bool = True) -> LoadedModel:
+    """SAM from ``checkpoint`` (size from the file unless ``name`` is given), else the shipped
+    sam_tiny when there is one (and ``shipped``), else no model.
 
     Bad files raise ``UserError`` (the command exits 2 before the server starts).
     """
     if checkpoint is None:
-        return LoadedModel(None)
+        from attnvision.sam.pretrained import SHIPPED, shipped_checkpoint
+
+        if not shipped or name not in (None, "sam_tiny"):
+            return LoadedModel(None)
+        try:
+            path = shipped_checkpoint()
+        except UserError:
+            return LoadedModel(None)
+        return LoadedModel(build_sam(None, path, precision=precision), "sam_tiny", SHIPPED)
     sam = build_sam(name, checkpoint, precision=precision)
     width = sam.image_encoder.patch_embed.proj.out_channels
     size = name or WIDTHS.get(width, f"custom ({width}-wide encoder)")

@@ -1,0 +1,30 @@
+"""The SAM that ships inside the package: ``sam_tiny``, trained here on synthetic scenes.
+
+No SAM weights can be downloaded on an offline machine, so a fresh install carries its own
+small model (benchmarks/RESULTS.md, "the shipped small SAM", has its recipe and figures). It
+is stored in float16 to stay small and runs in float32.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from attnvision.errors import UserError
+
+SHIPPED = "sam_tiny.safetensors"
+
+
+def shipped_checkpoint() -> Path:
+    """Path of the shipped sam_tiny weights."""
+    path = Path(str(resources.files("attnvision.sam") / "weights" / SHIPPED))
+    if not path.is_file():
+        raise UserError("this install ships no SAM weights: pass --checkpoint (an official "
+                        "sam_vit_*.pth or ours), or train one with 'attnvision train sam'")
+    return path
+
+
+def load_shipped(precision: str = "fp32"):
+    from attnvision.sam.build import build_sam
+
+    return build_sam(None, shipped_checkpoint(), precision=precision)
