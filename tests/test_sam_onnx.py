@@ -269,8 +269,8 @@ def test_encoder_and_decoder_graphs_segment_like_the_predictor(exported, decoder
 def test_export_command_refuses_bad_input_in_one_line(checkpoint, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="checkpoint not found"):
         export_onnx(_args(tmp_path / "missing.pth", tmp_path / "out"))
-    with pytest.raises(UserError, match="pass --checkpoint"):
-        export_onnx(_args(None, tmp_path / "out"))
+    with pytest.raises(UserError, match="pass --checkpoint"):  # no vit_b weights ship
+        export_onnx(_args(None, tmp_path / "out", model="vit_b"))
     with pytest.raises(UserError, match="--opset 12 is not supported"):
         export_onnx(_args(checkpoint, tmp_path / "out", opset=12))
     monkeypatch.setitem(sys.modules, "onnxruntime", None)

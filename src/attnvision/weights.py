@@ -88,14 +88,17 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike[str],
                  metadata: dict[str, str], extra: dict[str, Any] | None = None,
                  dtype: torch.dtype | None = None) -> Path:
     """A model's state dict as safetensors, atomically, with ``metadata`` (and ``extra`` as
-    JSON under the key "extra") in the file's header; floating-point tensors in ``dtype`` if
-    given (loading casts them back to the model's)."""
+    JSON under the key "extra") in the file's header; floating-point parameters in ``dtype``
+    if given (loading casts them back to the model's), buffers as they are (constants such as
+    a positional encoding's frequencies keep their precision)."""
     metadata = dict(metadata)
     if extra:
         metadata["extra"] = json.dumps(extra, default=str)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if dtype is not None:
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        params = {name for name, _ in model.named_parameters()}
+        state = {k: v.to(dtype) if k in params and v.is_floating_point() else v
+                 for k, v in state.items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
     return Path(path)

@@ -38,7 +38,7 @@ def vit_pictures(out: Path) -> dict[str, Path]:
     return files
 
 
-def sam_pictures(out: Path, progress: bool = True) -> dict[str, Path]:
+def sam_pictures(out: Path) -> dict[str, Path]:
     """The shipped sam_tiny on scikit-image photos: clicks on coins, a click on the horse, a
     box around the coffee cup, a click on the astronaut's helmet, and every mask of coins."""
     import numpy as np
@@ -48,6 +48,7 @@ def sam_pictures(out: Path, progress: bool = True) -> dict[str, Path]:
     from attnvision.sam.evaluation import coins_truth, horse_truth, interior_point
     from attnvision.sam.pretrained import load_shipped
     from attnvision.viz.overlays import mask_overlay, save_png
+    from attnvision.viz.sam_eval import text_sheet
 
     try:
         from skimage import data
@@ -91,6 +92,11 @@ def sam_pictures(out: Path, progress: bool = True) -> dict[str, Path]:
     files["sam_clicks_astronaut"] = save_png(
         mask_overlay(astronaut, masks, points=clicks, labels=np.ones(len(clicks))),
         out / "sam_clicks_astronaut.png")
+    if sam.prompt_encoder.text_projection is not None:
+        try:
+            files["sam_text_phrases"] = text_sheet(sam, out / "sam_text_phrases.png")
+        except UserError as e:  # no sentence encoder installed: the rest still shows
+            print(f"attnvision demo: skipped the text prompts: {e}", file=sys.stderr)
     records = SamAutomaticMaskGenerator(sam, points_per_side=16).generate(coins)
     files["sam_everything_coins"] = save_png(
         mask_overlay(coins, [r["segmentation"] for r in records]),
@@ -113,7 +119,7 @@ def demo(args: argparse.Namespace) -> dict[str, Any]:
         print(f"attnvision demo: skipped the ViT pictures: {e}", file=sys.stderr)
         skipped.append({"part": "vit", "error": str(e)})
     try:
-        files.update(sam_pictures(out / "sam", progress=not args.quiet))
+        files.update(sam_pictures(out / "sam"))
     except UserError as e:
         print(f"attnvision demo: skipped the SAM pictures: {e}", file=sys.stderr)
         skipped.append({"part": "sam", "error": str(e)})

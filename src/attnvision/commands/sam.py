@@ -78,9 +78,12 @@ def segment(args: argparse.Namespace) -> dict[str, Any]:
 
     points = [parse_point(p) for p in args.point or []]
     box = parse_box(args.box) if args.box else None
-    if not points and box is None:
-        raise UserError("give a prompt: --point X,Y[,LABEL] (repeatable) and/or "
-                        "--box X0,Y0,X1,Y1")
+    text = args.text.strip() if args.text is not None else None
+    if text == "":
+        raise UserError("--text is empty: name the object, e.g. --text 'the red star'")
+    if not points and box is None and text is None:
+        raise UserError("give a prompt: --point X,Y[,LABEL] (repeatable), --box X0,Y0,X1,Y1 "
+                        "and/or --text PHRASE")
     image = load_image(args.image)
     size = image.shape[:2]
     coords = np.array([p[:2] for p in points], dtype=float) if points else None
@@ -91,6 +94,8 @@ def segment(args: argparse.Namespace) -> dict[str, Any]:
         check_boxes(box, size)
     out = ensure_dir(args.out)
     predictor = SamPredictor(load_sam(args.checkpoint, args.model, args.precision))
+    if text is not None:
+        predictor.model.prompt_encoder.require_text()  # before the image is encoded
     if args.no_cache:
         print(f"attnvision segment: embedding {args.image} ({size[1]}x{size[0]})",
               file=sys.stderr)
@@ -103,7 +108,7 @@ def segment(args: argparse.Namespace) -> dict[str, Any]:
         print(f"attnvision segment: {'embedding from the cache for' if cached else 'embedded'}"
               f" {args.image} ({size[1]}x{size[0]}; cache: {cache.directory})", file=sys.stderr)
     masks, scores, _ = predictor.predict(point_coords=coords, point_labels=labels, box=box,
-                                         multimask_output=args.multimask)
+                                         multimask_output=args.multimask, text=text)
     order = np.argsort(-scores)
     stem = Path(args.image).stem
     records = []
@@ -115,7 +120,7 @@ def segment(args: argparse.Namespace) -> dict[str, Any]:
                                     boxes=box), out / f"{stem}_overlay.png")
     result = {"command": "segment", "image": args.image, "size": [int(size[1]), int(size[0])],
               "prompts": {"points": [list(p) for p in points],
-                          "box": None if box is None else box.tolist()},
+                          "box": None if box is None else box.tolist(), "text": text},
               "precision": args.precision, "embedding": embedding,
               "masks": records, "overlay": str(overlay)}
     result["json"] = str(write_json(out / f"{stem}_masks.json", result))

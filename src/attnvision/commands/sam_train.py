@@ -10,14 +10,19 @@ checkpoint's decoder: ``--init sam_vit_b_01ec64.pth --freeze image_encoder``.
 from __future__ import annotations
 
 import argparse
-import os
+import copy
+import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from attnvision.errors import UserError
+from attnvision.train.ddp import is_main_process
+
+if TYPE_CHECKING:
+    from attnvision.sam.model import Sam
 
 PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
 # The recipe of the shipped sam_tiny (benchmarks/RESULTS.md, "the shipped small SAM").
@@ -27,7 +32,7 @@ EVAL_MODES = ("point", "box")  # per-epoch evaluation: the two first prompts
 
 
 def log(message: str) -> None:
-    if os.environ.get("RANK", "0") == "0":
+    if is_main_process():
         print(message, file=sys.stderr)
 
 
@@ -42,25 +47,30 @@ def parse_freeze(text: str | None) -> tuple[str, ...]:
     return parts
 
 
-def sam_of(module: torch.nn.Module):
-    """A Sam sharing the parts of a training module (or a Sam itself)."""
+def sam_of(module: torch.nn.Module) -> Sam:
+    """A Sam sharing the parts (and device) of a training module, or a Sam itself."""
     from attnvision.sam.model import Sam
 
     if isinstance(module, Sam):
         return module
-    return Sam(module.image_encoder, module.prompt_encoder, module.mask_decoder)
+    sam = Sam(module.image_encoder, module.prompt_encoder, module.mask_decoder,
+              pixel_mean=tuple(module.pixel_mean.flatten().tolist()),
+              pixel_std=tuple(module.pixel_std.flatten().tolist()))
+    return sam.to(module.pixel_mean.device)
 
 
 def _datasets(args: argparse.Namespace, size: int):
     from attnvision.sam.training_data import CocoDataset, SceneDataset
 
+    if args.text and args.coco is not None:
+        raise UserError("--text trains on the synthetic scenes' descriptions: drop --coco")
     if args.coco is None:
         if args.val_coco is not None:
             raise UserError("--val-coco goes with --coco")
         scenes = SYNTHETIC_RECIPE["scenes"] if args.scenes is None else args.scenes
         if scenes < 1 or args.eval_scenes < 0:
             raise UserError("--scenes must be >= 1 and --eval-scenes >= 0")
-        return (SceneDataset("train", size, scenes),
+        return (SceneDataset("train", size, scenes, attributes=args.text),
                 SceneDataset("test", size, args.eval_scenes) if args.eval_scenes else None,
                 f"{scenes} synthetic scenes (train split), {args.eval_scenes} test scenes")
     train = CocoDataset(args.coco, args.images, size)
@@ -71,13 +81,17 @@ def _datasets(args: argparse.Namespace, size: int):
 
 def _model(args: argparse.Namespace):
     from attnvision.sam import build_sam
+    from attnvision.text.sentence_encoder import TEXT_DIM
 
-    if args.init is not None:
-        sam = build_sam(args.model, args.init)
-        log(f"attnvision train sam: starting from {args.init}")
-        return sam
     torch.manual_seed(args.seed)  # the initial weights are part of the run's seed
-    return build_sam(args.model or "sam_tiny")
+    if args.init is None:
+        return build_sam(args.size or "sam_tiny", text_dim=TEXT_DIM if args.text else None)
+    sam = build_sam(args.size, args.init)
+    log(f"attnvision train sam: starting from {args.init}")
+    if args.text and sam.prompt_encoder.text_projection is None:
+        sam.prompt_encoder.add_text(TEXT_DIM)  # the rest of the model keeps its weights
+        log("attnvision train sam: added a new text projection to the prompt encoder")
+    return sam
 
 
 def _describe(sam) -> tuple[str, dict[str, Any]]:
@@ -89,19 +103,35 @@ def _describe(sam) -> tuple[str, dict[str, Any]]:
     enc = sam.image_encoder
     found = {"embed_dim": enc.patch_embed.proj.out_channels, "depth": len(enc.blocks),
              "patch_size": enc.patch_embed.proj.kernel_size[0], "img_size": enc.img_size}
+    text_dim = sam.prompt_encoder.text_dim
     for name, cfg in ENCODER_CONFIGS.items():
         if all(asdict(cfg)[k] == v for k, v in found.items()):
-            return name, {}
+            return name, {} if text_dim is None else {"text_dim": text_dim}
     raise UserError("only the registered SAM sizes can be trained from the command line")
+
+
+def _check_resumable(out: Path, metadata: dict[str, Any]) -> None:
+    """The training loop compares its own settings on resume; these are SAM's."""
+    state, info = out / "train_state.pt", out / "model.json"
+    if not (state.exists() and info.exists()):
+        return
+    try:
+        saved = json.loads(info.read_text()).get("metadata", {})
+    except (OSError, json.JSONDecodeError):
+        return  # the loop itself says what is wrong with the folder
+    changed = [f"{k} {saved[k]!r} -> {v!r}" for k, v in metadata.items()
+               if k in saved and saved[k] != v]
+    if changed:
+        raise UserError(f"{out} holds a run with other SAM settings ({'; '.join(changed)}): "
+                        "use another --out, or --no-resume to start over")
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
     from attnvision.files import ensure_dir
     from attnvision.sam.checkpoints import save_sam
-    from attnvision.sam.evaluation import dataset_miou
+    from attnvision.sam.evaluation import dataset_miou, text_miou
     from attnvision.sam.training import InteractiveSam
     from attnvision.sam.training_data import SceneAugment
-    from attnvision.train.ddp import is_main_process
     from attnvision.train.loop import TrainConfig, fit
     from attnvision.weights import read_weights
 
@@ -111,6 +141,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     lr = recipe["lr"] if args.lr is None else args.lr
     if epochs < 1 or batch_size < 1 or lr <= 0 or args.rounds < 1:
         raise UserError("--epochs, --batch-size and --rounds must be >= 1 and --lr > 0")
+    if not 0 < args.text_share <= 1:
+        raise UserError(f"--text-share must be in (0, 1], got {args.text_share}")
     freeze = parse_freeze(args.freeze)
     out = ensure_dir(args.out)
     sam = _model(args)
@@ -122,28 +154,38 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     log(f"attnvision train sam: {name}, {trained:,} of "
         f"{sum(p.numel() for p in sam.parameters()):,} parameters trained"
         f"{' (frozen: ' + ', '.join(freeze) + ')' if freeze else ''}; {described}")
-    net = InteractiveSam(sam, rounds=args.rounds)
+    net = InteractiveSam(sam, rounds=args.rounds, text_share=args.text_share if args.text else 0)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
                          warmup_epochs=min(args.warmup_epochs, epochs / 2),
                          weight_decay=args.weight_decay, seed=args.seed, amp=args.amp,
                          label_smoothing=0.0)
 
     def evaluate(model: torch.nn.Module, dataset) -> dict:
-        return dataset_miou(sam_of(model).eval(), dataset, EVAL_MODES)
+        model = sam_of(model).eval()
+        result = dataset_miou(model, dataset, EVAL_MODES)
+        if args.text:  # the text phrases of the same scenes count as much as the clicks
+            text = text_miou(model, len(dataset), dataset.first)
+            result.update(miou_text=text["miou_text"], text_right=text["text_right"])
+            result["miou"] = round((result["miou"] * len(EVAL_MODES) + text["miou_text"])
+                                   / (len(EVAL_MODES) + 1), 4)
+        return result
 
+    metadata = {"format": "attnvision.sam", "model": name, "data": described, "init": args.init,
+                "freeze": list(freeze), "rounds": args.rounds,
+                "text_share": args.text_share if args.text else 0}
+    if not args.no_resume:
+        _check_resumable(out, metadata)
     result = fit(net, train_set, eval_set, config, out, augment=SceneAugment(
                      flips=args.coco is None), loss_fn=lambda loss, _targets: loss,
                  evaluate=evaluate, best_metric="miou", progress=not args.quiet,
-                 resume=not args.no_resume,
-                 metadata={"format": "attnvision.sam", "model": name, "data": described,
-                           "init": args.init, "freeze": list(freeze), "rounds": args.rounds})
+                 resume=not args.no_resume, metadata=metadata)
     files = {"checkpoint": out / "model.safetensors"}
     if is_main_process():  # self-describing files that build_sam and --checkpoint read
         save_sam(sam, files["checkpoint"], name, build,
                  extra={"epoch": result["epoch"], "eval": result["eval"], "data": described})
         if result["best"] is not None:
             files["best"] = out / "best.safetensors"
-            best = sam_of(sam)
+            best = copy.deepcopy(sam_of(sam))
             best.load_state_dict(read_weights(files["best"])[0])
             save_sam(best, files["best"], name, build,
                      extra={"epoch": result["best"]["epoch"], "eval": result["best"],
@@ -151,7 +193,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         if args.export is not None:  # the best epoch's weights, half the size
             chosen = files.get("best", files["checkpoint"])
             files["export"] = Path(args.export)
-            export = sam_of(sam)
+            export = copy.deepcopy(sam_of(sam))
             export.load_state_dict(read_weights(chosen)[0])
             save_sam(export, files["export"], name, build, dtype=torch.float16,
                      extra={"from": chosen.name, "data": described, "seed": args.seed,
@@ -168,17 +210,20 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from attnvision.commands.sam import load_sam
     from attnvision.files import ensure_dir
-    from attnvision.sam.evaluation import MODES, photo_ious, synthetic_miou
+    from attnvision.sam.evaluation import MODES, photo_ious, synthetic_miou, text_miou
     from attnvision.viz.sam_eval import evaluation_pictures
 
-    if args.scenes < 1:
-        raise UserError("--scenes must be >= 1")
-    sam = load_sam(args.checkpoint, args.model)
+    if args.scenes < 1 or args.first < 0:
+        raise UserError("--scenes must be >= 1 and --first >= 0")
+    sam = load_sam(args.checkpoint, args.size)
     out = ensure_dir(args.out)
-    synthetic = synthetic_miou(sam, args.scenes, modes=MODES, progress=not args.quiet)
+    synthetic = synthetic_miou(sam, args.scenes, args.first, MODES, progress=not args.quiet)
     photos = photo_ious(sam)
+    has_text = sam.prompt_encoder.text_projection is not None
+    text = (text_miou(sam, args.scenes, args.first, progress=not args.quiet) if has_text
+            else None)
     files = evaluation_pictures(sam, out)
     return {"command": "eval sam", "checkpoint": args.checkpoint or "shipped sam_tiny",
-            "synthetic_test": synthetic, "photos": photos,
+            "synthetic_test": synthetic, "text_test": text, "photos": photos,
             "files": {k: str(v) for k, v in files.items()}}
 

@@ -129,15 +129,27 @@ def _shape_mask(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(canvas) > 127
 
 
-def _position(mask: np.ndarray) -> str:
-    """Where the mask's centre lies, in thirds of the image."""
+ROWS = ("top", "middle", "bottom")
+COLUMNS = ("left", "centre", "right")
+
+
+def grid_cell(mask: np.ndarray) -> tuple[int, int]:
+    """(row, column) of the mask's centre in thirds of the image, 0..2 each."""
     ys, xs = np.nonzero(mask)
     h, w = mask.shape
-    col = ("left", "centre", "right")[min(2, int(3 * xs.mean() / w))]
-    row = ("top", "middle", "bottom")[min(2, int(3 * ys.mean() / h))]
-    if row == "middle":
-        return "in the centre" if col == "centre" else f"on the {col}"
-    return f"at the {row}" if col == "centre" else f"at the {row} {col}"
+    return min(2, int(3 * ys.mean() / h)), min(2, int(3 * xs.mean() / w))
+
+
+def position_words(row: int, col: int) -> str:
+    """"on the left", "at the top right", "in the centre", ... for a cell of the 3x3 grid."""
+    if row == 1:
+        return "in the centre" if col == 1 else f"on the {COLUMNS[col]}"
+    return f"at the {ROWS[row]}" if col == 1 else f"at the {ROWS[row]} {COLUMNS[col]}"
+
+
+def _position(mask: np.ndarray) -> str:
+    """Where the mask's centre lies, in thirds of the image."""
+    return position_words(*grid_cell(mask))
 
 
 def _size(area: int, image_area: int) -> str:

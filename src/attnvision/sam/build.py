@@ -19,14 +19,16 @@ PROMPT_DIM = 256  # the width of prompt tokens, image embedding and decoder
 
 
 def build_sam(name: str | None = "vit_h", checkpoint: str | os.PathLike[str] | None = None,
-              *, img_size: int | None = None, precision: str = "fp32", **encoder_overrides: Any
-              ) -> Sam:
+              *, img_size: int | None = None, precision: str = "fp32",
+              text_dim: int | None = None, **encoder_overrides: Any) -> Sam:
     """SAM ``vit_b`` / ``vit_l`` / ``vit_h`` / ``sam_tiny``, with ``checkpoint``'s weights.
 
     ``name=None`` takes the size from the checkpoint. ``precision``: "fp32", "bf16" or
     "fp16" (GPU) autocast when the predictor runs the model (``model.precision`` changes it
     later, e.g. after ``.to("cuda")``). ``img_size`` (default: the size's own, 1024 for the
     official sizes) and ``encoder_overrides`` build other variants (tests, small models).
+    ``text_dim`` adds text prompts (a projection of text_dim-wide phrase vectors); our files
+    record it, like the other options.
     """
     check_precision(precision)  # the device is checked when the model runs
     sd = recorded = None
@@ -35,6 +37,7 @@ def build_sam(name: str | None = "vit_h", checkpoint: str | os.PathLike[str] | N
         if options and not encoder_overrides:  # our file of a non-standard SAM
             options = dict(options)
             img_size = options.pop("img_size", img_size)
+            text_dim = options.pop("text_dim", text_dim)
             encoder_overrides = {k: tuple(v) if isinstance(v, list) else v
                                  for k, v in options.items()}
         if name is None:
@@ -51,7 +54,8 @@ def build_sam(name: str | None = "vit_h", checkpoint: str | os.PathLike[str] | N
     model = Sam(
         image_encoder=encoder,
         prompt_encoder=PromptEncoder(embed_dim=PROMPT_DIM, image_embedding_size=(grid, grid),
-                                     input_image_size=(img_size, img_size), mask_in_chans=16),
+                                     input_image_size=(img_size, img_size), mask_in_chans=16,
+                                     text_dim=text_dim),
         mask_decoder=MaskDecoder(
             transformer_dim=PROMPT_DIM,
             transformer=TwoWayTransformer(depth=2, embedding_dim=PROMPT_DIM, num_heads=8,

@@ -25,16 +25,25 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from attnvision.errors import UserError
+from attnvision.sam.masks import masks_to_boxes
 from attnvision.sam.model import Sam
 from attnvision.sam.predictor import SamPredictor
 
 MODES = ("point", "points3", "box")
 
 
+def _ndimage():
+    try:
+        from scipy import ndimage
+    except ImportError:
+        raise UserError("measuring SAM needs scipy: pip install 'attnvision[data]'") from None
+    return ndimage
+
+
 def interior_point(mask: np.ndarray) -> tuple[int, int]:
     """(x, y) of the pixel of ``mask`` farthest from its boundary (the image edge counts)."""
-    from scipy import ndimage
-
+    ndimage = _ndimage()
     distance = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
     y, x = np.unravel_index(int(np.argmax(distance)), mask.shape)
     return int(x), int(y)
@@ -45,9 +54,9 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
-def _box(mask: np.ndarray) -> np.ndarray:
-    ys, xs = np.nonzero(mask)
-    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=float)
+def tight_box(mask: np.ndarray) -> np.ndarray:
+    """XYXY box of a non-empty (H, W) mask, x1 and y1 its last pixels, as float."""
+    return masks_to_boxes(torch.from_numpy(np.asarray(mask, dtype=bool))).numpy().astype(float)
 
 
 @dataclass
@@ -59,7 +68,7 @@ class Answer:
 def segment_object(predictor: SamPredictor, truth: np.ndarray, mode: str) -> Answer:
     """The predictor's mask for one object of the current image under one prompt mode."""
     if mode == "box":
-        masks, _, _ = predictor.predict(box=_box(truth), multimask_output=False)
+        masks, _, _ = predictor.predict(box=tight_box(truth), multimask_output=False)
         return Answer(masks[0], iou(masks[0], truth))
     point = np.array([interior_point(truth)], dtype=float)
     masks, scores, logits = predictor.predict(point_coords=point, point_labels=np.array([1]),
@@ -129,11 +138,55 @@ def synthetic_miou(sam: Sam, scenes: int = 100, first: int = 0,
     return dataset_miou(sam, SceneDataset("test", sam.img_size, scenes, first), modes, progress)
 
 
+@torch.no_grad()
+def text_miou(sam: Sam, scenes: int = 100, first: int = 0, progress: bool = False) -> dict:
+    """Text prompts on test-split scenes: for every object its full description names alone
+    ("the small red star on the left"), the mask from the phrase alone, from one click alone
+    (best of three, as ``point``), and from the phrase with that click (single mask); also
+    from a shorter phrase that still names it ("the red star", drawn with a fixed seed).
+    ``text_right`` is the share of phrases whose mask has IoU > 0.5 with their object."""
+    from tqdm import tqdm
+
+    from attnvision.data.scenes import make_scene
+    from attnvision.text.phrases import attributes, describe, naming_phrases
+
+    sam.prompt_encoder.require_text()
+    predictor = SamPredictor(sam)
+    rng = np.random.default_rng(first)
+    found: dict[str, list[float]] = {"text": [], "point": [], "text_point": [], "short": []}
+    for seed in tqdm(range(first, first + scenes), desc="text prompts", leave=False,
+                     disable=not progress):
+        scene = make_scene(seed, "test", size=sam.img_size)
+        attrs = [attributes(o) for o in scene.objects]
+        predictor.set_image(scene.image)
+        for i, obj in enumerate(scene.objects):
+            phrases = naming_phrases(i, attrs)
+            full = describe(attrs[i])
+            if full not in phrases:
+                continue  # another object has the very same description
+            # Shorter phrases name fewer attributes; one is drawn per object.
+            short = [p for p in phrases if len(p.split()) < len(full.split())] or [full]
+            masks, _, _ = predictor.predict(text=full, multimask_output=False)
+            found["text"].append(iou(masks[0], obj.mask))
+            masks, _, _ = predictor.predict(text=str(rng.choice(short)),
+                                            multimask_output=False)
+            found["short"].append(iou(masks[0], obj.mask))
+            found["point"].append(segment_object(predictor, obj.mask, "point").iou)
+            click = np.array([interior_point(obj.mask)], dtype=float)
+            masks, _, _ = predictor.predict(point_coords=click, point_labels=np.array([1]),
+                                            text=full, multimask_output=False)
+            found["text_point"].append(iou(masks[0], obj.mask))
+    n = len(found["text"])
+    return {"scenes": scenes, "phrases": n,
+            **{f"miou_{k}": round(float(np.mean(v)), 4) if v else None for k, v in found.items()},
+            "text_right": round(float(np.mean(np.array(found["text"]) > 0.5)), 4) if n else None}
+
+
 def coins_truth() -> tuple[np.ndarray, list[np.ndarray]]:
     """scikit-image's coins photo (RGB) and each coin's mask (the module doc's recipe)."""
-    from scipy import ndimage
     from skimage import data, filters, measure, segmentation
 
+    ndimage = _ndimage()
     grey = data.coins()
     markers = np.zeros_like(grey, dtype=np.int32)
     markers[grey < 30], markers[grey > 150] = 1, 2

@@ -213,17 +213,32 @@ class SamPredictor:
     def predict(self, point_coords: np.ndarray | None = None,
                 point_labels: np.ndarray | None = None, box: np.ndarray | None = None,
                 mask_input: np.ndarray | None = None, multimask_output: bool = True,
-                return_logits: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                return_logits: bool = False, text: str | list[str] | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Masks for prompts in original-image pixels, as the official ``predict``.
 
         One prompt (points (N, 2) and/or a box (4,)) gives masks (C, H, W), scores (C,) and
         low-res logits (C, 256, 256), C = 3 with ``multimask_output`` else 1. Several prompts,
         points (K, N, 2) and/or boxes (K, 4), give the same with a leading K, in one pass.
+        ``text``: a phrase naming the object ("the red star"), alone or with points and a box,
+        or K phrases for K prompts; only models trained for text take it (the shipped
+        sam_tiny), and it needs ``pip install 'attnvision[text]'``.
         """
         self._require_image()
         batched = False
-        coords_t = labels_t = box_t = mask_t = None
+        coords_t = labels_t = box_t = mask_t = text_t = None
         k = 1
+        if text is not None:
+            phrases = [text] if isinstance(text, str) else list(text)
+            if not phrases or not all(isinstance(p, str) and p.strip() for p in phrases):
+                raise UserError("text must be a non-empty phrase (or a list of them), e.g. "
+                                "text='the red star'")
+            self.model.prompt_encoder.require_text()
+            from attnvision.text.sentence_encoder import sentence_encoder
+
+            text_t = sentence_encoder().encode([p.strip() for p in phrases]).to(self.device)
+            batched |= not isinstance(text, str)
+            k = text_t.shape[0]
         if point_coords is not None:
             coords = np.asarray(point_coords, dtype=float)
             labels = None if point_labels is None else np.asarray(point_labels)
@@ -234,6 +249,8 @@ class SamPredictor:
             coords_t = torch.as_tensor(self.transform.apply_coords(coords, self.original_size),
                                        dtype=torch.float, device=self.device)
             labels_t = torch.as_tensor(labels, dtype=torch.int, device=self.device)
+            if text_t is not None and coords_t.shape[0] != k:
+                coords_t, labels_t, text_t = self._pair(coords_t, labels_t, text_t, "point sets")
             k = coords_t.shape[0]
         if box is not None:
             boxes = np.asarray(box, dtype=float)
@@ -241,6 +258,8 @@ class SamPredictor:
             batched |= boxes.ndim == 2 and boxes.shape[0] > 1
             box_t = torch.as_tensor(self.transform.apply_boxes(boxes, self.original_size),
                                     dtype=torch.float, device=self.device)  # (K, 4)
+            if text_t is not None and coords_t is None and box_t.shape[0] != k:
+                box_t, _, text_t = self._pair(box_t, None, text_t, "boxes")
             if coords_t is not None and box_t.shape[0] != k:
                 if k == 1:
                     coords_t = coords_t.expand(box_t.shape[0], -1, -1)
@@ -260,23 +279,40 @@ class SamPredictor:
             if tuple(mask_t.shape[1:]) != (1, low, low):
                 raise UserError(f"mask_input must be (1, {low}, {low}) low-res logits (from a "
                                 f"previous predict), got {tuple(mask_t.shape)}")
+        if text_t is not None and box_t is not None and text_t.shape[0] != box_t.shape[0]:
+            text_t = text_t.expand(box_t.shape[0], -1)  # one phrase shared by the boxes
         masks, iou, low_res = self.predict_torch(coords_t, labels_t, box_t, mask_t,
-                                                 multimask_output, return_logits)
+                                                 multimask_output, return_logits, text_t)
         masks_np, iou_np, low_np = (t.detach().cpu().numpy() for t in (masks, iou, low_res))
         return (masks_np, iou_np, low_np) if batched else (masks_np[0], iou_np[0], low_np[0])
+
+    @staticmethod
+    def _pair(a: Tensor, labels: Tensor | None, text: Tensor, what: str
+              ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """K prompts of one kind and J phrases: one of them shared by all, or as many."""
+        if a.shape[0] == 1:
+            a = a.expand(text.shape[0], *a.shape[1:])
+            labels = None if labels is None else labels.expand(text.shape[0], -1)
+        elif text.shape[0] == 1:
+            text = text.expand(a.shape[0], -1)
+        else:
+            raise UserError(f"{a.shape[0]} {what} and {text.shape[0]} phrases: give as many "
+                            "of each, or one to share")
+        return a, labels, text
 
     @torch.no_grad()
     def predict_torch(self, point_coords: Tensor | None, point_labels: Tensor | None,
                       boxes: Tensor | None = None, mask_input: Tensor | None = None,
-                      multimask_output: bool = True, return_logits: bool = False
-                      ) -> tuple[Tensor, Tensor, Tensor]:
+                      multimask_output: bool = True, return_logits: bool = False,
+                      text_embeddings: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Batched prompts already in the resized frame: (B, N, 2) points, (B, 4) boxes,
-        (B, 1, 256, 256) masks -> masks (B, C, H, W), scores (B, C), logits (B, C, 256, 256)."""
+        (B, 1, 256, 256) masks, (B, text_dim) phrase vectors -> masks (B, C, H, W),
+        scores (B, C), logits (B, C, 256, 256)."""
         self._require_image()
         points = (point_coords, point_labels) if point_coords is not None else None
         with self.model.autocast():
             sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes,
-                                                      masks=mask_input)
+                                                      masks=mask_input, text=text_embeddings)
             low_res, iou = self.model.mask_decoder(
                 image_embeddings=self.features,
                 image_pe=self.model.prompt_encoder.get_dense_pe(),

@@ -6,6 +6,10 @@ point, top-left corner, bottom-right corner, or "not a point" for padding). A de
 (a 256×256 low-resolution mask) is downscaled 4× by two strided convolutions to the image
 embedding's grid; without one, a learned "no mask" vector fills that grid.
 
+A text prompt (ours; the official model has none) is a sentence encoder's vector for a phrase,
+turned by a small learned MLP into one more sparse token that the decoder attends to like the
+others; a model built with ``text_dim`` has it.
+
 Parameter names follow the official checkpoints (``prompt_encoder.point_embeddings.0.weight``,
 ``mask_downscaling.0.weight``, ...), so official files load with ``strict=True``.
 """
@@ -32,7 +36,7 @@ class PromptEncoder(nn.Module):
 
     def __init__(self, embed_dim: int = 256, image_embedding_size: tuple[int, int] = (64, 64),
                  input_image_size: tuple[int, int] = (1024, 1024), mask_in_chans: int = 16,
-                 activation: type[nn.Module] = nn.GELU) -> None:
+                 activation: type[nn.Module] = nn.GELU, text_dim: int | None = None) -> None:
         super().__init__()
         self.embed_dim = embed_dim
         self.image_embedding_size = tuple(image_embedding_size)
@@ -57,6 +61,11 @@ class PromptEncoder(nn.Module):
             nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
+        # Phrase vector (text_dim) -> one prompt token; absent in the official models.
+        self.text_dim: int | None = None
+        self.text_projection: nn.Sequential | None = None
+        if text_dim is not None:
+            self.add_text(text_dim, activation)
         # (key, value) of the last dense PE; see get_dense_pe.
         self._dense_pe_cache: tuple[tuple, Tensor] | None = None
 
@@ -72,8 +81,9 @@ class PromptEncoder(nn.Module):
         key = (id(gaussian), gaussian.data_ptr(), gaussian._version, gaussian.device,
                gaussian.dtype, torch.is_inference_mode_enabled())
         if self._dense_pe_cache is None or self._dense_pe_cache[0] != key:
-            # No graph: the encoding of a buffer never needs gradients.
-            with torch.no_grad():
+            # No graph: the encoding of a buffer never needs gradients. Nor autocast: the
+            # cached encoding then serves full and low precision alike.
+            with torch.no_grad(), torch.autocast(gaussian.device.type, enabled=False):
                 pe = self.pe_layer(self.image_embedding_size).unsqueeze(0)
             self._dense_pe_cache = (key, pe)
         return self._dense_pe_cache[1]
@@ -106,9 +116,32 @@ class PromptEncoder(nn.Module):
         # masks: (B, 1, 4H, 4W) -> (B, D, H, W)
         return self.mask_downscaling(masks)
 
+    def add_text(self, text_dim: int, activation: type[nn.Module] = nn.GELU) -> None:
+        """Give a model without text prompts a new (untrained) text projection."""
+        self.text_dim = text_dim
+        self.text_projection = nn.Sequential(nn.Linear(text_dim, self.embed_dim), activation(),
+                                             nn.Linear(self.embed_dim, self.embed_dim))
+        self.text_projection.to(self.no_mask_embed.weight.device)
+
+    def require_text(self) -> None:
+        """One line saying why when this model takes no text prompts."""
+        if self.text_projection is None:
+            from attnvision.errors import UserError
+
+            raise UserError("this SAM has no text prompts (the official models never had "
+                            "them): use the shipped sam_tiny, or train one with "
+                            "'attnvision train sam --text'")
+
+    def _embed_text(self, text: Tensor) -> Tensor:
+        # text: (B, text_dim) phrase vectors -> (B, 1, D)
+        self.require_text()
+        return self.text_projection(text.to(self.no_mask_embed.weight.dtype))[:, None]
+
     @staticmethod
     def _batch_size(points: tuple[Tensor, Tensor] | None, boxes: Tensor | None,
-                    masks: Tensor | None) -> int:
+                    masks: Tensor | None, text: Tensor | None = None) -> int:
+        if text is not None:
+            return text.shape[0]
         if points is not None:
             return points[0].shape[0]
         if boxes is not None:
@@ -118,11 +151,13 @@ class PromptEncoder(nn.Module):
         return 1
 
     def forward(self, points: tuple[Tensor, Tensor] | None, boxes: Tensor | None,
-                masks: Tensor | None, pad: bool | None = None) -> tuple[Tensor, Tensor]:
-        # points: ((B, N, 2) coords, (B, N) labels), boxes: (B, 4), masks: (B, 1, 4H, 4W)
+                masks: Tensor | None, pad: bool | None = None, text: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
+        # points: ((B, N, 2) coords, (B, N) labels), boxes: (B, 4), masks: (B, 1, 4H, 4W),
+        # text: (B, text_dim) phrase vectors, one token after the points and box
         # pad: add the padding token after the points; by default when no box follows, as
         # the official encoder does. Training pads its point sequences itself.
-        bs = self._batch_size(points, boxes, masks)
+        bs = self._batch_size(points, boxes, masks, text)
         weight = self.no_mask_embed.weight
         parts: list[Tensor] = []
         if points is not None:
@@ -130,6 +165,8 @@ class PromptEncoder(nn.Module):
             parts.append(self._embed_points(points[0], points[1], pad=pad))
         if boxes is not None:
             parts.append(self._embed_boxes(boxes))
+        if text is not None:
+            parts.append(self._embed_text(text))
         if not parts:
             sparse = weight.new_empty(bs, 0, self.embed_dim)
         else:

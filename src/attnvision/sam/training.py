@@ -8,6 +8,11 @@ and feeds back the previous low-resolution logits as the mask prompt. ``rounds``
 example, each one's loss averaged in. A lone point is answered with the three ambiguous masks,
 anything else with the single-mask output, as the official model is used.
 
+With text (``text_share`` of the steps, on scenes whose objects have attributes), each object
+is named by a phrase that fits it and no other object of its image ("the red star", "the big
+ring on the left", paraphrases drawn at random); the first prompt is that phrase alone or with
+a point, later clicks are added to it, and the answer is always the single-mask output.
+
 Prompt tokens carry no sequence position in SAM's decoder (attention is order-blind), so the
 points and box corners of a batch line up as one tensor: a box is two points labelled 2 and
 3, a lone point is followed by the padding token, and every later point is put in front.
@@ -25,7 +30,35 @@ from torch import Tensor, nn
 from attnvision.sam.model import Sam
 from attnvision.sam.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, NOT_A_POINT, POSITIVE
 from attnvision.sam.prompt_sampling import error_points, noisy_boxes, sample_points
+from attnvision.text.phrases import naming_phrases
 from attnvision.train.mask_losses import sam_loss
+
+
+def grid_cells(masks: Tensor) -> Tensor:
+    """(row, column) of each mask's centre in thirds of the image: (N, H, W) -> (N, 2),
+    as :func:`attnvision.data.scenes.grid_cell` computes it."""
+    h, w = masks.shape[1:]
+    weights = masks.double()
+    count = weights.sum((1, 2)).clamp_min(1)
+    ys = (weights.sum(2) * torch.arange(h, dtype=torch.double, device=masks.device)).sum(1)
+    xs = (weights.sum(1) * torch.arange(w, dtype=torch.double, device=masks.device)).sum(1)
+    rows = (3 * (ys / count) / h).long().clamp_max(2)
+    cols = (3 * (xs / count) / w).long().clamp_max(2)
+    return torch.stack([rows, cols], dim=1)
+
+
+def pick_phrases(b_idx: Tensor, attrs: Tensor, cells: Tensor) -> list[str | None]:
+    """A random phrase naming each object among the objects of its image, or None when no
+    phrase can (two objects alike in every attribute). b_idx (N,) image of each object,
+    attrs (N, 3) shape, colour, size, cells (N, 2) row, column."""
+    full = torch.cat([attrs, cells], dim=1).tolist()
+    images = b_idx.tolist()
+    out: list[str | None] = []
+    for i, image in enumerate(images):
+        members = [j for j, other in enumerate(images) if other == image]
+        options = naming_phrases(members.index(i), [full[j] for j in members])
+        out.append(options[int(torch.randint(len(options), ()))] if options else None)
+    return out
 
 
 def first_prompts(masks: Tensor, use_box: Tensor) -> tuple[Tensor, Tensor]:
@@ -44,18 +77,24 @@ def first_prompts(masks: Tensor, use_box: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class InteractiveSam(nn.Module):
-    """``forward((images, masks))`` -> the mean loss over ``rounds`` of simulated clicks.
+    """``forward(inputs)`` -> the mean loss over ``rounds`` of simulated clicks.
 
-    images: (B, 3, S, S) uint8 at the model's input size; masks: (B, K, S, S) bool, empty
-    rows ignored. Randomness (prompts) comes from torch's global generator, which the training
-    loop seeds and saves, so a resumed run replays. ``last`` holds the latest step's figures.
+    inputs (:mod:`attnvision.sam.training_data`): ``image`` (B, 3, S, S) uint8 at the model's
+    input size, padded bottom/right; ``masks`` (B, K, S, S) bool, empty rows ignored; ``size``
+    (B, 2) the (h, w) inside the padding; optionally ``attributes`` (B, K, 3) shape, colour and
+    size indices of each object, for text prompts (a model with ``text_projection``;
+    ``text_share`` of the steps). Randomness
+    (prompts, phrases) comes from torch's global generator, which the training loop seeds and
+    saves, so a resumed run replays. ``last`` holds the latest step's figures.
     """
 
     def __init__(self, sam: Sam, rounds: int = 3, box_share: float = 0.5,
-                 loss_scale: int = 2) -> None:
+                 loss_scale: int = 2, text_share: float = 0.0) -> None:
         super().__init__()
         if rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {rounds}")
+        if text_share > 0:
+            sam.prompt_encoder.require_text()
         self.image_encoder = sam.image_encoder
         self.prompt_encoder = sam.prompt_encoder
         self.mask_decoder = sam.mask_decoder
@@ -65,24 +104,57 @@ class InteractiveSam(nn.Module):
         # upsampled, the objects area-averaged down): full resolution costs 4x more for the
         # same boundaries, to within a pixel at 256 px.
         self.rounds, self.box_share, self.loss_scale = rounds, box_share, loss_scale
+        self.text_share = text_share
         self.last: dict[str, float] = {}
 
-    def forward(self, batch: tuple[Tensor, Tensor]) -> Tensor:
-        images, masks = batch
-        x = (images.float() - self.pixel_mean) / self.pixel_std
+    def _text(self, b_idx: Tensor, k_idx: Tensor, targets: Tensor, attrs: Tensor
+              ) -> tuple[Tensor | None, Tensor]:
+        """Phrase vectors (N', text_dim) of the objects some phrase names, and which they are."""
+        from attnvision.text.sentence_encoder import sentence_encoder
+
+        phrases = pick_phrases(b_idx, attrs[b_idx, k_idx].cpu(), grid_cells(targets).cpu())
+        keep = torch.tensor([p is not None for p in phrases], device=targets.device)
+        if not keep.any():
+            return None, keep
+        vectors = sentence_encoder().encode([p for p in phrases if p is not None])
+        return vectors.to(targets.device), keep
+
+    def forward(self, inputs: dict[str, Tensor]) -> Tensor:
+        images, masks = inputs["image"], inputs["masks"]
+        s = images.shape[-1]
+        # Padding is 0 after normalisation, as Sam.preprocess pads.
+        ys = torch.arange(s, device=images.device)
+        size = inputs.get("size", torch.tensor([[s, s]], device=images.device))
+        valid = ((ys[None, :, None] < size[:, :1, None]) &
+                 (ys[None, None, :] < size[:, 1:, None]))  # (B, S, S)
+        x = (images.float() - self.pixel_mean) / self.pixel_std * valid[:, None]
         # A frozen encoder (fine-tuning the decoder) keeps no activations for backward.
         learns = any(p.requires_grad for p in self.image_encoder.parameters())
         with torch.set_grad_enabled(learns and torch.is_grad_enabled()):
             embeddings = self.image_encoder(x)  # (B, 256, g, g)
         b_idx, k_idx = masks.flatten(2).any(-1).nonzero(as_tuple=True)
+        text = None
+        attrs = inputs.get("attributes")
+        if attrs is not None and self.text_share > 0 and float(torch.rand(())) < self.text_share:
+            text, keep = self._text(b_idx, k_idx, masks[b_idx, k_idx], attrs)
+            if text is not None:
+                b_idx, k_idx = b_idx[keep], k_idx[keep]
         if len(b_idx) == 0:  # no object in the whole batch: nothing to learn
             return sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)
         targets = masks[b_idx, k_idx]  # (N, S, S): one prompt per object
+        clickable = valid[b_idx]  # users click on the image, never on the padding
         n, size = targets.shape[0], targets.shape[-2:]
         embeddings = embeddings[b_idx]  # (N, 256, g, g)
         image_pe = self.prompt_encoder.get_dense_pe()
-        use_box = torch.rand(n, device=masks.device) < self.box_share
-        coords, labels = first_prompts(targets, use_box)
+        if text is None:
+            use_box = torch.rand(n, device=masks.device) < self.box_share
+            coords, labels = first_prompts(targets, use_box)
+            lone_point = ~use_box
+        else:  # the phrase alone, or with a point
+            with_point = float(torch.rand(())) < 0.5
+            lone_point = torch.zeros(n, dtype=torch.bool, device=masks.device)
+            coords, labels = (first_prompts(targets, lone_point) if with_point
+                              else (None, None))
         multimask = torch.tensor([False, True, True, True], device=masks.device)
         low = 4 * embeddings.shape[-1]
         loss_size = (low * self.loss_scale,) * 2
@@ -92,11 +164,12 @@ class InteractiveSam(nn.Module):
         total = embeddings.new_zeros((), dtype=torch.float)
         ious = []
         for r in range(self.rounds):
-            sparse, dense = self.prompt_encoder((coords, labels), None, mask_input, pad=False)
+            points = None if coords is None else (coords, labels)
+            sparse, dense = self.prompt_encoder(points, None, mask_input, pad=False, text=text)
             logits, iou_pred = self.mask_decoder.predict_masks(embeddings, image_pe, sparse,
                                                                dense)  # (N, 4, 4g, 4g), (N, 4)
-            if r == 0:  # a lone point gets the 3 ambiguous masks, a box the single one
-                allowed = torch.where(use_box[:, None], ~multimask, multimask)  # (N, 4)
+            if r == 0:  # a lone point gets the 3 ambiguous masks, anything else the single one
+                allowed = torch.where(lone_point[:, None], multimask, ~multimask)  # (N, 4)
             else:  # several points: the single-mask output only
                 logits, iou_pred = logits[:, :1], iou_pred[:, :1]
                 allowed = torch.ones_like(iou_pred, dtype=torch.bool)
@@ -110,11 +183,16 @@ class InteractiveSam(nn.Module):
                 shown = iou_pred.float().masked_fill(~allowed, -torch.inf).argmax(1)  # (N,)
                 chosen = F.interpolate(logits[rows, shown][:, None].float(), size,
                                        mode="bilinear", align_corners=False)[:, 0]
-                point, label = error_points(chosen > 0, targets)
-                coords = torch.cat([point[:, None], coords], dim=1)
-                labels = torch.cat([label[:, None], labels], dim=1)
+                point, label = error_points((chosen > 0) & clickable, targets)
+                if coords is None:  # the first click after a phrase: the point, then padding
+                    coords = torch.cat([point[:, None], torch.zeros_like(point)[:, None]], 1)
+                    labels = torch.stack([label, torch.full_like(label, NOT_A_POINT)], 1)
+                else:
+                    coords = torch.cat([point[:, None], coords], dim=1)
+                    labels = torch.cat([label[:, None], labels], dim=1)
                 mask_input = logits[rows, shown][:, None].float()  # (N, 1, 4g, 4g)
-        self.last = {"objects": n, **{f"iou_round{r + 1}": v for r, v in enumerate(ious)}}
+        self.last = {"objects": n, "text": text is not None,
+                     **{f"iou_round{r + 1}": v for r, v in enumerate(ious)}}
         # Parts a step may not use (the mask-prompt path when rounds == 1) still join the
         # graph with a zero gradient: DistributedDataParallel waits for every parameter.
         return total + sum(p.view(-1)[0] * 0.0 for p in self.parameters() if p.requires_grad)

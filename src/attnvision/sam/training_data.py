@@ -1,9 +1,11 @@
 """Training examples for SAM: an image at the model's input size and its object masks.
 
-Every example is ``((image, masks), masks)``: image (3, S, S) uint8, resized so the longest
-side is S (as the predictor resizes) and padded bottom/right; masks (K, S, S) bool, one per
-object, empty rows padding to K. The training module reads both from its input (it draws the
-prompts from the masks), and the pair form is what :func:`attnvision.train.loop.fit` expects.
+Every example is ``(inputs, masks)`` with inputs a dict: ``image`` (3, S, S) uint8, resized
+so the longest side is S (as the predictor resizes) and padded bottom/right; ``masks``
+(K, S, S) bool, one per object, empty rows padding to K; ``size`` (2,) the (h, w) of the image
+inside the padding; and for text prompts ``attributes``. The training module reads them all
+(it draws the prompts from the masks), and the pair form is what
+:func:`attnvision.train.loop.fit` expects.
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from attnvision.data.coco import read_coco, segmentation_to_mask
+from attnvision.data.scenes import Scene
 from attnvision.errors import UserError
 from attnvision.sam.transforms import ResizeLongestSide, preprocess_shape
 
-Example = tuple[tuple[Tensor, Tensor], Tensor]
+Example = tuple[dict[str, Tensor], Tensor]
 
 
 def to_square(image: np.ndarray, masks: np.ndarray, size: int, max_masks: int
-              ) -> tuple[Tensor, Tensor]:
-    """(H, W, 3) uint8 and (K, H, W) bool -> (3, S, S) uint8 and (max_masks, S, S) bool.
+              ) -> tuple[Tensor, Tensor, list[int]]:
+    """(H, W, 3) uint8 and (K, H, W) bool -> (3, S, S) uint8, (max_masks, S, S) bool and the
+    index in ``masks`` of each kept row.
 
     The largest max_masks objects are kept; a mask the resize empties is dropped.
     """
@@ -35,33 +39,43 @@ def to_square(image: np.ndarray, masks: np.ndarray, size: int, max_masks: int
     out[:, :nh, :nw] = torch.from_numpy(ResizeLongestSide(size).apply_image(image)).permute(2, 0, 1)
     kept = torch.zeros(max_masks, size, size, dtype=torch.bool)
     order = np.argsort([-int(m.sum()) for m in masks], kind="stable")
-    i = 0
+    index: list[int] = []
     for k in order:
-        if i == max_masks:
+        if len(index) == max_masks:
             break
         small = Image.fromarray(masks[k].astype(np.uint8) * 255).resize((nw, nh), Image.NEAREST)
         m = torch.from_numpy(np.asarray(small) > 127)
         if m.any():
-            kept[i, :nh, :nw] = m
-            i += 1
-    return out, kept
+            kept[len(index), :nh, :nw] = m
+            index.append(int(k))
+    return out, kept, index
+
+
+def valid_size(image: np.ndarray, size: int) -> Tensor:
+    """(h, w) of ``image`` once resized into the S x S input, the rest being padding."""
+    return torch.tensor(preprocess_shape(image.shape[0], image.shape[1], size))
 
 
 class SceneDataset(Dataset):
-    """Synthetic scenes (:mod:`attnvision.data.scenes`) ``first, first + 1, ...`` of a split."""
+    """Synthetic scenes (:mod:`attnvision.data.scenes`) ``first, first + 1, ...`` of a split.
+
+    With ``attributes``, inputs also hold each object's (shape, colour, size) indices
+    (max_masks, 3), -1 on padding rows, for text prompts (positions are read from the masks
+    after augmentation, which may flip them).
+    """
 
     def __init__(self, split: str, size: int, length: int, first: int = 0,
-                 max_masks: int = 6) -> None:
+                 max_masks: int = 6, attributes: bool = False) -> None:
         from attnvision.data.scenes import make_scene
 
         make_scene(0, split, size=16)  # fails now, in one line, without scikit-image
         self.split, self.size, self.length, self.first = split, size, length, first
-        self.max_masks = max_masks
+        self.max_masks, self.attributes = max_masks, attributes
 
     def __len__(self) -> int:
         return self.length
 
-    def scene(self, index: int):
+    def scene(self, index: int) -> Scene:
         from attnvision.data.scenes import make_scene
 
         return make_scene(self.first + index, self.split, size=self.size,
@@ -76,8 +90,16 @@ class SceneDataset(Dataset):
         scene = self.scene(index)
         masks = np.stack([o.mask for o in scene.objects]) if scene.objects else np.zeros(
             (0, self.size, self.size), bool)
-        image, kept = to_square(scene.image, masks, self.size, self.max_masks)
-        return (image, kept), kept
+        image, kept, index = to_square(scene.image, masks, self.size, self.max_masks)
+        inputs = {"image": image, "masks": kept, "size": valid_size(scene.image, self.size)}
+        if self.attributes:
+            from attnvision.text.phrases import attributes
+
+            attrs = torch.full((self.max_masks, 3), -1, dtype=torch.long)
+            for row, k in enumerate(index):
+                attrs[row] = torch.tensor(attributes(scene.objects[k])[:3])
+            inputs["attributes"] = attrs
+        return inputs, kept
 
 
 class CocoDataset(Dataset):
@@ -92,14 +114,15 @@ class CocoDataset(Dataset):
         return len(self.records)
 
     def raw(self, index: int) -> tuple[np.ndarray, list[tuple[np.ndarray, str]]]:
-        """The image and each object's (mask, "object"), at the image's own size."""
+        """The image and each object's (mask, "object"), at the image's own size; objects
+        whose annotation covers no pixel are left out."""
         image, masks = self._read(index)
-        return image, [(m, "object") for m in masks]
+        return image, [(m, "object") for m in masks if m.any()]
 
     def __getitem__(self, index: int) -> Example:
         image, masks = self._read(index)
-        image_t, kept = to_square(image, masks, self.size, self.max_masks)
-        return (image_t, kept), kept
+        image_t, kept, _ = to_square(image, masks, self.size, self.max_masks)
+        return {"image": image_t, "masks": kept, "size": valid_size(image, self.size)}, kept
 
     def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         from attnvision.data.images import load_image
@@ -108,11 +131,12 @@ class CocoDataset(Dataset):
         image = load_image(r.path)
         if image.shape[:2] != (r.height, r.width):
             raise UserError(f"{r.path} is {image.shape[1]}x{image.shape[0]} but its annotations "
-                            f"say {r.width}x{r.height}: fix the COCO file")
+                            f"say {r.width}x{r.height}: fix the COCO file (or the image's EXIF "
+                            "orientation, which is applied when it is read)")
         try:
             masks = np.stack([segmentation_to_mask(s, r.height, r.width)
                               for s in r.segmentations])
-        except ValueError as e:
+        except (ValueError, TypeError) as e:
             raise UserError(f"an annotation of {r.path.name} is malformed: {e}") from None
         return image, masks
 
@@ -129,9 +153,9 @@ class SceneAugment:
         self.flips, self.grey = flips, grey
         self.brightness, self.contrast = brightness, contrast
 
-    def __call__(self, inputs: tuple[Tensor, Tensor], generator: torch.Generator
-                 ) -> tuple[Tensor, Tensor]:
-        images, masks = inputs  # (B, 3, S, S) uint8, (B, K, S, S) bool
+    def __call__(self, inputs: dict[str, Tensor], generator: torch.Generator
+                 ) -> dict[str, Tensor]:
+        images, masks = inputs["image"], inputs["masks"]  # (B, 3, S, S) uint8, (B, K, S, S)
         b = images.shape[0]
 
         def draw(*shape: int) -> Tensor:
@@ -149,4 +173,4 @@ class SceneAugment:
         contrast = 1 + self.contrast * (2 * draw(b, 1, 1, 1) - 1)
         shift = 255 * self.brightness * (2 * draw(b, 1, 1, 1) - 1)
         x = (x - mean) * contrast + mean + shift
-        return x.clamp(0, 255).round().to(torch.uint8), masks
+        return {**inputs, "image": x.clamp(0, 255).round().to(torch.uint8), "masks": masks}

@@ -26,6 +26,9 @@ CAPTIONS = {
     "sam_box_coffee": "A box around the coffee cup: the single-mask answer.",
     "sam_clicks_astronaut": "One click on the helmet, one on the suit: a natural photo, far "
                             "from the synthetic scenes sam_tiny learnt from.",
+    "sam_text_phrases": "Text prompts on held-out synthetic scenes: each tile is one phrase "
+                        "alone (a full description or a shorter phrase that names one object) "
+                        "and the mask it gave, with its IoU.",
     "sam_everything_coins": "Segment everything: a 16 x 16 grid of clicks, masks filtered by "
                             "predicted IoU and stability, then non-maximum suppression.",
 }

@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from attnvision.sam.evaluation import coins_truth, horse_truth, interior_point, segment_object
+from attnvision.sam.evaluation import (
+    coins_truth,
+    horse_truth,
+    interior_point,
+    segment_object,
+    tight_box,
+)
 from attnvision.sam.model import Sam
 from attnvision.sam.predictor import SamPredictor
 from attnvision.viz.overlays import mask_overlay, save_png
 
 
-def _box(mask: np.ndarray) -> np.ndarray:
-    ys, xs = np.nonzero(mask)
-    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=float)
-
-
 def _caption(picture: Image.Image, text: str) -> Image.Image:
-    out = Image.new("RGB", (picture.width, picture.height + 18), (255, 255, 255))
-    out.paste(picture, (0, 18))
-    ImageDraw.Draw(out).text((4, 3), text, fill=(0, 0, 0))
+    lines = textwrap.wrap(text, width=max(10, (picture.width - 8) // 6))  # ~6 px a character
+    top = 4 + 12 * len(lines)
+    out = Image.new("RGB", (picture.width, picture.height + top), (255, 255, 255))
+    out.paste(picture, (0, top))
+    ImageDraw.Draw(out).multiline_text((4, 2), "\n".join(lines), fill=(0, 0, 0), spacing=2)
     return out
 
 
@@ -52,7 +56,7 @@ def synthetic_sheet(sam: Sam, path: str | os.PathLike[str], scenes: int = 4) -> 
             answers = [segment_object(predictor, m, mode) for m in truth]
             prompts = {"points": np.array([interior_point(m) for m in truth]),
                        "labels": np.ones(len(truth))} if mode == "point" else {
-                "boxes": np.stack([_box(m) for m in truth])}
+                "boxes": np.stack([tight_box(m) for m in truth])}
             mean = np.mean([a.iou for a in answers])
             tiles.append(_caption(mask_overlay(scene.image, [a.mask for a in answers],
                                                **prompts),
@@ -79,6 +83,39 @@ def photo_sheet(sam: Sam, path: str | os.PathLike[str]) -> Path:
     return save_png(_grid([left, right], 2), path)
 
 
+def text_sheet(sam: Sam, path: str | os.PathLike[str], scenes: int = 4, per_scene: int = 3
+               ) -> Path:
+    """Test scenes prompted by phrases alone: each tile is one phrase (its object's full
+    description, or a shorter phrase that still names it) and the mask it gave, with IoU."""
+    from attnvision.data.scenes import make_scene
+    from attnvision.sam.evaluation import iou
+    from attnvision.text.phrases import attributes, describe, naming_phrases
+
+    predictor = SamPredictor(sam)
+    tiles = []
+    for seed in range(scenes):
+        scene = make_scene(seed, "test", size=sam.img_size)
+        attrs = [attributes(o) for o in scene.objects]
+        predictor.set_image(scene.image)
+        shown = 0
+        for i, obj in enumerate(scene.objects):
+            phrases = naming_phrases(i, attrs)
+            if not phrases or shown == per_scene:
+                continue
+            # Alternate the full description and the shortest phrase that names the object.
+            phrase = describe(attrs[i]) if shown % 2 == 0 else min(phrases, key=len)
+            if phrase not in phrases:
+                phrase = min(phrases, key=len)
+            masks, _, _ = predictor.predict(text=phrase, multimask_output=False)
+            tiles.append(_caption(mask_overlay(scene.image, [masks[0]]),
+                                  f'"{phrase}": IoU {iou(masks[0], obj.mask):.2f}'))
+            shown += 1
+    return save_png(_grid(tiles, per_scene), path)
+
+
 def evaluation_pictures(sam: Sam, out: Path) -> dict[str, Path]:
-    return {"synthetic": synthetic_sheet(sam, out / "sam_eval_synthetic.png"),
-            "photos": photo_sheet(sam, out / "sam_eval_photos.png")}
+    files = {"synthetic": synthetic_sheet(sam, out / "sam_eval_synthetic.png"),
+             "photos": photo_sheet(sam, out / "sam_eval_photos.png")}
+    if sam.prompt_encoder.text_projection is not None:
+        files["text"] = text_sheet(sam, out / "sam_eval_text.png")
+    return files

@@ -11,6 +11,9 @@
   spinning on its own after its job (measurably slower on 2 cores). A click is never held up
   by an encoding: the modules are only read (eval, no grad), so encoding, prompts and
   segment-everything may run side by side.
+- A text prompt's phrase is encoded on the decoder thread as well, so the sentence encoder
+  and its per-phrase cache are only ever used by one thread; the first phrase loads the
+  encoder (seconds), later ones cost milliseconds, a phrase seen before nothing.
 - Embeddings live in the memory LRU; one evicted from there is read back from the disk cache
   in the request (never re-encoded), and only an image missing from both is queued again.
 - Segment everything reuses the image's embedding: the generator's predictor is one that
@@ -232,17 +235,25 @@ class Segmenter:
 
     # --- prompts -------------------------------------------------------------------------------
 
+    @property
+    def takes_text(self) -> bool:
+        """Whether the loaded model was trained for text prompts (the page shows its field)."""
+        return self.sam is not None and self.sam.prompt_encoder.text_projection is not None
+
     def predict(self, image_id: str, points: list[tuple[float, float]], labels: list[int],
                 box: tuple[float, float, float, float] | None = None,
-                multimask: bool = True) -> Prediction:
-        """Masks for points (x, y in image pixels; label 1 object, 0 background) and/or a box
-        (x0, y0, x1, y1). Prompts that do not fit the image raise ``UserError`` (a 400)."""
-        if not points and box is None:
-            raise ApiError(400, "give a prompt: at least one point or a box")
+                multimask: bool = True, text: str | None = None) -> Prediction:
+        """Masks for points (x, y in image pixels; label 1 object, 0 background), a box
+        (x0, y0, x1, y1) and/or a phrase naming the object. Prompts that do not fit the image,
+        and a phrase for a model without text, raise ``UserError`` (a 400)."""
+        if not points and box is None and text is None:
+            raise ApiError(400, "give a prompt: at least one point, a box or a text phrase")
         if len(points) != len(labels):
             raise ApiError(400, f"{len(points)} points but {len(labels)} labels: give one "
                                 "label per point (1 = object, 0 = background)")
         sam = self._require_model()
+        if text is not None:  # before the embedding: no 409 for a prompt that cannot work
+            sam.prompt_encoder.require_text()
         _, emb = self.embedding(image_id)
         predictor = SamPredictor(sam)
         predictor.set_image_embedding(emb.features, emb.original_size, emb.input_size,
@@ -251,10 +262,11 @@ class Segmenter:
         point_labels = np.asarray(labels, dtype=np.int64) if points else None
         box_np = None if box is None else np.asarray(box, dtype=float)
 
-        def decode() -> Prediction:
+        def decode() -> Prediction:  # a new phrase's sentence encoding runs here too
             start = time.perf_counter()
             masks, scores, _ = predictor.predict(point_coords=coords, point_labels=point_labels,
-                                                 box=box_np, multimask_output=multimask)
+                                                 box=box_np, multimask_output=multimask,
+                                                 text=text)
             return Prediction(masks, scores, time.perf_counter() - start)
 
         return self._decoder.submit(decode).result()

@@ -7,15 +7,19 @@ is an error rather than a silently ignored prompt.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StringConstraints
 
 MAX_POINTS = 64
 MAX_OBJECTS = 256
+MAX_TEXT = 200  # characters: a phrase naming one object, not a paragraph
 
 Point = tuple[FiniteFloat, FiniteFloat]
 Box = tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat]
+# Stripped before the length check, so "   " is refused like "" (422), not sent as no text.
+Phrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                          max_length=MAX_TEXT)]
 
 
 class Strict(BaseModel):
@@ -29,6 +33,9 @@ class Prompt(Strict):
                                         description="one per point: 1 object, 0 background",
                                         examples=[[1]])
     box: Box | None = Field(None, description="[x0, y0, x1, y1] in image pixels")
+    text: Phrase | None = Field(None, description="a phrase naming the object, alone or with "
+                                "points and/or a box; only for models that take text "
+                                "(GET /api/status says `text`)", examples=["the red star"])
 
 
 class PredictRequest(Prompt):
@@ -50,7 +57,8 @@ class PredictResponse(BaseModel):
     height: int
     masks: list[MaskOut]
     best: int = Field(description="index of the mask with the highest score")
-    decoder_ms: float = Field(description="time in the mask decoder")
+    decoder_ms: float = Field(description="time in the mask decoder (and, for a phrase not "
+                                          "seen before, the sentence encoder)")
 
 
 class ImageInfo(BaseModel):
@@ -90,6 +98,7 @@ class CocoRequest(Strict):
 class Status(BaseModel):
     model: str | None = Field(description="the loaded SAM, or null")
     message: str = Field(description="what the page shows about the model")
+    text: bool = Field(description="the loaded model takes text prompts")
     token_required: bool
     max_upload_bytes: int
     max_pixels: int

@@ -69,8 +69,9 @@ DESCRIPTION = """Click-to-segment with Segment Anything.
 1. `POST /api/images` an image file (multipart field `file`): you get its `id`, and its
    embedding starts in the background.
 2. Poll `GET /api/images/{id}` until `state` is `ready` (`progress` goes 0 to 1).
-3. `POST /api/images/{id}/predict` points (`[x, y]`, label 1 object / 0 background) and/or a
-   `box`: three masks with scores, as base64 PNG or COCO RLE.
+3. `POST /api/images/{id}/predict` points (`[x, y]`, label 1 object / 0 background), a `box`
+   and/or a `text` phrase ("the red star"; only for models that take text: `GET /api/status`
+   says `text`): three masks with scores, as base64 PNG or COCO RLE.
 4. `POST /api/images/{id}/everything`: every mask in the image; `GET|POST .../coco`: COCO JSON.
 
 Errors are `{"detail": "..."}` with a 4xx status (503 while no model is loaded). When the
@@ -192,7 +193,7 @@ def create_app(config: ServerConfig, model: LoadedModel) -> FastAPI:
         return {"model": model.describe() if model.sam is not None else None,
                 "message": (f"SAM {model.describe()} is loaded" if model.sam is not None
                             else NO_MODEL),
-                "token_required": config.token is not None,
+                "text": engine.takes_text, "token_required": config.token is not None,
                 "max_upload_bytes": config.max_upload_bytes, "max_pixels": config.max_pixels,
                 "points_per_side": config.points_per_side, "images": store.count()}
 
@@ -227,10 +228,10 @@ def create_app(config: ServerConfig, model: LoadedModel) -> FastAPI:
         return FileResponse(store.get(image_id).path, media_type="image/png")
 
     @api.post("/images/{image_id}/predict", response_model=PredictResponse,
-              summary="Masks from points and/or a box")
+              summary="Masks from points, a box and/or a text phrase")
     def predict(image_id: str, body: PredictRequest) -> dict[str, Any]:
         p = engine.predict(image_id, [tuple(pt) for pt in body.points], list(body.labels),
-                           body.box, body.multimask)
+                           body.box, body.multimask, body.text)
         masks = []
         for mask, score in zip(p.masks, p.scores, strict=True):
             out: dict[str, Any] = {"score": round(float(score), 6), "area": int(mask.sum()),
@@ -260,8 +261,8 @@ def create_app(config: ServerConfig, model: LoadedModel) -> FastAPI:
         annotations = []
         for obj in request.objects:
             p = engine.predict(image_id, [tuple(pt) for pt in obj.points], list(obj.labels),
-                               obj.box, multimask=True)
-            prompt = obj.model_dump(exclude={"candidate"})
+                               obj.box, multimask=True, text=obj.text)
+            prompt = obj.model_dump(exclude={"candidate"})  # with its phrase (or text: null)
             annotations.append(render.prompt_annotation(p.masks[obj.candidate],
                                                         float(p.scores[obj.candidate]), prompt))
         if request.everything and model.sam is not None:

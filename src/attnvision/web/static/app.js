@@ -1,8 +1,8 @@
 /* attnvision serve: click-to-segment with Segment Anything.
  *
  * One image at a time. The server keeps the image and its embedding; this page keeps the
- * prompts (points, a box), the three candidate masks of the last answer, the objects kept
- * so far, and draws them over the image on stacked canvases:
+ * prompts (points, a box, a phrase when the model takes text), the three candidate masks of
+ * the last answer, the objects kept so far, and draws them over the image on stacked canvases:
  *   image-canvas (the pixels, takes the pointer) < auto-layer (segment everything)
  *   < kept-layer (kept objects) < mask-layer (the current mask) < prompt-layer (SVG marks).
  * Every change of the prompts sends them all again (the decoder is fast; no state to drift
@@ -24,7 +24,8 @@
     clear: $("clear"), keep: $("keep"), everything: $("everything"),
     downloadPng: $("download-png"), downloadCoco: $("download-coco"),
     badge: $("model-badge"), noModel: $("no-model"), noModelDetail: $("no-model-detail"),
-    limits: $("limits"),
+    limits: $("limits"), textForm: $("text-form"), textInput: $("text-prompt"),
+    textSubmit: $("text-submit"),
   };
 
   const MASK_RGB = [37, 99, 235];
@@ -41,11 +42,12 @@
     ready: false,
     points: [],            // {x, y, label}: label 1 object, 0 background
     box: null,             // [x0, y0, x1, y1]
+    text: null,            // the phrase Find sent (not what is typed in the field since)
     history: [],           // snapshots for undo
     result: null,          // the last predict answer
     bitmaps: [],           // decoded candidate masks of that answer
     selected: 0,
-    kept: [],              // {points, box, candidate, bitmap, rgb}
+    kept: [],              // {points, box, text, candidate, bitmap, rgb}
     auto: null,            // {bitmap, count}
     showAuto: false,
     seq: 0,                // the latest prompt request
@@ -60,6 +62,11 @@
   function setStatus(text, kind = "busy") {
     els.status.textContent = text;
     els.status.dataset.state = kind;
+  }
+
+  function readyMessage() {
+    const named = state.server && state.server.text ? " or name it" : "";
+    return `Ready: click the object${named} to segment it.`;
   }
 
   function setProgress(fraction) {
@@ -311,7 +318,7 @@
 
   function snapshot() {
     return { points: state.points.map((p) => ({ ...p })), box: state.box && [...state.box],
-             kept: state.kept.slice() };
+             text: state.text, kept: state.kept.slice() };
   }
 
   function pushHistory() {
@@ -319,7 +326,12 @@
     if (state.history.length > 200) state.history.shift();
   }
 
-  function hasPrompt() { return state.points.length > 0 || state.box !== null; }
+  function hasPrompt() {
+    return state.points.length > 0 || state.box !== null || state.text !== null;
+  }
+
+  /* The field shows the phrase in the prompt again (after undo, clear, keep). */
+  function showText() { els.textInput.value = state.text || ""; }
 
   async function predict(t0) {
     const seq = ++state.seq;
@@ -329,7 +341,7 @@
       state.bitmaps = [];
       clearCanvas(els.mask);
       renderCandidates();
-      if (state.ready) setStatus("Ready: click the object to segment it.", "ready");
+      if (state.ready) setStatus(readyMessage(), "ready");
       state.done = seq;
       return;
     }
@@ -337,7 +349,7 @@
     const id = state.image.id;
     const body = { points: state.points.map((p) => [p.x, p.y]),
                    labels: state.points.map((p) => p.label), box: state.box,
-                   multimask: true, format: "png" };
+                   text: state.text, multimask: true, format: "png" };
     let answer;
     const sent = performance.now();
     try {
@@ -423,6 +435,22 @@
     predict(t0);
   });
 
+  /* Find (or Enter): the phrase joins the points and box as one more prompt, undone like
+   * a click; an empty field takes the phrase out. The field gives the keys back to the
+   * shortcuts (1 2 3, K, ...) once the phrase is sent. */
+  function submitText(ev) {
+    ev.preventDefault();
+    if (!canPrompt()) return;
+    const phrase = els.textInput.value.trim() || null;
+    els.textInput.blur();
+    if (phrase !== state.text) {
+      pushHistory();
+      state.text = phrase;
+    }
+    showText();
+    predict();  // also when unchanged: asks again after a failed answer
+  }
+
   els.image.addEventListener("pointercancel", () => { drag = null; drawPrompts(); });
   els.image.addEventListener("contextmenu", (ev) => ev.preventDefault());
 
@@ -432,7 +460,9 @@
     const keptChanged = previous.kept.length !== state.kept.length;
     state.points = previous.points;
     state.box = previous.box;
+    state.text = previous.text;
     state.kept = previous.kept;
+    showText();
     if (keptChanged) drawKept();
     drawPrompts();
     predict(performance.now());
@@ -443,8 +473,10 @@
     pushHistory();
     state.points = [];
     state.box = null;
+    state.text = null;
     state.kept = [];
     state.showAuto = false;
+    showText();
     drawKept();
     drawAuto();
     drawPrompts();
@@ -456,10 +488,12 @@
     const bitmap = await bitmapOf(state.selected);
     pushHistory();
     state.kept.push({ points: state.points.map((p) => ({ ...p })), box: state.box,
-                      candidate: state.selected, bitmap,
+                      text: state.text, candidate: state.selected, bitmap,
                       rgb: KEPT_RGB[state.kept.length % KEPT_RGB.length] });
     state.points = [];
     state.box = null;
+    state.text = null;
+    showText();
     drawKept();
     drawPrompts();
     await predict();
@@ -498,10 +532,13 @@
 
   async function downloadCoco() {
     if (!state.ready) return;
-    const asObject = (points, box, candidate) => ({
-      points: points.map((p) => [p.x, p.y]), labels: points.map((p) => p.label), box, candidate });
-    const objects = state.kept.map((k) => asObject(k.points, k.box, k.candidate));
-    if (state.result && hasPrompt()) objects.push(asObject(state.points, state.box, state.selected));
+    const asObject = (points, box, text, candidate) => ({
+      points: points.map((p) => [p.x, p.y]), labels: points.map((p) => p.label), box, text,
+      candidate });
+    const objects = state.kept.map((k) => asObject(k.points, k.box, k.text, k.candidate));
+    if (state.result && hasPrompt()) {
+      objects.push(asObject(state.points, state.box, state.text, state.selected));
+    }
     try {
       const doc = await api(`/api/images/${state.image.id}/coco`, {
         method: "POST", json: { objects, everything: state.auto !== null } });
@@ -521,9 +558,12 @@
     els.everything.disabled = !ready;
     els.downloadPng.disabled = !state.result;
     els.downloadCoco.disabled = !ready || !(state.result || state.kept.length || state.auto);
+    els.textSubmit.disabled = !state.image;
     const n = state.points.length;
-    els.promptCount.textContent = [n ? plural(n, "point") : "", state.box ? "box" : ""]
+    els.promptCount.textContent = [n ? plural(n, "point") : "", state.box ? "box" : "",
+                                   state.text !== null ? "phrase" : ""]
       .filter(Boolean).join(" + ");
+    els.promptCount.title = state.text !== null ? `phrase: ${state.text}` : "";
     els.keptCount.textContent = state.kept.length
       ? `${plural(state.kept.length, "object")} kept` : "";
   }
@@ -550,8 +590,10 @@
     stopPolling();
     state.seq++;
     state.done = state.seq;
-    Object.assign(state, { ready: false, points: [], box: null, history: [], result: null,
-                           bitmaps: [], selected: 0, kept: [], auto: null, showAuto: false });
+    Object.assign(state, { ready: false, points: [], box: null, text: null, history: [],
+                           result: null, bitmaps: [], selected: 0, kept: [], auto: null,
+                           showAuto: false });
+    showText();
   }
 
   function handleState(info) {
@@ -559,7 +601,7 @@
     if (info.state === "ready") {
       state.ready = true;
       setProgress(null);
-      setStatus("Ready: click the object to segment it.", "ready");
+      setStatus(readyMessage(), "ready");
       updateButtons();
       if (hasPrompt()) predict(performance.now());
     } else if (info.state === "queued" || info.state === "encoding") {
@@ -655,6 +697,10 @@
   els.everything.addEventListener("click", everything);
   els.downloadPng.addEventListener("click", downloadPng);
   els.downloadCoco.addEventListener("click", downloadCoco);
+  els.textForm.addEventListener("submit", submitText);
+  els.textInput.addEventListener("keydown", (ev) => {  // Esc: back to the sent phrase, keys
+    if (ev.key === "Escape") { showText(); els.textInput.blur(); }
+  });
   window.addEventListener("resize", layout);
 
   let dragDepth = 0;
@@ -728,6 +774,7 @@
     els.badge.textContent = s.model ? `SAM ${s.model}` : "no model loaded";
     els.badge.classList.toggle("off", !s.model);
     els.noModel.hidden = Boolean(s.model);
+    els.textForm.hidden = !s.text;
     els.noModelDetail.textContent = s.message.replace(/^.*?\(/, "").replace(/\)$/, "");
     els.limits.textContent = `Up to ${(s.max_upload_bytes / 2 ** 20).toFixed(0)} MB and ` +
       `${(s.max_pixels / 1e6).toFixed(0)} megapixels.`;
