@@ -153,11 +153,13 @@ def test_state_dict_keys_and_shapes_match_official(name):
     with torch.device("meta"):
         ref = OfficialEncoder(embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads,
                               global_attn_indexes=cfg.global_attn_indexes, use_rel_pos=True,
-                              window_size=cfg.window_size, out_chans=cfg.out_chans)
+                              window_size=cfg.window_size, out_chans=cfg.out_chans,
+                              img_size=cfg.img_size)  # sam_tiny: ours, in the official layout
         ours = build_image_encoder(name)
     expected = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
     assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == expected
-    assert expected["pos_embed"] == (1, 64, 64, cfg.embed_dim)
+    grid = cfg.img_size // 16
+    assert expected["pos_embed"] == (1, grid, grid, cfg.embed_dim)
     count = sum(p.numel() for p in ours.parameters())
     assert count == sum(p.numel() for p in ref.parameters())
     if name == "vit_b":  # the image encoder's share of SAM ViT-B's 93,735,472 parameters
