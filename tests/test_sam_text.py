@@ -197,3 +197,25 @@ def test_train_sam_with_text_end_to_end(tmp_path, capsys):
     assert code == 0 and "miou_text" in result["eval"]
     sam = build_sam(None, result["files"]["checkpoint"])
     assert sam.prompt_encoder.text_dim == TEXT_DIM
+
+
+def test_text_fine_tuning_adds_a_projection_to_a_trained_model(tmp_path, capsys):
+    from tests.sam_helpers import SMALL
+
+    base = tmp_path / "base.safetensors"
+    torch.manual_seed(0)
+    build = {**SMALL, "img_size": 64, "window_size": 2}
+    plain = build_sam("sam_tiny", img_size=64, embed_dim=SMALL["embed_dim"],
+                      depth=SMALL["depth"], num_heads=SMALL["num_heads"],
+                      global_attn_indexes=(1,), window_size=2)
+    save_sam(plain, base, "sam_tiny", build=build)
+    out = tmp_path / "text"
+    code = main(["train", "sam", "--init", str(base), "--text", "--freeze", "image_encoder",
+                 "--scenes", "2", "--eval-scenes", "1", "--epochs", "1", "--batch-size", "2",
+                 "--rounds", "1", "--out", str(out), "--json", "--quiet"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["frozen"] == ["image_encoder"]
+    tuned = build_sam(None, result["files"]["checkpoint"])
+    assert tuned.prompt_encoder.text_dim == TEXT_DIM and tuned.img_size == 64
+    for key, value in plain.image_encoder.state_dict().items():
+        assert torch.equal(tuned.image_encoder.state_dict()[key], value), key

@@ -79,35 +79,28 @@ def _datasets(args: argparse.Namespace, size: int):
         f", {len(val)} for evaluation" if val else "")
 
 
-def _model(args: argparse.Namespace):
+def _model(args: argparse.Namespace) -> tuple[Sam, str, dict[str, Any]]:
+    """The model to train, its size name and the build options our files record for it."""
     from attnvision.sam import build_sam
+    from attnvision.sam.checkpoints import read_sam_weights
     from attnvision.text.sentence_encoder import TEXT_DIM
 
     torch.manual_seed(args.seed)  # the initial weights are part of the run's seed
     if args.init is None:
-        return build_sam(args.size or "sam_tiny", text_dim=TEXT_DIM if args.text else None)
+        name = args.size or "sam_tiny"
+        sam = build_sam(name, text_dim=TEXT_DIM if args.text else None)
+        return sam, name, {} if sam.prompt_encoder.text_dim is None else {
+            "text_dim": sam.prompt_encoder.text_dim}
     sam = build_sam(args.size, args.init)
+    _, recorded, options = read_sam_weights(args.init, args.size)  # a custom size's options
     log(f"attnvision train sam: starting from {args.init}")
     if args.text and sam.prompt_encoder.text_projection is None:
         sam.prompt_encoder.add_text(TEXT_DIM)  # the rest of the model keeps its weights
         log("attnvision train sam: added a new text projection to the prompt encoder")
-    return sam
-
-
-def _describe(sam) -> tuple[str, dict[str, Any]]:
-    """The model's size name and the build options that rebuild it."""
-    from dataclasses import asdict
-
-    from attnvision.sam.image_encoder import ENCODER_CONFIGS
-
-    enc = sam.image_encoder
-    found = {"embed_dim": enc.patch_embed.proj.out_channels, "depth": len(enc.blocks),
-             "patch_size": enc.patch_embed.proj.kernel_size[0], "img_size": enc.img_size}
-    text_dim = sam.prompt_encoder.text_dim
-    for name, cfg in ENCODER_CONFIGS.items():
-        if all(asdict(cfg)[k] == v for k, v in found.items()):
-            return name, {} if text_dim is None else {"text_dim": text_dim}
-    raise UserError("only the registered SAM sizes can be trained from the command line")
+    build = dict(options)
+    if sam.prompt_encoder.text_dim is not None:
+        build["text_dim"] = sam.prompt_encoder.text_dim
+    return sam, args.size or recorded, build
 
 
 def _check_resumable(out: Path, metadata: dict[str, Any]) -> None:
@@ -145,8 +138,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError(f"--text-share must be in (0, 1], got {args.text_share}")
     freeze = parse_freeze(args.freeze)
     out = ensure_dir(args.out)
-    sam = _model(args)
-    name, build = _describe(sam)
+    sam, name, build = _model(args)
     train_set, eval_set, described = _datasets(args, sam.img_size)
     for part in freeze:
         getattr(sam, part).requires_grad_(False)
