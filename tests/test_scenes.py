@@ -79,3 +79,16 @@ def test_positions_name_the_third_of_the_image(box, expected):
 def test_bad_split_is_refused():
     with pytest.raises(UserError, match="'train' or 'test'"):
         make_scene(0, "validation")
+
+
+def test_varied_scenes_have_larger_objects_and_standard_ones_stay_the_same():
+    from attnvision.data.scenes import make_scene
+
+    plain = make_scene(11, "train")
+    assert np.array_equal(plain.image, make_scene(11, "train", style="standard").image)
+    area = {style: np.mean([o.mask.sum() + 0.0 for s in range(12)
+                            for o in make_scene(s, "train", style=style).objects])
+            for style in ("standard", "varied")}
+    assert area["varied"] > 1.5 * area["standard"]
+    with pytest.raises(UserError, match="scene style must be one of standard, varied"):
+        make_scene(0, "train", style="wild")

@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-images", help="folder of the --val-coco images")
     p.add_argument("--scenes", type=int, help="synthetic training scenes per epoch (default "
                                               "6000)")
+    p.add_argument("--scene-style", choices=["standard", "varied"], default="standard",
+                   help="varied: objects up to 0.45 of the side, textures twice as deep "
+                        "(evaluation keeps the standard scenes)")
     p.add_argument("--eval-scenes", type=int, default=64,
                    help="synthetic test scenes evaluated after each epoch (0: none)")
     p.add_argument("--rounds", type=int, default=3,

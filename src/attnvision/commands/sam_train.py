@@ -70,9 +70,12 @@ def _datasets(args: argparse.Namespace, size: int):
         scenes = SYNTHETIC_RECIPE["scenes"] if args.scenes is None else args.scenes
         if scenes < 1 or args.eval_scenes < 0:
             raise UserError("--scenes must be >= 1 and --eval-scenes >= 0")
-        return (SceneDataset("train", size, scenes, attributes=args.text),
+        style = "" if args.scene_style == "standard" else f" ({args.scene_style})"
+        return (SceneDataset("train", size, scenes, attributes=args.text,
+                             style=args.scene_style),
                 SceneDataset("test", size, args.eval_scenes) if args.eval_scenes else None,
-                f"{scenes} synthetic scenes (train split), {args.eval_scenes} test scenes")
+                f"{scenes} synthetic scenes{style} (train split), {args.eval_scenes} test "
+                "scenes")
     train = CocoDataset(args.coco, args.images, size)
     val = CocoDataset(args.val_coco, args.val_images, size) if args.val_coco else None
     return train, val, f"{len(train)} COCO images from {args.coco}" + (

@@ -107,11 +107,12 @@ def _outline(shape: str, cx: float, cy: float, r: float, rng: np.random.Generato
                                                                               strict=True)]
 
 
-def _shape_mask(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
+def _shape_mask(shape: str, size: int, rng: np.random.Generator,
+                radius: tuple[float, float] = (0.07, 0.22)) -> np.ndarray:
     """(size, size) bool mask of one object somewhere in the image."""
     canvas = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(canvas)
-    r = size * rng.uniform(0.07, 0.22)
+    r = size * rng.uniform(*radius)
     cx, cy = rng.uniform(r, size - r), rng.uniform(r, size - r)
     if shape == "ellipse" or shape == "ring":
         rx, ry = r, r * rng.uniform(0.55, 1.0)
@@ -157,12 +158,27 @@ def _size(area: int, image_area: int) -> str:
     return "small" if share < 0.02 else "medium" if share < 0.06 else "large"
 
 
+@dataclass(frozen=True)
+class SceneStyle:
+    radius: tuple[float, float] = (0.07, 0.22)  # object radius, as a share of the image side
+    texture: float = 0.45  # how deep a texture's shade goes: colour x (1 - t + t x shade)
+
+
+# "standard": the scenes every figure is measured on. "varied": objects up to 0.45 of the
+# side and textures twice as deep, closer to photos (a horse filling the frame, embossed coins).
+STYLES = {"standard": SceneStyle(), "varied": SceneStyle(radius=(0.07, 0.45), texture=0.9)}
+
+
 def make_scene(seed: int, split: str = "train", size: int = 256,
-               n_objects: tuple[int, int] = (2, 6)) -> Scene:
+               n_objects: tuple[int, int] = (2, 6), style: str = "standard") -> Scene:
     """The scene of ``seed`` in ``split`` ("train" or "test"): (size, size) pixels with
-    between n_objects[0] and n_objects[1] objects (fewer if occlusion hides some)."""
+    between n_objects[0] and n_objects[1] objects (fewer if occlusion hides some), drawn in
+    one of the :data:`STYLES`."""
     if split not in PHOTOS:
         raise UserError(f"split must be 'train' or 'test', got {split!r}")
+    if style not in STYLES:
+        raise UserError(f"scene style must be one of {', '.join(STYLES)}, got {style!r}")
+    style = STYLES[style]
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
     photos = PHOTOS[split]
     backgrounds, textures = photos["backgrounds"], photos["textures"]
@@ -173,7 +189,7 @@ def make_scene(seed: int, split: str = "train", size: int = 256,
     for _ in range(int(rng.integers(n_objects[0], n_objects[1] + 1))):
         shape = SHAPES[int(rng.integers(len(SHAPES)))]
         colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
-        mask = _shape_mask(shape, size, rng)
+        mask = _shape_mask(shape, size, rng, style.radius)
         if not mask.any():
             continue
         fill = np.broadcast_to(np.array(COLOURS[colour], np.float32), image.shape)
@@ -181,7 +197,7 @@ def make_scene(seed: int, split: str = "train", size: int = 256,
         if textured:  # the photo's light and shade, in the object's colour
             texture = _crop(_photo(textures[int(rng.integers(len(textures)))]), size, rng)
             shade = texture.mean(axis=2, keepdims=True) / 255.0
-            fill = fill * (0.55 + 0.45 * shade)
+            fill = fill * (1 - style.texture + style.texture * shade)
         image[mask] = fill[mask]
         painted.append((shape, colour, textured, mask))
 

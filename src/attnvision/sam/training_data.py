@@ -65,12 +65,12 @@ class SceneDataset(Dataset):
     """
 
     def __init__(self, split: str, size: int, length: int, first: int = 0,
-                 max_masks: int = 6, attributes: bool = False) -> None:
+                 max_masks: int = 6, attributes: bool = False, style: str = "standard") -> None:
         from attnvision.data.scenes import make_scene
 
-        make_scene(0, split, size=16)  # fails now, in one line, without scikit-image
+        make_scene(0, split, size=16, style=style)  # one-line errors now: scikit-image, style
         self.split, self.size, self.length, self.first = split, size, length, first
-        self.max_masks, self.attributes = max_masks, attributes
+        self.max_masks, self.attributes, self.style = max_masks, attributes, style
 
     def __len__(self) -> int:
         return self.length
@@ -79,7 +79,7 @@ class SceneDataset(Dataset):
         from attnvision.data.scenes import make_scene
 
         return make_scene(self.first + index, self.split, size=self.size,
-                          n_objects=(2, self.max_masks))
+                          n_objects=(2, self.max_masks), style=self.style)
 
     def raw(self, index: int) -> tuple[np.ndarray, list[tuple[np.ndarray, str]]]:
         """The image and each object's (mask, shape name), at the scene's own size."""
