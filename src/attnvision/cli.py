@@ -225,8 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a point in pixels; LABEL 1 = object (default), 0 = background")
     p.add_argument("--box", metavar="X0,Y0,X1,Y1", help="a box around the object, in pixels")
     p.add_argument("--text", metavar="PHRASE",
-                   help="name the object, e.g. 'the red star' (models trained for text: the "
-                        "shipped sam_tiny; needs attnvision[text])")
+                   help="name the object, e.g. 'the red star' (models trained with 'train sam "
+                        "--text'; needs attnvision[text])")
     p.add_argument("--multimask", action="store_true",
                    help="keep SAM's 3 ambiguous masks (default: 1 mask)")
     p.add_argument("--out", required=True, help="folder for the masks, overlay and JSON")
@@ -249,8 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--points-per-side", type=int, default=32, help="prompt grid is N x N")
     p.add_argument("--points-per-batch", type=int, default=64,
                    help="prompts per decoder pass (memory against speed)")
-    p.add_argument("--pred-iou-thresh", type=float, default=0.88)
-    p.add_argument("--stability-score-thresh", type=float, default=0.95)
+    p.add_argument("--pred-iou-thresh", type=float,
+                   help="keep masks whose predicted IoU is above (default: 0.88, the official "
+                        "value; 0.7 for the shipped sam_tiny)")
+    p.add_argument("--stability-score-thresh", type=float,
+                   help="keep masks whose stability is above (default: 0.95; 0.85 for the "
+                        "shipped sam_tiny)")
     p.add_argument("--box-nms-thresh", type=float, default=0.7)
     p.add_argument("--crop-n-layers", type=int, default=0,
                    help="also segment 2^i x 2^i crops for i = 1..N (finds small objects)")

@@ -99,16 +99,21 @@ def segment_all(args: argparse.Namespace) -> dict[str, Any]:
     from attnvision.commands.sam import load_sam
     from attnvision.files import ensure_dir, write_json
     from attnvision.sam.automatic import SamAutomaticMaskGenerator
+    from attnvision.sam.pretrained import EVERYTHING_THRESHOLDS
 
     if args.points_per_side < 1 or args.points_per_batch < 1:
         raise UserError("--points-per-side and --points-per-batch must be at least 1")
     images = find_images(args.paths)
     names = result_names(images)
     model = load_sam(args.checkpoint, args.model, args.precision)
+    # The official filters, or the shipped sam_tiny's own when it is the model.
+    iou, stability = EVERYTHING_THRESHOLDS if args.checkpoint is None else (0.88, 0.95)
     out = ensure_dir(args.out)
     generator = SamAutomaticMaskGenerator(
         model, points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
-        pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,
+        pred_iou_thresh=iou if args.pred_iou_thresh is None else args.pred_iou_thresh,
+        stability_score_thresh=(stability if args.stability_score_thresh is None
+                                else args.stability_score_thresh),
         box_nms_thresh=args.box_nms_thresh, crop_n_layers=args.crop_n_layers,
         min_mask_region_area=args.min_mask_region_area, output_mode="coco_rle")
 

@@ -221,8 +221,8 @@ class SamPredictor:
         low-res logits (C, 256, 256), C = 3 with ``multimask_output`` else 1. Several prompts,
         points (K, N, 2) and/or boxes (K, 4), give the same with a leading K, in one pass.
         ``text``: a phrase naming the object ("the red star"), alone or with points and a box,
-        or K phrases for K prompts; only models trained for text take it (the shipped
-        sam_tiny), and it needs ``pip install 'attnvision[text]'``.
+        or K phrases for K prompts; only models trained for text take it (``attnvision
+        train sam --text``), and it needs ``pip install 'attnvision[text]'``.
         """
         self._require_image()
         batched = False

@@ -11,8 +11,12 @@ from importlib import resources
 from pathlib import Path
 
 from attnvision.errors import UserError
+from attnvision.sam.model import Sam
 
 SHIPPED = "sam_tiny.safetensors"
+# Segment-everything filters (predicted IoU, stability) for sam_tiny, whose IoU head is modest:
+# at the official 0.88 and 0.95 it keeps almost nothing (benchmarks/RESULTS.md).
+EVERYTHING_THRESHOLDS = (0.7, 0.85)
 
 
 def shipped_checkpoint() -> Path:
@@ -24,7 +28,8 @@ def shipped_checkpoint() -> Path:
     return path
 
 
-def load_shipped(precision: str = "fp32"):
+def load_shipped(precision: str = "fp32") -> Sam:
+    """The shipped sam_tiny, ready for :class:`~attnvision.sam.predictor.SamPredictor`."""
     from attnvision.sam.build import build_sam
 
     return build_sam(None, shipped_checkpoint(), precision=precision)

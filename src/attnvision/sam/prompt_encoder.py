@@ -128,8 +128,8 @@ class PromptEncoder(nn.Module):
         if self.text_projection is None:
             from attnvision.errors import UserError
 
-            raise UserError("this SAM has no text prompts (the official models never had "
-                            "them): use the shipped sam_tiny, or train one with "
+            raise UserError("this SAM has no text prompts (neither the official models nor "
+                            "the shipped sam_tiny have them): train one with "
                             "'attnvision train sam --text'")
 
     def _embed_text(self, text: Tensor) -> Tensor:

@@ -23,14 +23,16 @@ CAPTIONS = {
     "sam_clicks_coins": "The shipped sam_tiny (trained here on synthetic scenes only): one "
                         "click at the centre of six coins, the best of its three masks each.",
     "sam_click_horse": "One click on the horse silhouette.",
-    "sam_box_coffee": "A box around the coffee cup: the single-mask answer.",
+    "sam_box_coffee": "A box around the coffee cup: the single-mask answer. sam_tiny learnt "
+                      "from synthetic shapes only; photos like this one are beyond it.",
     "sam_clicks_astronaut": "One click on the helmet, one on the suit: a natural photo, far "
                             "from the synthetic scenes sam_tiny learnt from.",
     "sam_text_phrases": "Text prompts on held-out synthetic scenes: each tile is one phrase "
                         "alone (a full description or a shorter phrase that names one object) "
                         "and the mask it gave, with its IoU.",
-    "sam_everything_coins": "Segment everything: a 16 x 16 grid of clicks, masks filtered by "
-                            "predicted IoU and stability, then non-maximum suppression.",
+    "sam_everything_scene": "Segment everything on a held-out synthetic scene: a 16 x 16 grid "
+                            "of clicks, masks kept above predicted IoU 0.7 and stability 0.85 "
+                            "(sam_tiny's IoU head is modest), then non-maximum suppression.",
 }
 
 

@@ -1,0 +1,70 @@
+"""The SAM that ships in the package: its size, its quality on held-out scenes and real photos,
+and every command working without a checkpoint, as on a fresh machine."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from attnvision.cli import main
+from attnvision.data.scenes import make_scene
+from attnvision.sam.evaluation import photo_ious, synthetic_miou
+from attnvision.sam.pretrained import shipped_checkpoint
+
+# Under what the shipped file gives on these 12 scenes (0.683 with one click, 0.733 with a box)
+# and on coins (0.213; benchmarks/RESULTS.md, "the shipped small SAM", has the 100-scene
+# figures): a regression in the model, the loader or the predictor fails these; random
+# weights score about 0.05.
+MIN_POINT, MIN_BOX, MIN_COINS = 0.6, 0.65, 0.15
+
+
+@pytest.fixture(scope="module")
+def sam():
+    from attnvision.sam.pretrained import load_shipped
+
+    return load_shipped()
+
+
+def test_the_shipped_file_is_small_and_describes_itself(sam):
+    path = shipped_checkpoint()
+    assert path.stat().st_size <= 25 * 2**20
+    assert sam.img_size == 256 and not sam.training
+    assert 3e6 < sum(p.numel() for p in sam.parameters()) < 12e6  # a few million
+
+
+def test_held_out_scenes_and_photos(sam):
+    scenes = synthetic_miou(sam, scenes=12, first=2000, modes=("point", "box"))
+    assert scenes["miou_point"] >= MIN_POINT and scenes["miou_box"] >= MIN_BOX
+    photos = photo_ious(sam)
+    assert photos["coins"] == 24 and photos["coins_miou"] >= MIN_COINS
+
+
+def test_segment_works_without_a_checkpoint(tmp_path, capsys):
+    scene = make_scene(3, "test")
+    image = tmp_path / "scene.png"
+    Image.fromarray(scene.image).save(image)
+    obj = max(scene.objects, key=lambda o: o.mask.sum())
+    ys, xs = np.nonzero(obj.mask)
+    x, y = int(np.median(xs)), int(np.median(ys))
+    while not obj.mask[y, x]:  # a pixel of the object near its middle
+        x += 1
+    code = main(["segment", str(image), "--point", f"{x},{y}", "--out", str(tmp_path / "out"),
+                 "--json", "--no-cache"])
+    captured = capsys.readouterr()
+    assert code == 0 and "shipped sam_tiny" in captured.err
+    mask = np.asarray(Image.open(json.loads(captured.out)["masks"][0]["file"])) > 0
+    inter, union = (mask & obj.mask).sum(), (mask | obj.mask).sum()
+    assert inter / union > 0.5
+
+
+def test_segment_all_and_the_web_app_load_it(tmp_path, capsys):
+    from attnvision.web.model import load_model
+
+    image = tmp_path / "scene.png"
+    Image.fromarray(make_scene(5, "test").image).save(image)
+    code = main(["segment-all", str(image), "--points-per-side", "8", "--out",
+                 str(tmp_path / "all"), "--json", "--quiet"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["images"] == 1
+    loaded = load_model()
+    assert loaded.name == "sam_tiny" and loaded.sam is not None
