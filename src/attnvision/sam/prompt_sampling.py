@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from attnvision.sam.masks import masks_to_boxes
+
 
 def _uniform_pixel(region: Tensor, generator: torch.Generator | None) -> Tensor:
     """One pixel drawn uniformly from each (H, W) region of a (B, H, W) batch: (B, 2) x, y.
@@ -31,15 +33,8 @@ def sample_points(masks: Tensor, generator: torch.Generator | None = None) -> Te
 
 
 def mask_boxes(masks: Tensor) -> Tensor:
-    """Tight boxes (x0, y0, x1, y1), inclusive pixel coordinates: (B, H, W) -> (B, 4)."""
-    rows, cols = masks.any(dim=2), masks.any(dim=1)  # (B, H), (B, W)
-    ys = torch.arange(masks.shape[1], device=masks.device)
-    xs = torch.arange(masks.shape[2], device=masks.device)
-    y0 = torch.where(rows, ys, masks.shape[1]).amin(1)
-    y1 = torch.where(rows, ys, -1).amax(1)
-    x0 = torch.where(cols, xs, masks.shape[2]).amin(1)
-    x1 = torch.where(cols, xs, -1).amax(1)
-    return torch.stack([x0, y0, x1, y1], dim=-1).float()
+    """Tight boxes (x0, y0, x1, y1), inclusive pixel coordinates: (B, H, W) -> (B, 4) float."""
+    return masks_to_boxes(masks.bool()).float()
 
 
 def noisy_boxes(masks: Tensor, generator: torch.Generator | None = None,
