@@ -46,7 +46,7 @@ def sam_pictures(out: Path) -> dict[str, Path]:
     from attnvision.data.images import sample_image
     from attnvision.data.scenes import make_scene
     from attnvision.sam import SamAutomaticMaskGenerator, SamPredictor
-    from attnvision.sam.evaluation import coins_truth, horse_truth, interior_point
+    from attnvision.sam.evaluation import coins_truth, horse_truth, interior_point, segment_click
     from attnvision.sam.pretrained import EVERYTHING_THRESHOLDS, load_shipped
     from attnvision.viz.overlays import mask_overlay, save_png
     from attnvision.viz.sam_eval import text_sheet
@@ -59,23 +59,19 @@ def sam_pictures(out: Path) -> dict[str, Path]:
     sam = load_shipped()
     predictor = SamPredictor(sam)
     files: dict[str, Path] = {}
+
+    def clicks_picture(image: np.ndarray, clicks: np.ndarray, name: str) -> None:
+        """One click per object, the best of its three masks by predicted IoU, drawn."""
+        predictor.set_image(image)
+        masks = [segment_click(predictor, click) for click in clicks]
+        files[name] = save_png(mask_overlay(image, masks, points=clicks,
+                                            labels=np.ones(len(clicks))), out / f"{name}.png")
+
     coins, truth = coins_truth()
-    clicks = np.array([interior_point(m) for m in truth[::4]], dtype=float)  # 6 of the 24
-    predictor.set_image(coins)
-    masks = []
-    for click in clicks:
-        m, scores, _ = predictor.predict(point_coords=click[None], point_labels=np.array([1]))
-        masks.append(m[int(np.argmax(scores))])
-    files["sam_clicks_coins"] = save_png(
-        mask_overlay(coins, masks, points=clicks, labels=np.ones(len(clicks))),
-        out / "sam_clicks_coins.png")
+    clicks_picture(coins, np.array([interior_point(m) for m in truth[::4]], dtype=float),
+                   "sam_clicks_coins")  # 6 of the 24
     horse, silhouette = horse_truth()
-    predictor.set_image(horse)
-    click = np.array([interior_point(silhouette)], dtype=float)
-    m, scores, _ = predictor.predict(point_coords=click, point_labels=np.array([1]))
-    files["sam_click_horse"] = save_png(
-        mask_overlay(horse, [m[int(np.argmax(scores))]], points=click, labels=np.ones(1)),
-        out / "sam_click_horse.png")
+    clicks_picture(horse, np.array([interior_point(silhouette)], dtype=float), "sam_click_horse")
     coffee = np.asarray(data.coffee())
     box = np.array([125.0, 10.0, 410.0, 245.0])  # the cup
     predictor.set_image(coffee)
@@ -83,16 +79,9 @@ def sam_pictures(out: Path) -> dict[str, Path]:
     files["sam_box_coffee"] = save_png(mask_overlay(coffee, [m[0]], boxes=box),
                                        out / "sam_box_coffee.png")
     astronaut = sample_image("astronaut")
-    predictor.set_image(astronaut)
     h, w = astronaut.shape[:2]
-    clicks = np.array([[0.74 * w, 0.8 * h], [0.25 * w, 0.75 * h]])  # the helmet, the suit
-    masks = []
-    for click in clicks:
-        m, scores, _ = predictor.predict(point_coords=click[None], point_labels=np.array([1]))
-        masks.append(m[int(np.argmax(scores))])
-    files["sam_clicks_astronaut"] = save_png(
-        mask_overlay(astronaut, masks, points=clicks, labels=np.ones(len(clicks))),
-        out / "sam_clicks_astronaut.png")
+    clicks_picture(astronaut, np.array([[0.74 * w, 0.8 * h], [0.25 * w, 0.75 * h]]),
+                   "sam_clicks_astronaut")  # the helmet, the suit
     if sam.prompt_encoder.text_projection is not None:
         try:
             files["sam_text_phrases"] = text_sheet(sam, out / "sam_text_phrases.png")

@@ -59,6 +59,15 @@ def tight_box(mask: np.ndarray) -> np.ndarray:
     return masks_to_boxes(torch.from_numpy(np.asarray(mask, dtype=bool))).numpy().astype(float)
 
 
+def segment_click(predictor: SamPredictor, click: np.ndarray, with_logits: bool = False):
+    """The mask of one positive click (x, y): the best of the three by predicted IoU, as a
+    user sees it; with its low-res logits (1, 4g, 4g) if ``with_logits``."""
+    masks, scores, logits = predictor.predict(point_coords=np.asarray(click, float)[None],
+                                              point_labels=np.array([1]), multimask_output=True)
+    best = int(np.argmax(scores))
+    return (masks[best], logits[best:best + 1]) if with_logits else masks[best]
+
+
 @dataclass
 class Answer:
     mask: np.ndarray  # (H, W) bool
@@ -71,10 +80,7 @@ def segment_object(predictor: SamPredictor, truth: np.ndarray, mode: str) -> Ans
         masks, _, _ = predictor.predict(box=tight_box(truth), multimask_output=False)
         return Answer(masks[0], iou(masks[0], truth))
     point = np.array([interior_point(truth)], dtype=float)
-    masks, scores, logits = predictor.predict(point_coords=point, point_labels=np.array([1]),
-                                              multimask_output=True)
-    best = int(np.argmax(scores))
-    mask, low = masks[best], logits[best:best + 1]
+    mask, low = segment_click(predictor, point[0], with_logits=True)
     if mode == "point":
         return Answer(mask, iou(mask, truth))
     if mode != "points3":
