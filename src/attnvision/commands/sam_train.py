@@ -85,25 +85,21 @@ def _datasets(args: argparse.Namespace, size: int):
 def _model(args: argparse.Namespace) -> tuple[Sam, str, dict[str, Any]]:
     """The model to train, its size name and the build options our files record for it."""
     from attnvision.sam import build_sam
-    from attnvision.sam.checkpoints import read_sam_weights
     from attnvision.text.sentence_encoder import TEXT_DIM
 
     torch.manual_seed(args.seed)  # the initial weights are part of the run's seed
     if args.init is None:
-        name = args.size or "sam_tiny"
-        sam = build_sam(name, text_dim=TEXT_DIM if args.text else None)
-        return sam, name, {} if sam.prompt_encoder.text_dim is None else {
-            "text_dim": sam.prompt_encoder.text_dim}
-    sam = build_sam(args.size, args.init)
-    _, recorded, options = read_sam_weights(args.init, args.size)  # a custom size's options
-    log(f"attnvision train sam: starting from {args.init}")
-    if args.text and sam.prompt_encoder.text_projection is None:
-        sam.prompt_encoder.add_text(TEXT_DIM)  # the rest of the model keeps its weights
-        log("attnvision train sam: added a new text projection to the prompt encoder")
-    build = dict(options)
+        sam = build_sam(args.size or "sam_tiny", text_dim=TEXT_DIM if args.text else None)
+    else:
+        sam = build_sam(args.size, args.init)
+        log(f"attnvision train sam: starting from {args.init}")
+        if args.text and sam.prompt_encoder.text_projection is None:
+            sam.prompt_encoder.add_text(TEXT_DIM)  # the rest of the model keeps its weights
+            log("attnvision train sam: added a new text projection to the prompt encoder")
+    build = dict(sam.build_options)
     if sam.prompt_encoder.text_dim is not None:
         build["text_dim"] = sam.prompt_encoder.text_dim
-    return sam, args.size or recorded, build
+    return sam, sam.size_name, build
 
 
 def _check_resumable(out: Path, metadata: dict[str, Any]) -> None:

@@ -65,6 +65,10 @@ def build_sam(name: str | None = "vit_h", checkpoint: str | os.PathLike[str] | N
     if sd is not None:
         load_sam_weights(model, sd, str(checkpoint), name)
     model.precision = precision
+    model.size_name = name
+    if encoder_overrides or img_size != ENCODER_CONFIGS[name].img_size:  # what save_sam records
+        model.build_options = {"img_size": img_size, **{
+            k: list(v) if isinstance(v, tuple) else v for k, v in encoder_overrides.items()}}
     return model.eval()
 
 

@@ -39,6 +39,10 @@ class Sam(nn.Module):
         # Not in the checkpoints (persistent=False), as in the official model.
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        # Set by build_sam: the size's name and the options that rebuild a non-standard one
+        # (img_size, encoder overrides), as our checkpoint files record them.
+        self.size_name: str | None = None
+        self.build_options: dict[str, Any] = {}
 
     @property
     def device(self) -> torch.device:
