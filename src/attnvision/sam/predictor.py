@@ -227,7 +227,6 @@ class SamPredictor:
         self._require_image()
         batched = False
         coords_t = labels_t = box_t = mask_t = text_t = None
-        k = 1
         if text is not None:
             phrases = [text] if isinstance(text, str) else list(text)
             if not phrases or not all(isinstance(p, str) and p.strip() for p in phrases):
@@ -238,7 +237,6 @@ class SamPredictor:
 
             text_t = sentence_encoder().encode([p.strip() for p in phrases]).to(self.device)
             batched |= not isinstance(text, str)
-            k = text_t.shape[0]
         if point_coords is not None:
             coords = np.asarray(point_coords, dtype=float)
             labels = None if point_labels is None else np.asarray(point_labels)
@@ -249,27 +247,23 @@ class SamPredictor:
             coords_t = torch.as_tensor(self.transform.apply_coords(coords, self.original_size),
                                        dtype=torch.float, device=self.device)
             labels_t = torch.as_tensor(labels, dtype=torch.int, device=self.device)
-            if text_t is not None and coords_t.shape[0] != k:
-                coords_t, labels_t, text_t = self._pair(coords_t, labels_t, text_t, "point sets")
-            k = coords_t.shape[0]
         if box is not None:
             boxes = np.asarray(box, dtype=float)
             check_boxes(boxes, self.original_size)
             batched |= boxes.ndim == 2 and boxes.shape[0] > 1
             box_t = torch.as_tensor(self.transform.apply_boxes(boxes, self.original_size),
                                     dtype=torch.float, device=self.device)  # (K, 4)
-            if text_t is not None and coords_t is None and box_t.shape[0] != k:
-                box_t, _, text_t = self._pair(box_t, None, text_t, "boxes")
-            if coords_t is not None and box_t.shape[0] != k:
-                if k == 1:
-                    coords_t = coords_t.expand(box_t.shape[0], -1, -1)
-                    labels_t = labels_t.expand(box_t.shape[0], -1)
-                elif box_t.shape[0] == 1:
-                    box_t = box_t.expand(k, 4)
-                else:
-                    raise UserError(f"{k} point sets and {box_t.shape[0]} boxes: give as many "
-                                    "of each, or one to share")
-            k = box_t.shape[0]
+        # K prompts: each kind gives K, or one that all K share.
+        sizes = {what: t.shape[0] for what, t in (("point sets", coords_t), ("boxes", box_t),
+                                                  ("phrases", text_t)) if t is not None}
+        if len(set(sizes.values()) - {1}) > 1:
+            raise UserError(" and ".join(f"{n} {what}" for what, n in sizes.items())
+                            + ": give as many of each, or one to share")
+        k = max(sizes.values(), default=1)
+        if coords_t is not None:
+            coords_t, labels_t = coords_t.expand(k, -1, -1), labels_t.expand(k, -1)
+        box_t = None if box_t is None else box_t.expand(k, 4)
+        text_t = None if text_t is None else text_t.expand(k, -1)
         if mask_input is not None:
             mask_t = torch.as_tensor(np.asarray(mask_input), dtype=torch.float,
                                      device=self.device)
@@ -279,26 +273,10 @@ class SamPredictor:
             if tuple(mask_t.shape[1:]) != (1, low, low):
                 raise UserError(f"mask_input must be (1, {low}, {low}) low-res logits (from a "
                                 f"previous predict), got {tuple(mask_t.shape)}")
-        if text_t is not None and box_t is not None and text_t.shape[0] != box_t.shape[0]:
-            text_t = text_t.expand(box_t.shape[0], -1)  # one phrase shared by the boxes
         masks, iou, low_res = self.predict_torch(coords_t, labels_t, box_t, mask_t,
                                                  multimask_output, return_logits, text_t)
         masks_np, iou_np, low_np = (t.detach().cpu().numpy() for t in (masks, iou, low_res))
         return (masks_np, iou_np, low_np) if batched else (masks_np[0], iou_np[0], low_np[0])
-
-    @staticmethod
-    def _pair(a: Tensor, labels: Tensor | None, text: Tensor, what: str
-              ) -> tuple[Tensor, Tensor | None, Tensor]:
-        """K prompts of one kind and J phrases: one of them shared by all, or as many."""
-        if a.shape[0] == 1:
-            a = a.expand(text.shape[0], *a.shape[1:])
-            labels = None if labels is None else labels.expand(text.shape[0], -1)
-        elif text.shape[0] == 1:
-            text = text.expand(a.shape[0], -1)
-        else:
-            raise UserError(f"{a.shape[0]} {what} and {text.shape[0]} phrases: give as many "
-                            "of each, or one to share")
-        return a, labels, text
 
     @torch.no_grad()
     def predict_torch(self, point_coords: Tensor | None, point_labels: Tensor | None,
