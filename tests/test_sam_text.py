@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from attnvision.cli import main
-from attnvision.data.scenes import grid_cell, make_scene
+from attnvision.data.scenes import grid_cell, grid_cells, make_scene
 from attnvision.errors import UserError
 from attnvision.sam import SamPredictor, build_sam
 from attnvision.sam.checkpoints import save_sam
-from attnvision.sam.training import InteractiveSam, grid_cells, pick_phrases
+from attnvision.sam.training import InteractiveSam, pick_phrases
 from attnvision.sam.training_data import SceneAugment, SceneDataset
 from attnvision.text.phrases import attributes, describe, naming_phrases
 from attnvision.text.sentence_encoder import TEXT_DIM, SentenceEncoder, sentence_encoder

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from attnvision.errors import UserError
@@ -134,11 +135,23 @@ ROWS = ("top", "middle", "bottom")
 COLUMNS = ("left", "centre", "right")
 
 
+def grid_cells(masks: torch.Tensor) -> torch.Tensor:
+    """(row, column) of each mask's centre in thirds of the image, 0..2 each:
+    (N, H, W) bool -> (N, 2). Training reads positions with it after flips."""
+    h, w = masks.shape[1:]
+    weights = masks.double()
+    count = weights.sum((1, 2)).clamp_min(1)
+    ys = (weights.sum(2) * torch.arange(h, dtype=torch.double, device=masks.device)).sum(1)
+    xs = (weights.sum(1) * torch.arange(w, dtype=torch.double, device=masks.device)).sum(1)
+    rows = (3 * (ys / count) / h).long().clamp_max(2)
+    cols = (3 * (xs / count) / w).long().clamp_max(2)
+    return torch.stack([rows, cols], dim=1)
+
+
 def grid_cell(mask: np.ndarray) -> tuple[int, int]:
-    """(row, column) of the mask's centre in thirds of the image, 0..2 each."""
-    ys, xs = np.nonzero(mask)
-    h, w = mask.shape
-    return min(2, int(3 * ys.mean() / h)), min(2, int(3 * xs.mean() / w))
+    """(row, column) of one (H, W) mask's centre, as :func:`grid_cells`."""
+    row, col = grid_cells(torch.from_numpy(np.asarray(mask, dtype=bool))[None])[0].tolist()
+    return row, col
 
 
 def position_words(row: int, col: int) -> str:

@@ -27,24 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnvision.data.scenes import grid_cells
 from attnvision.sam.model import Sam
 from attnvision.sam.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, NOT_A_POINT, POSITIVE
 from attnvision.sam.prompt_sampling import error_points, noisy_boxes, sample_points
 from attnvision.text.phrases import naming_phrases
 from attnvision.train.mask_losses import sam_loss
-
-
-def grid_cells(masks: Tensor) -> Tensor:
-    """(row, column) of each mask's centre in thirds of the image: (N, H, W) -> (N, 2),
-    as :func:`attnvision.data.scenes.grid_cell` computes it."""
-    h, w = masks.shape[1:]
-    weights = masks.double()
-    count = weights.sum((1, 2)).clamp_min(1)
-    ys = (weights.sum(2) * torch.arange(h, dtype=torch.double, device=masks.device)).sum(1)
-    xs = (weights.sum(1) * torch.arange(w, dtype=torch.double, device=masks.device)).sum(1)
-    rows = (3 * (ys / count) / h).long().clamp_max(2)
-    cols = (3 * (xs / count) / w).long().clamp_max(2)
-    return torch.stack([rows, cols], dim=1)
 
 
 def pick_phrases(b_idx: Tensor, attrs: Tensor, cells: Tensor) -> list[str | None]:
