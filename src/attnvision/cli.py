@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-images", help="folder of the --val-coco images")
     p.add_argument("--scenes", type=int, help="synthetic training scenes per epoch (default "
                                               "6000)")
+    p.add_argument("--first-scene", type=int, default=0,
+                   help="train on synthetic scenes FIRST.. (default 0): a later stage, "
+                        "started with --init, can see scenes the first one never saw")
     p.add_argument("--scene-style", choices=["standard", "varied"], default="standard",
                    help="varied: objects up to 0.45 of the side, textures twice as deep "
                         "(evaluation keeps the standard scenes)")

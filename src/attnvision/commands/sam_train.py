@@ -68,13 +68,15 @@ def _datasets(args: argparse.Namespace, size: int):
         if args.val_coco is not None:
             raise UserError("--val-coco goes with --coco")
         scenes = SYNTHETIC_RECIPE["scenes"] if args.scenes is None else args.scenes
-        if scenes < 1 or args.eval_scenes < 0:
-            raise UserError("--scenes must be >= 1 and --eval-scenes >= 0")
+        if scenes < 1 or args.eval_scenes < 0 or args.first_scene < 0:
+            raise UserError("--scenes must be >= 1, --eval-scenes and --first-scene >= 0")
         style = "" if args.scene_style == "standard" else f" ({args.scene_style})"
-        return (SceneDataset("train", size, scenes, attributes=args.text,
+        first = args.first_scene
+        span = f"{scenes}" if first == 0 else f"{scenes} ({first}-{first + scenes - 1})"
+        return (SceneDataset("train", size, scenes, first, attributes=args.text,
                              style=args.scene_style),
                 SceneDataset("test", size, args.eval_scenes) if args.eval_scenes else None,
-                f"{scenes} synthetic scenes{style} (train split), {args.eval_scenes} test "
+                f"{span} synthetic scenes{style} (train split), {args.eval_scenes} test "
                 "scenes")
     train = CocoDataset(args.coco, args.images, size)
     val = CocoDataset(args.val_coco, args.val_images, size) if args.val_coco else None
