@@ -85,7 +85,10 @@ def test_upload_gives_a_random_id_and_the_embedding_becomes_ready(served, scene)
         assert img.size == (W, H)
         assert np.array_equal(np.asarray(img.convert("RGB")), np.asarray(Image.open(scene)))
     status = client.get("/api/status").json()
-    assert status["model"] and status["images"] == 1 and not status["token_required"]
+    assert status["images"] == 1 and not status["token_required"]
+    # The size recorded in the file, and the options that make it a smaller variant.
+    assert status["model"].startswith("vit_b (img_size=")
+    assert status["model"].endswith("(sam_web.safetensors)")
     assert status["text"] is False  # the small SAM has no text prompts (test_web_text.py)
     assert app.state.engine.encodes == 1
 

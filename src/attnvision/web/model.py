@@ -12,7 +12,7 @@ from pathlib import Path
 
 from attnvision.errors import UserError
 from attnvision.sam import Sam, build_sam
-from attnvision.sam.checkpoints import WIDTHS, where_to_get
+from attnvision.sam.checkpoints import where_to_get
 
 NO_MODEL = ("no SAM model is loaded: restart the server with a checkpoint, e.g. "
             f"`attnvision serve --checkpoint sam_vit_b_01ec64.pth` ({where_to_get('vit_b')})")
@@ -47,6 +47,7 @@ def load_model(checkpoint: str | os.PathLike[str] | None = None,
             return LoadedModel(None)
         return LoadedModel(build_sam(None, path, precision=precision), "sam_tiny", SHIPPED)
     sam = build_sam(name, checkpoint, precision=precision)
-    width = sam.image_encoder.patch_embed.proj.out_channels
-    size = name or WIDTHS.get(width, f"custom ({width}-wide encoder)")
+    # A variant built with other options (a test's 2-block vit_b) says so.
+    options = ", ".join(f"{k}={v}" for k, v in sam.build_options.items())
+    size = f"{sam.size_name} ({options})" if options else sam.size_name
     return LoadedModel(sam, size, Path(checkpoint).name)
