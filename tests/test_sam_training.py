@@ -308,11 +308,12 @@ def test_fine_tune_an_official_style_checkpoint_on_coco(tmp_path, capsys):
 
 def test_train_sam_from_scratch_on_synthetic_scenes(tmp_path, capsys):
     out = tmp_path / "scratch"
-    code, result = run_json(["train", "sam", "--scenes", "4", "--eval-scenes", "1",
-                             "--epochs", "1", "--batch-size", "2", "--rounds", "2",
-                             "--out", str(out), "--export", str(tmp_path / "half.safetensors")],
-                            capsys)
+    code, result = run_json(["train", "sam", "--scenes", "4", "--first-scene", "100",
+                             "--eval-scenes", "1", "--epochs", "1", "--batch-size", "2",
+                             "--rounds", "2", "--out", str(out),
+                             "--export", str(tmp_path / "half.safetensors")], capsys)
     assert code == 0 and result["model"] == "sam_tiny" and result["frozen"] == []
+    assert result["data"].startswith("4 (100-103) synthetic scenes")
     assert result["parameters_trained"] > 5_000_000
     full = build_sam(None, result["files"]["best"])
     assert full.img_size == 256
@@ -337,6 +338,7 @@ def test_train_sam_from_scratch_on_synthetic_scenes(tmp_path, capsys):
     (["--freeze", "image_encoder,prompt_encoder,mask_decoder"], "leaves nothing to train"),
     (["--coco", "missing.json"], "COCO annotations not found"),
     (["--epochs", "0"], "must be >= 1"),
+    (["--first-scene", "-1"], "--first-scene >= 0"),
 ])
 def test_train_sam_bad_input_exits_2(tmp_path, capsys, argv, message):
     code = main(["train", "sam", "--out", str(tmp_path / "o"), *argv])
