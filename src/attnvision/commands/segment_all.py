@@ -99,15 +99,14 @@ def segment_all(args: argparse.Namespace) -> dict[str, Any]:
     from attnvision.commands.sam import load_sam
     from attnvision.files import ensure_dir, write_json
     from attnvision.sam.automatic import SamAutomaticMaskGenerator
-    from attnvision.sam.pretrained import EVERYTHING_THRESHOLDS
+    from attnvision.sam.pretrained import everything_thresholds
 
     if args.points_per_side < 1 or args.points_per_batch < 1:
         raise UserError("--points-per-side and --points-per-batch must be at least 1")
     images = find_images(args.paths)
     names = result_names(images)
     model = load_sam(args.checkpoint, args.model, args.precision)
-    # The official filters, or the shipped sam_tiny's own when it is the model.
-    iou, stability = EVERYTHING_THRESHOLDS if args.checkpoint is None else (0.88, 0.95)
+    iou, stability = everything_thresholds(shipped=args.checkpoint is None)
     out = ensure_dir(args.out)
     generator = SamAutomaticMaskGenerator(
         model, points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,

@@ -76,12 +76,17 @@ class _Candidates:
                              for f in _Candidates.__dataclass_fields__))
 
 
+# The official generator's filters: predicted IoU, stability score.
+OFFICIAL_THRESHOLDS = (0.88, 0.95)
+
+
 class SamAutomaticMaskGenerator:
     """Masks for everything in an image, from a grid of point prompts (official interface)."""
 
     def __init__(self, model: Sam, points_per_side: int | None = 32,
-                 points_per_batch: int = 64, pred_iou_thresh: float = 0.88,
-                 stability_score_thresh: float = 0.95, stability_score_offset: float = 1.0,
+                 points_per_batch: int = 64, pred_iou_thresh: float = OFFICIAL_THRESHOLDS[0],
+                 stability_score_thresh: float = OFFICIAL_THRESHOLDS[1],
+                 stability_score_offset: float = 1.0,
                  box_nms_thresh: float = 0.7, crop_n_layers: int = 0,
                  crop_nms_thresh: float = 0.7, crop_overlap_ratio: float = 512 / 1500,
                  crop_n_points_downscale_factor: int = 1,

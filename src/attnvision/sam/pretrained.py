@@ -33,3 +33,11 @@ def load_shipped(precision: str = "fp32") -> Sam:
     from attnvision.sam.build import build_sam
 
     return build_sam(None, shipped_checkpoint(), precision=precision)
+
+
+def everything_thresholds(shipped: bool) -> tuple[float, float]:
+    """Segment-everything filters (predicted IoU, stability): sam_tiny's own for the shipped
+    model, the official generator's for any other."""
+    from attnvision.sam.automatic import OFFICIAL_THRESHOLDS
+
+    return EVERYTHING_THRESHOLDS if shipped else OFFICIAL_THRESHOLDS

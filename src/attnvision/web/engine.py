@@ -38,7 +38,7 @@ from attnvision.files import write_json
 from attnvision.sam import Sam, SamAutomaticMaskGenerator, SamPredictor
 from attnvision.sam.embedding_cache import EmbeddingCache
 from attnvision.sam.predictor import ImageLike, as_rgb_uint8, model_fingerprint
-from attnvision.sam.pretrained import EVERYTHING_THRESHOLDS, SHIPPED
+from attnvision.sam.pretrained import SHIPPED, everything_thresholds
 from attnvision.web.embeddings import Embedding, EmbeddingLRU
 from attnvision.web.errors import ApiError
 from attnvision.web.model import NO_MODEL, LoadedModel
@@ -296,9 +296,7 @@ class Segmenter:
             records = self.cached_everything(image_id)
             if records is not None:
                 return records
-            # The shipped sam_tiny has its own filters (its IoU head is modest).
-            iou, stability = (EVERYTHING_THRESHOLDS if self.loaded.source == SHIPPED
-                              else (0.88, 0.95))
+            iou, stability = everything_thresholds(self.loaded.source == SHIPPED)
             generator = SamAutomaticMaskGenerator(sam, points_per_side=self.points_per_side,
                                                   pred_iou_thresh=iou,
                                                   stability_score_thresh=stability,
