@@ -121,7 +121,7 @@ def test_text_step_trains_the_projection():
     loss = net(batch)
     assert net.last["text"] and torch.isfinite(loss)
     loss.backward()
-    assert sam.prompt_encoder.text_projection[0].weight.grad.abs().sum() > 0
+    assert sam.prompt_encoder.text_projection[1].weight.grad.abs().sum() > 0
 
 
 def test_predictor_takes_phrases_alone_with_points_and_batched():
@@ -219,3 +219,18 @@ def test_text_fine_tuning_adds_a_projection_to_a_trained_model(tmp_path, capsys)
     assert tuned.prompt_encoder.text_dim == TEXT_DIM and tuned.img_size == 64
     for key, value in plain.image_encoder.state_dict().items():
         assert torch.equal(tuned.image_encoder.state_dict()[key], value), key
+
+
+def test_locate_text_is_the_locator_map_over_the_image():
+    predictor = SamPredictor(text_model())
+    predictor.set_image(np.random.default_rng(0).integers(0, 255, (50, 80, 3), np.uint8))
+    heat = predictor.locate_text("the red star")
+    assert heat.shape == (50, 80) and heat.min() >= 0 and heat.max() <= 1
+    vector = sentence_encoder().encode(["the red star"])
+    with torch.no_grad():
+        low = predictor.model.prompt_encoder.locate_text(predictor.features, vector)
+        expected = torch.sigmoid(predictor.model.postprocess_masks(
+            low, predictor.input_size, predictor.original_size))[0, 0]
+    np.testing.assert_allclose(heat, expected.numpy(), atol=1e-6)
+    with pytest.raises(UserError, match="non-empty phrase"):
+        predictor.locate_text("")

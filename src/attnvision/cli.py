@@ -181,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synthetic test scenes evaluated after each epoch (0: none)")
     p.add_argument("--rounds", type=int, default=3,
                    help="prompting rounds per object: the first prompt, then clicks on errors")
+    p.add_argument("--encode-once", action="store_true",
+                   help="with --freeze image_encoder: encode every training image once, "
+                        "before training, and train on the stored embeddings (several times "
+                        "faster steps; no image augmentation)")
     p.add_argument("--text", action="store_true",
                    help="also train text prompts on the scenes' descriptions (needs "
                         "attnvision[text]; adds a text projection to an --init model)")

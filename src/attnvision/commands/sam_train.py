@@ -125,7 +125,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     from attnvision.sam.checkpoints import save_sam
     from attnvision.sam.evaluation import dataset_miou, text_miou
     from attnvision.sam.training import InteractiveSam
-    from attnvision.sam.training_data import SceneAugment
+    from attnvision.sam.training_data import EncodedDataset, SceneAugment
+    from attnvision.train import ddp
     from attnvision.train.loop import TrainConfig, fit
     from attnvision.weights import read_weights
 
@@ -147,6 +148,17 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     log(f"attnvision train sam: {name}, {trained:,} of "
         f"{sum(p.numel() for p in sam.parameters()):,} parameters trained"
         f"{' (frozen: ' + ', '.join(freeze) + ')' if freeze else ''}; {described}")
+    augment = SceneAugment(flips=args.coco is None)
+    if args.encode_once:
+        if "image_encoder" not in freeze:
+            raise UserError("--encode-once keeps one embedding per image, which a trained "
+                            "encoder would outdate: add --freeze image_encoder")
+        device = ddp.resolve_device(None)
+        sam.image_encoder.to(device)
+        train_set = EncodedDataset(train_set, sam.image_encoder, sam.pixel_mean.to(device),
+                                   sam.pixel_std.to(device), progress=not args.quiet)
+        sam.image_encoder.to("cpu")
+        augment = None  # an embedding cannot be flipped or recoloured
     net = InteractiveSam(sam, rounds=args.rounds, text_share=args.text_share if args.text else 0)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
                          warmup_epochs=min(args.warmup_epochs, epochs / 2),
@@ -164,14 +176,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         return result
 
     metadata = {"format": "attnvision.sam", "model": name, "data": described, "init": args.init,
-                "freeze": list(freeze), "rounds": args.rounds,
+                "freeze": list(freeze), "rounds": args.rounds, "encode_once": args.encode_once,
                 "text_share": args.text_share if args.text else 0}
     if not args.no_resume:
         _check_resumable(out, metadata)
-    result = fit(net, train_set, eval_set, config, out, augment=SceneAugment(
-                     flips=args.coco is None), loss_fn=lambda loss, _targets: loss,
-                 evaluate=evaluate, best_metric="miou", progress=not args.quiet,
-                 resume=not args.no_resume, metadata=metadata)
+    result = fit(net, train_set, eval_set, config, out, augment=augment,
+                 loss_fn=lambda loss, _targets: loss, evaluate=evaluate, best_metric="miou",
+                 progress=not args.quiet, resume=not args.no_resume, metadata=metadata)
     files = {"checkpoint": out / "model.safetensors"}
     if is_main_process():  # self-describing files that build_sam and --checkpoint read
         save_sam(sam, files["checkpoint"], name, build,

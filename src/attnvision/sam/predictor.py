@@ -210,6 +210,28 @@ class SamPredictor:
 
     # --- prompts -----------------------------------------------------------------------------
 
+    def _phrase_vectors(self, text: str | list[str]) -> Tensor:
+        """(K, text_dim) sentence vectors of one phrase or K, on the model's device."""
+        phrases = [text] if isinstance(text, str) else list(text)
+        if not phrases or not all(isinstance(p, str) and p.strip() for p in phrases):
+            raise UserError("text must be a non-empty phrase (or a list of them), e.g. "
+                            "text='the red star'")
+        self.model.prompt_encoder.require_text()
+        from attnvision.text.sentence_encoder import sentence_encoder
+
+        return sentence_encoder().encode([p.strip() for p in phrases]).to(self.device)
+
+    @torch.no_grad()
+    def locate_text(self, text: str) -> np.ndarray:
+        """Where a phrase points before the decoder answers: (H, W) probabilities over the
+        original image, the text locator's coarse map that a text prompt starts from."""
+        self._require_image()
+        vectors = self._phrase_vectors(text)
+        with self.model.autocast():
+            low = self.model.prompt_encoder.locate_text(self.features, vectors[:1])
+        heat = self.model.postprocess_masks(low.float(), self.input_size, self.original_size)
+        return torch.sigmoid(heat)[0, 0].cpu().numpy()
+
     def predict(self, point_coords: np.ndarray | None = None,
                 point_labels: np.ndarray | None = None, box: np.ndarray | None = None,
                 mask_input: np.ndarray | None = None, multimask_output: bool = True,
@@ -222,20 +244,14 @@ class SamPredictor:
         points (K, N, 2) and/or boxes (K, 4), give the same with a leading K, in one pass.
         ``text``: a phrase naming the object ("the red star"), alone or with points and a box,
         or K phrases for K prompts; only models trained for text take it (``attnvision
-        train sam --text``), and it needs ``pip install 'attnvision[text]'``.
+        train sam --text``), and it needs ``pip install 'attnvision[text]'``. Where the phrase
+        points becomes the mask prompt, unless ``mask_input`` is given.
         """
         self._require_image()
         batched = False
         coords_t = labels_t = box_t = mask_t = text_t = None
         if text is not None:
-            phrases = [text] if isinstance(text, str) else list(text)
-            if not phrases or not all(isinstance(p, str) and p.strip() for p in phrases):
-                raise UserError("text must be a non-empty phrase (or a list of them), e.g. "
-                                "text='the red star'")
-            self.model.prompt_encoder.require_text()
-            from attnvision.text.sentence_encoder import sentence_encoder
-
-            text_t = sentence_encoder().encode([p.strip() for p in phrases]).to(self.device)
+            text_t = self._phrase_vectors(text)
             batched |= not isinstance(text, str)
         if point_coords is not None:
             coords = np.asarray(point_coords, dtype=float)
@@ -289,6 +305,10 @@ class SamPredictor:
         self._require_image()
         points = (point_coords, point_labels) if point_coords is not None else None
         with self.model.autocast():
+            if text_embeddings is not None and mask_input is None:
+                # Where the phrase points is the mask prompt; a given mask takes its place.
+                mask_input = self.model.prompt_encoder.locate_text(self.features,
+                                                                   text_embeddings)
             sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes,
                                                       masks=mask_input, text=text_embeddings)
             low_res, iou = self.model.mask_decoder(

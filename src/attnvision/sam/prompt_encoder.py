@@ -8,7 +8,9 @@ embedding's grid; without one, a learned "no mask" vector fills that grid.
 
 A text prompt (ours; the official model has none) is a sentence encoder's vector for a phrase,
 turned by a small learned MLP into one more sparse token that the decoder attends to like the
-others; a model built with ``text_dim`` has it.
+others, and, through :class:`~attnvision.sam.text_locator.TextLocator`, into a coarse map of
+where the phrase points, which is the dense prompt when no mask is given (``locate_text``); a
+model built with ``text_dim`` has both.
 
 Parameter names follow the official checkpoints (``prompt_encoder.point_embeddings.0.weight``,
 ``mask_downscaling.0.weight``, ...), so official files load with ``strict=True``.
@@ -17,10 +19,12 @@ Parameter names follow the official checkpoints (``prompt_encoder.point_embeddin
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnvision.nn.positional import PositionEmbeddingRandom
 from attnvision.sam.common import LayerNorm2d
+from attnvision.sam.text_locator import TextLocator
 
 # Point labels, as in the official predictor; 2 and 3 mark a box's corners given as points
 # (as SAM 2 takes them), which lets one batch mix point and box prompts.
@@ -64,6 +68,7 @@ class PromptEncoder(nn.Module):
         # Phrase vector (text_dim) -> one prompt token; absent in the official models.
         self.text_dim: int | None = None
         self.text_projection: nn.Sequential | None = None
+        self.text_locator: TextLocator | None = None
         if text_dim is not None:
             self.add_text(text_dim, activation)
         # (key, value) of the last dense PE; see get_dense_pe.
@@ -117,25 +122,40 @@ class PromptEncoder(nn.Module):
         return self.mask_downscaling(masks)
 
     def add_text(self, text_dim: int, activation: type[nn.Module] = nn.GELU) -> None:
-        """Give a model without text prompts a new (untrained) text projection."""
+        """Give a model without text prompts a new (untrained) text projection and locator."""
         self.text_dim = text_dim
-        self.text_projection = nn.Sequential(nn.Linear(text_dim, self.embed_dim), activation(),
+        # Layer-normalised first: unit-length sentence vectors differ by little per coordinate
+        # (see text_locator).
+        self.text_projection = nn.Sequential(nn.LayerNorm(text_dim),
+                                             nn.Linear(text_dim, self.embed_dim), activation(),
                                              nn.Linear(self.embed_dim, self.embed_dim))
+        self.text_locator = TextLocator(self.embed_dim, text_dim)
         self.text_projection.to(self.no_mask_embed.weight.device)
+        self.text_locator.to(self.no_mask_embed.weight.device)
 
     def require_text(self) -> None:
         """One line saying why when this model takes no text prompts."""
         if self.text_projection is None:
             from attnvision.errors import UserError
 
-            raise UserError("this SAM has no text prompts (neither the official models nor "
-                            "the shipped sam_tiny have them): train one with "
-                            "'attnvision train sam --text'")
+            raise UserError("this SAM has no text prompts (the official models have none): "
+                            "use the shipped sam_tiny (no --checkpoint), or train text into "
+                            "this one with 'attnvision train sam --init ... --text'")
 
     def _embed_text(self, text: Tensor) -> Tensor:
         # text: (B, text_dim) phrase vectors -> (B, 1, D)
         self.require_text()
         return self.text_projection(text.to(self.no_mask_embed.weight.dtype))[:, None]
+
+    def locate_text(self, image_embeddings: Tensor, text: Tensor) -> Tensor:
+        """Where each phrase points, as the low-resolution mask logits a mask prompt takes.
+
+        image_embeddings (1 or B, D, H, W), text (B, text_dim) -> (B, 1, 4H, 4W)."""
+        self.require_text()
+        weight = self.no_mask_embed.weight
+        logits = self.text_locator(image_embeddings.to(weight.dtype), self.get_dense_pe(),
+                                   text.to(weight.dtype))  # (B, 1, H, W)
+        return F.interpolate(logits, self.mask_input_size, mode="bilinear", align_corners=False)
 
     @staticmethod
     def _batch_size(points: tuple[Tensor, Tensor] | None, boxes: Tensor | None,

@@ -11,7 +11,13 @@ anything else with the single-mask output, as the official model is used.
 With text (``text_share`` of the steps, on scenes whose objects have attributes), each object
 is named by a phrase that fits it and no other object of its image ("the red star", "the big
 ring on the left", paraphrases drawn at random); the first prompt is that phrase alone or with
-a point, later clicks are added to it, and the answer is always the single-mask output.
+a point, later clicks are added to it, and the answer is always the single-mask output. The
+first round's mask prompt is the text locator's map of where the phrase points, which learns
+from its own loss (binary cross-entropy + dice against the object's mask) besides SAM's.
+
+With a frozen image encoder, inputs may carry the images' ``embeddings`` instead of the
+images (:class:`~attnvision.sam.training_data.EncodedDataset`): the step then skips the
+encoder, by far its most expensive part.
 
 Prompt tokens carry no sequence position in SAM's decoder (attention is order-blind), so the
 points and box corners of a batch line up as one tensor: a box is two points labelled 2 and
@@ -31,8 +37,9 @@ from attnvision.data.scenes import grid_cells
 from attnvision.sam.model import Sam
 from attnvision.sam.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, NOT_A_POINT, POSITIVE
 from attnvision.sam.prompt_sampling import error_points, noisy_boxes, sample_points
+from attnvision.sam.training_data import normalised_input, valid_pixels
 from attnvision.text.phrases import naming_phrases
-from attnvision.train.mask_losses import sam_loss
+from attnvision.train.mask_losses import dice_loss, mask_iou, sam_loss
 
 
 def pick_phrases(b_idx: Tensor, attrs: Tensor, cells: Tensor) -> list[str | None]:
@@ -47,6 +54,13 @@ def pick_phrases(b_idx: Tensor, attrs: Tensor, cells: Tensor) -> list[str | None
         options = naming_phrases(members.index(i), [full[j] for j in members])
         out.append(options[int(torch.randint(len(options), ()))] if options else None)
     return out
+
+
+def locator_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Binary cross-entropy + dice of the text locator's map (N, H, W) against the named
+    objects' masks (N, H, W): the map must cover the object, not only peak inside it."""
+    bce = F.binary_cross_entropy_with_logits(logits, targets.float(), reduction="none")
+    return bce.flatten(1).mean(1).mean() + dice_loss(logits, targets).mean()
 
 
 def first_prompts(masks: Tensor, use_box: Tensor) -> tuple[Tensor, Tensor]:
@@ -68,11 +82,12 @@ class InteractiveSam(nn.Module):
     """``forward(inputs)`` -> the mean loss over ``rounds`` of simulated clicks.
 
     inputs (:mod:`attnvision.sam.training_data`): ``image`` (B, 3, S, S) uint8 at the model's
-    input size, padded bottom/right; ``masks`` (B, K, S, S) bool, empty rows ignored; ``size``
-    (B, 2) the (h, w) inside the padding; optionally ``attributes`` (B, K, 3) shape, colour and
-    size indices of each object, for text prompts (a model with ``text_projection``;
-    ``text_share`` of the steps). Randomness
-    (prompts, phrases) comes from torch's global generator, which the training loop seeds and
+    input size, padded bottom/right, or ``embeddings`` (B, 256, g, g) from a frozen encoder;
+    ``masks`` (B, K, S, S) bool, empty rows ignored; ``size`` (B, 2) the (h, w) inside the
+    padding; optionally ``attributes`` (B, K, 3) shape, colour and size indices of each
+    object, for text prompts (a model with ``text_projection``; ``text_share`` of the steps).
+    Randomness (prompts, phrases) comes from torch's global generator, which the training
+    loop seeds and
     saves, so a resumed run replays. ``last`` holds the latest step's figures.
     """
 
@@ -108,18 +123,21 @@ class InteractiveSam(nn.Module):
         return vectors.to(targets.device), keep
 
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
-        images, masks = inputs["image"], inputs["masks"]
-        s = images.shape[-1]
-        # Padding is 0 after normalisation, as Sam.preprocess pads.
-        ys = torch.arange(s, device=images.device)
-        size = inputs.get("size", torch.tensor([[s, s]], device=images.device))
-        valid = ((ys[None, :, None] < size[:, :1, None]) &
-                 (ys[None, None, :] < size[:, 1:, None]))  # (B, S, S)
-        x = (images.float() - self.pixel_mean) / self.pixel_std * valid[:, None]
-        # A frozen encoder (fine-tuning the decoder) keeps no activations for backward.
+        masks = inputs["masks"]
+        s = masks.shape[-1]
+        size = inputs.get("size", torch.tensor([[s, s]], device=masks.device))
+        valid = valid_pixels(size, s)  # (B, S, S)
         learns = any(p.requires_grad for p in self.image_encoder.parameters())
-        with torch.set_grad_enabled(learns and torch.is_grad_enabled()):
-            embeddings = self.image_encoder(x)  # (B, 256, g, g)
+        if "embeddings" in inputs:  # encoded once, before training
+            if learns:
+                raise ValueError("inputs hold embeddings, but the image encoder is trained: "
+                                 "freeze it, or give images")
+            embeddings = inputs["embeddings"].float()  # (B, 256, g, g)
+        else:
+            # A frozen encoder (fine-tuning the decoder) keeps no activations for backward.
+            x = normalised_input(inputs["image"], size, self.pixel_mean, self.pixel_std)
+            with torch.set_grad_enabled(learns and torch.is_grad_enabled()):
+                embeddings = self.image_encoder(x)  # (B, 256, g, g)
         b_idx, k_idx = masks.flatten(2).any(-1).nonzero(as_tuple=True)
         text = None
         attrs = inputs.get("attributes")
@@ -151,6 +169,13 @@ class InteractiveSam(nn.Module):
         mask_input = None
         total = embeddings.new_zeros((), dtype=torch.float)
         ious = []
+        located = {}
+        if text is not None:  # the first mask prompt: where the phrase points
+            mask_input = self.prompt_encoder.locate_text(embeddings, text)  # (N, 1, 4g, 4g)
+            up = F.interpolate(mask_input.float(), loss_size, mode="bilinear",
+                               align_corners=False)[:, 0]
+            total = total + locator_loss(up, small)
+            located = {"iou_located": float(mask_iou(up, small).mean())}
         for r in range(self.rounds):
             points = None if coords is None else (coords, labels)
             sparse, dense = self.prompt_encoder(points, None, mask_input, pad=False, text=text)
@@ -179,7 +204,7 @@ class InteractiveSam(nn.Module):
                     coords = torch.cat([point[:, None], coords], dim=1)
                     labels = torch.cat([label[:, None], labels], dim=1)
                 mask_input = logits[rows, shown][:, None].float()  # (N, 1, 4g, 4g)
-        self.last = {"objects": n, "text": text is not None,
+        self.last = {"objects": n, "text": text is not None, **located,
                      **{f"iou_round{r + 1}": v for r, v in enumerate(ious)}}
         # Parts a step may not use (the mask-prompt path when rounds == 1) still join the
         # graph with a zero gradient: DistributedDataParallel waits for every parameter.

@@ -44,6 +44,16 @@ def mask_overlay(image: np.ndarray, masks: Sequence[np.ndarray], alpha: float = 
     return picture
 
 
+def heat_overlay(image: np.ndarray, heat: np.ndarray, colour: tuple[int, int, int] = (255, 40, 0)
+                 ) -> Image.Image:
+    """The image dimmed to grey, with an (H, W) map of values in 0..1 glowing in ``colour``
+    where it is high: where a model looks, or where a phrase points."""
+    grey = image.astype(np.float32).mean(-1, keepdims=True) * 0.6
+    h = np.clip(np.asarray(heat, dtype=np.float32), 0, 1)[..., None]
+    out = (1 - h) * grey + h * np.array(colour, dtype=np.float32)
+    return Image.fromarray(out.round().clip(0, 255).astype(np.uint8))
+
+
 def save_png(picture: Image.Image | np.ndarray, path: str | os.PathLike[str]) -> Path:
     if isinstance(picture, np.ndarray):
         picture = Image.fromarray(picture)

@@ -18,7 +18,7 @@ from attnvision.sam.evaluation import (
 )
 from attnvision.sam.model import Sam
 from attnvision.sam.predictor import SamPredictor
-from attnvision.viz.overlays import mask_overlay, save_png
+from attnvision.viz.overlays import heat_overlay, mask_overlay, save_png
 
 
 def _caption(picture: Image.Image, text: str) -> Image.Image:
@@ -85,8 +85,9 @@ def photo_sheet(sam: Sam, path: str | os.PathLike[str]) -> Path:
 
 def text_sheet(sam: Sam, path: str | os.PathLike[str], scenes: int = 4, per_scene: int = 3
                ) -> Path:
-    """Test scenes prompted by phrases alone: each tile is one phrase (its object's full
-    description, or a shorter phrase that still names it) and the mask it gave, with IoU."""
+    """Test scenes prompted by phrases alone: for each phrase (its object's full description,
+    or a shorter phrase that still names it), where the text locator says it points, then the
+    mask the decoder gave, with its IoU."""
     from attnvision.data.scenes import make_scene
     from attnvision.sam.evaluation import iou
     from attnvision.text.phrases import attributes, describe, naming_phrases
@@ -106,11 +107,13 @@ def text_sheet(sam: Sam, path: str | os.PathLike[str], scenes: int = 4, per_scen
             phrase = describe(attrs[i]) if shown % 2 == 0 else min(phrases, key=len)
             if phrase not in phrases:
                 phrase = min(phrases, key=len)
+            tiles.append(_caption(heat_overlay(scene.image, predictor.locate_text(phrase)),
+                                  f'where "{phrase}" points'))
             masks, _, _ = predictor.predict(text=phrase, multimask_output=False)
             tiles.append(_caption(mask_overlay(scene.image, [masks[0]]),
-                                  f'"{phrase}": IoU {iou(masks[0], obj.mask):.2f}'))
+                                  f"its mask: IoU {iou(masks[0], obj.mask):.2f}"))
             shown += 1
-    return save_png(_grid(tiles, per_scene), path)
+    return save_png(_grid(tiles, 2 * per_scene), path)
 
 
 def evaluation_pictures(sam: Sam, out: Path) -> dict[str, Path]:

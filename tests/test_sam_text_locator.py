@@ -1,0 +1,179 @@
+"""The text locator (where a phrase points, the first mask prompt of a text prompt) and
+training on embeddings encoded once."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils.data import default_collate
+
+from attnvision.cli import main
+from attnvision.sam import SamPredictor, build_sam
+from attnvision.sam.text_locator import TextLocator
+from attnvision.sam.training import InteractiveSam, locator_loss
+from attnvision.sam.training_data import EncodedDataset, SceneDataset
+
+TEXT_DIM = 384  # MiniLM's width; these tests need no sentence encoder
+
+
+def small_text_model(img_size: int = 64):
+    torch.manual_seed(0)
+    return build_sam("sam_tiny", img_size=img_size, embed_dim=32, depth=2, num_heads=2,
+                     global_attn_indexes=(1,), window_size=2, text_dim=TEXT_DIM)
+
+
+@settings(max_examples=10, deadline=None)
+@given(b=st.integers(1, 3), grid=st.integers(2, 9), hidden=st.sampled_from([8, 16]))
+def test_locator_scores_every_cell_per_phrase(b, grid, hidden):
+    torch.manual_seed(0)
+    locator = TextLocator(embed_dim=16, text_dim=12, hidden=hidden)
+    emb, text = torch.randn(b, 16, grid, grid), torch.randn(b, 12)
+    pe = torch.randn(1, 16, grid, grid)
+    out = locator(emb, pe, text)
+    assert out.shape == (b, 1, grid, grid)
+    # One image, many phrases: the image broadcasts, and each phrase scores alone.
+    shared = locator(emb[:1], pe, text)
+    torch.testing.assert_close(shared[0], locator(emb[:1], pe, text[:1])[0])
+    if b > 1:
+        assert not torch.allclose(shared[0], shared[1])
+
+
+def test_locator_learns_which_region_a_phrase_names():
+    # Two "phrases" name two kinds of cells, told apart by one embedding channel; neither is
+    # visible from the phrase or the image alone, only from both.
+    torch.manual_seed(0)
+    locator = TextLocator(embed_dim=8, text_dim=4, hidden=32)
+    phrases = torch.eye(4)[:2]
+    opt = torch.optim.Adam(locator.parameters(), lr=3e-3)
+    pe = torch.zeros(1, 8, 8, 8)
+
+    def batch(n: int):
+        emb = torch.randn(n, 8, 8, 8)
+        which = torch.randint(2, (n,))
+        target = torch.where(which[:, None, None] == 0, emb[:, 0] > 0.5, emb[:, 1] > 0.5)
+        return emb, phrases[which], target
+
+    for _ in range(300):
+        emb, text, target = batch(32)
+        loss = locator_loss(locator(emb, pe, text)[:, 0], target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    emb, text, target = batch(64)
+    with torch.no_grad():
+        found = locator(emb, pe, text)[:, 0] > 0
+    iou = ((found & target).sum() / (found | target).sum()).item()
+    assert iou > 0.8, iou
+
+
+def test_a_phrase_alone_is_its_locator_map_as_the_mask_prompt():
+    sam = small_text_model()
+    predictor = SamPredictor(sam)
+    predictor.set_image(np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8))
+    text = torch.randn(2, TEXT_DIM)
+    located = sam.prompt_encoder.locate_text(predictor.features, text)
+    assert located.shape == (2, 1, 16, 16)
+    _, _, by_text = predictor.predict_torch(None, None, text_embeddings=text,
+                                            multimask_output=False)
+    _, _, explicit = predictor.predict_torch(None, None, mask_input=located,
+                                             text_embeddings=text, multimask_output=False)
+    torch.testing.assert_close(by_text, explicit)
+    # A mask given by the user takes the locator's place.
+    mine = torch.zeros(2, 1, 16, 16)
+    _, _, given_mask = predictor.predict_torch(None, None, mask_input=mine,
+                                               text_embeddings=text, multimask_output=False)
+    assert not torch.allclose(given_mask, by_text)
+
+
+def test_text_step_trains_the_locator(monkeypatch):
+    sam = small_text_model()
+    net = InteractiveSam(sam, rounds=2, text_share=1.0)
+    monkeypatch.setattr(net, "_text", lambda b, k, t, a: (torch.randn(len(b), TEXT_DIM),
+                                                          torch.ones(len(b), dtype=torch.bool)))
+    data = SceneDataset("train", 64, 2, attributes=True)
+    loss = net(default_collate([data[i][0] for i in range(2)]))
+    loss.backward()
+    assert 0 <= net.last["iou_located"] <= 1
+    assert sam.prompt_encoder.text_locator.image_proj.weight.grad.abs().sum() > 0
+    assert sam.prompt_encoder.text_projection[1].weight.grad.abs().sum() > 0
+
+
+def test_a_step_on_stored_embeddings_is_the_step_on_images():
+    sam = small_text_model()
+    sam.image_encoder.requires_grad_(False)
+    data = SceneDataset("train", 64, 3, attributes=True)
+    encoded = EncodedDataset(data, sam.image_encoder, sam.pixel_mean, sam.pixel_std,
+                             batch_size=2, progress=False)
+    assert len(encoded) == 3
+    for i in range(3):
+        inputs, masks = encoded[i]
+        assert torch.equal(masks, data[i][1]) and torch.equal(inputs["masks"], masks)
+        assert "image" not in inputs and inputs["embeddings"].dtype == torch.float16
+    net = InteractiveSam(sam, rounds=2)
+    losses = []
+    for batch in (default_collate([data[i][0] for i in range(3)]),
+                  default_collate([encoded[i][0] for i in range(3)])):
+        torch.manual_seed(1)  # the same prompts for both
+        losses.append(net(batch))
+    torch.testing.assert_close(losses[0], losses[1], rtol=2e-3, atol=2e-3)  # float16 storage
+
+
+def test_stored_embeddings_refuse_a_trained_encoder():
+    sam = small_text_model()
+    data = SceneDataset("train", 64, 1)
+    encoded = EncodedDataset(data, sam.image_encoder, sam.pixel_mean, sam.pixel_std,
+                             progress=False)
+    with pytest.raises(ValueError, match="freeze it"):
+        InteractiveSam(sam)(default_collate([encoded[0][0]]))
+
+
+def test_encode_once_needs_a_frozen_encoder(tmp_path, capsys):
+    code = main(["train", "sam", "--encode-once", "--scenes", "2", "--epochs", "1",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "--freeze image_encoder" in err[-1]
+
+
+def test_train_with_encode_once_end_to_end(tmp_path, capsys):
+    from attnvision.sam.checkpoints import save_sam
+
+    torch.manual_seed(0)
+    plain = build_sam("sam_tiny", img_size=64, embed_dim=32, depth=2, num_heads=2,
+                      global_attn_indexes=(1,), window_size=2)
+    base = save_sam(plain, tmp_path / "base.safetensors", "sam_tiny",
+                    build={"img_size": 64, "embed_dim": 32, "depth": 2, "num_heads": 2,
+                           "global_attn_indexes": [1], "window_size": 2})
+    code = main(["train", "sam", "--init", str(base), "--freeze", "image_encoder",
+                 "--encode-once", "--scenes", "4", "--eval-scenes", "1", "--epochs", "1",
+                 "--batch-size", "2", "--rounds", "2", "--out", str(tmp_path / "run"),
+                 "--json", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert json.loads(captured.out)["epochs"] == 1
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["metadata"]["encode_once"]
+
+
+def test_locator_loss_is_bce_plus_dice():
+    logits = torch.tensor([[[2.0, -1.0], [0.5, -3.0]]])
+    target = torch.tensor([[[True, False], [True, False]]])
+    p = logits.sigmoid()
+    dice = 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
+    expected = F.binary_cross_entropy_with_logits(logits, target.float()) + dice
+    torch.testing.assert_close(locator_loss(logits, target), expected)
+
+
+def test_heat_overlay_glows_where_the_map_is_high():
+    from attnvision.viz.overlays import heat_overlay
+
+    image = np.full((4, 6, 3), 100, np.uint8)
+    heat = np.zeros((4, 6))
+    heat[1, 2] = 1.0
+    heat[3, 5] = 0.5
+    out = np.asarray(heat_overlay(image, heat, colour=(255, 0, 0)))
+    assert out.shape == (4, 6, 3)
+    assert tuple(out[1, 2]) == (255, 0, 0) and tuple(out[0, 0]) == (60, 60, 60)
+    assert tuple(out[3, 5]) == (158, 30, 30)  # halfway between grey 60 and red
