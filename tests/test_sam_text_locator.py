@@ -13,7 +13,7 @@ from torch.utils.data import default_collate
 
 from attnvision.cli import main
 from attnvision.sam import SamPredictor, build_sam
-from attnvision.sam.text_locator import TextLocator
+from attnvision.sam.text_locator import TextLocator, peak_click
 from attnvision.sam.training import InteractiveSam, locator_loss
 from attnvision.sam.training_data import EncodedDataset, SceneDataset
 
@@ -70,7 +70,7 @@ def test_locator_learns_which_region_a_phrase_names():
     assert iou > 0.8, iou
 
 
-def test_a_phrase_alone_is_its_locator_map_as_the_mask_prompt():
+def test_a_phrase_alone_is_a_click_at_its_peak_with_its_map_as_the_mask_prompt():
     sam = small_text_model()
     predictor = SamPredictor(sam)
     predictor.set_image(np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8))
@@ -79,14 +79,38 @@ def test_a_phrase_alone_is_its_locator_map_as_the_mask_prompt():
     assert located.shape == (2, 1, 16, 16)
     _, _, by_text = predictor.predict_torch(None, None, text_embeddings=text,
                                             multimask_output=False)
-    _, _, explicit = predictor.predict_torch(None, None, mask_input=located,
+    coords, labels = peak_click(located, predictor.input_size, sam.img_size)
+    _, _, explicit = predictor.predict_torch(coords, labels, mask_input=located,
                                              text_embeddings=text, multimask_output=False)
     torch.testing.assert_close(by_text, explicit)
-    # A mask given by the user takes the locator's place.
+    # With a click of the user's, the phrase adds its map but no click of its own.
+    click = torch.tensor([[[10.0, 20.0]]]).expand(2, 1, 2)
+    ones = torch.ones(2, 1, dtype=torch.int)
+    _, _, with_click = predictor.predict_torch(click, ones, text_embeddings=text,
+                                               multimask_output=False)
+    _, _, expected = predictor.predict_torch(click, ones, mask_input=located,
+                                             text_embeddings=text, multimask_output=False)
+    torch.testing.assert_close(with_click, expected)
+    # A mask given by the user takes the map's place.
     mine = torch.zeros(2, 1, 16, 16)
     _, _, given_mask = predictor.predict_torch(None, None, mask_input=mine,
                                                text_embeddings=text, multimask_output=False)
     assert not torch.allclose(given_mask, by_text)
+
+
+@settings(max_examples=25, deadline=None)
+@given(h=st.integers(1, 64), w=st.integers(1, 64), seed=st.integers(0, 2**16))
+def test_peak_click_is_the_centre_of_the_strongest_cell_inside_the_image(h, w, seed):
+    located = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(seed))
+    coords, labels = peak_click(located, (h, w), img_size=64)  # 4-pixel cells
+    assert coords.shape == (3, 1, 2) and labels.tolist() == [[1]] * 3
+    for i in range(3):
+        x, y = coords[i, 0].tolist()
+        col, row = int((x + 0.5) // 4), int((y + 0.5) // 4)
+        assert (x + 0.5) % 4 == 2 and (y + 0.5) % 4 == 2  # a cell's centre
+        assert row * 4 < h and col * 4 < w  # the cell overlaps the image, not only padding
+        inside = located[i, 0, : -(-h // 4), : -(-w // 4)]
+        assert located[i, 0, row, col] == inside.max()
 
 
 def test_text_step_trains_the_locator(monkeypatch):

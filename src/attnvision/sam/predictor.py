@@ -21,6 +21,7 @@ from torch import Tensor
 from attnvision.errors import UserError
 from attnvision.files import atomic_path
 from attnvision.sam.model import Sam
+from attnvision.sam.text_locator import peak_click
 from attnvision.sam.transforms import ResizeLongestSide, preprocess_shape
 from attnvision.sam.two_way import ImageContext
 
@@ -245,7 +246,8 @@ class SamPredictor:
         ``text``: a phrase naming the object ("the red star"), alone or with points and a box,
         or K phrases for K prompts; only models trained for text take it (``attnvision
         train sam --text``), and it needs ``pip install 'attnvision[text]'``. Where the phrase
-        points becomes the mask prompt, unless ``mask_input`` is given.
+        points (:meth:`locate_text`) becomes the mask prompt, unless ``mask_input`` is given,
+        and a phrase alone also gets a click at the strongest point of that map.
         """
         self._require_image()
         batched = False
@@ -309,6 +311,11 @@ class SamPredictor:
                 # Where the phrase points is the mask prompt; a given mask takes its place.
                 mask_input = self.model.prompt_encoder.locate_text(self.features,
                                                                    text_embeddings)
+                if points is None and boxes is None:
+                    # A phrase alone is answered as the phrase with a click where it points
+                    # most: the decoder outlines a clicked object far better than it turns
+                    # a coarse map into one (benchmarks/RESULTS.md, text prompts).
+                    points = peak_click(mask_input, self.input_size, self.model.img_size)
             sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes,
                                                       masks=mask_input, text=text_embeddings)
             low_res, iou = self.model.mask_decoder(

@@ -60,3 +60,20 @@ def cell_coordinates(h: int, w: int, like: Tensor) -> Tensor:
     xs = (torch.arange(w, device=like.device, dtype=like.dtype) + 0.5) / w * 2 - 1
     ys = (torch.arange(h, device=like.device, dtype=like.dtype) + 0.5) / h * 2 - 1
     return torch.stack([xs.expand(h, w), ys[:, None].expand(h, w)])[None]
+
+
+def peak_click(located: Tensor, input_size: tuple[int, int], img_size: int
+               ) -> tuple[Tensor, Tensor]:
+    """A positive click at the centre of each map's strongest cell inside the image (not its
+    padding): located (B, 1, L, L) logits over the img_size square, input_size the (h, w) of
+    the image in it -> coords (B, 1, 2) as (x, y) input pixels, labels (B, 1)."""
+    b, _, low, _ = located.shape
+    cell = img_size / low
+    rows = min(low, math.ceil(input_size[0] / cell))
+    cols = min(low, math.ceil(input_size[1] / cell))
+    inside = located[:, 0, :rows, :cols].reshape(b, -1)
+    best = inside.argmax(dim=1)
+    ys, xs = best // cols, best % cols
+    # Cell centres; the prompt encoder adds the half pixel of a pixel centre back.
+    coords = torch.stack([(xs + 0.5) * cell - 0.5, (ys + 0.5) * cell - 0.5], dim=-1)
+    return coords[:, None].float(), torch.ones(b, 1, dtype=torch.int, device=located.device)

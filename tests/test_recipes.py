@@ -1,0 +1,30 @@
+"""The recipe that made the shipped sam_tiny stays a valid series of commands."""
+
+import itertools
+import shlex
+from pathlib import Path
+
+from attnvision.cli import build_parser
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "sam_tiny.sh"
+
+
+def recipe_commands() -> list[list[str]]:
+    text = RECIPE.read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()]
+    return [shlex.split(line)[1:] for line in lines if line.startswith("attnvision train")]
+
+
+def test_every_stage_parses_and_chains_to_the_shipped_file():
+    commands = recipe_commands()
+    assert len(commands) == 3
+    parsed = [build_parser().parse_args(c) for c in commands]
+    assert [a.model for a in parsed] == ["sam"] * 3
+    # Each stage starts from the best epoch of the one before, on scenes it never saw.
+    for before, after in itertools.pairwise(parsed):
+        assert after.init == f"{before.out}/best.safetensors"
+        first = before.first_scene + (before.scenes or 6000)
+        assert after.first_scene == first
+    last = parsed[-1]
+    assert last.export == "src/attnvision/sam/weights/sam_tiny.safetensors"
+    assert last.text and last.encode_once and last.freeze == "image_encoder"
