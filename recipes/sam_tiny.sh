@@ -3,7 +3,8 @@
 # command: bash recipes/sam_tiny.sh [RUNS_DIR]. About 4 hours on a 2-core CPU, minutes on a
 # GPU. Each stage resumes where it stopped if run again; figures: benchmarks/RESULTS.md.
 set -euo pipefail
-runs=${1:-runs}
+runs=$(realpath -m "${1:-runs}")
+cd "$(dirname "$0")/.."  # the repository: the last stage writes the package's weights
 attnvision() { "${ATTNVISION:-attnvision}" "$@"; }
 
 # 1. Points and boxes, 7 epochs of synthetic scenes 0-5999, from random weights.

@@ -5,6 +5,7 @@ import shlex
 from pathlib import Path
 
 from attnvision.cli import build_parser
+from attnvision.commands.sam_train import SYNTHETIC_RECIPE
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "sam_tiny.sh"
 
@@ -23,7 +24,7 @@ def test_every_stage_parses_and_chains_to_the_shipped_file():
     # Each stage starts from the best epoch of the one before, on scenes it never saw.
     for before, after in itertools.pairwise(parsed):
         assert after.init == f"{before.out}/best.safetensors"
-        first = before.first_scene + (before.scenes or 6000)
+        first = before.first_scene + (before.scenes or SYNTHETIC_RECIPE["scenes"])
         assert after.first_scene == first
     last = parsed[-1]
     assert last.export == "src/attnvision/sam/weights/sam_tiny.safetensors"

@@ -234,3 +234,5 @@ def test_locate_text_is_the_locator_map_over_the_image():
     np.testing.assert_allclose(heat, expected.numpy(), atol=1e-6)
     with pytest.raises(UserError, match="non-empty phrase"):
         predictor.locate_text("")
+    with pytest.raises(UserError, match="one phrase"):
+        predictor.locate_text(["the red star", "a ring"])

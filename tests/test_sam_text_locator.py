@@ -91,11 +91,14 @@ def test_a_phrase_alone_is_a_click_at_its_peak_with_its_map_as_the_mask_prompt()
     _, _, expected = predictor.predict_torch(click, ones, mask_input=located,
                                              text_embeddings=text, multimask_output=False)
     torch.testing.assert_close(with_click, expected)
-    # A mask given by the user takes the map's place.
-    mine = torch.zeros(2, 1, 16, 16)
+    # A mask given by the user takes the map's place, and the phrase adds no click to it.
+    mine = torch.randn(2, 1, 16, 16)
     _, _, given_mask = predictor.predict_torch(None, None, mask_input=mine,
                                                text_embeddings=text, multimask_output=False)
-    assert not torch.allclose(given_mask, by_text)
+    sparse, dense = sam.prompt_encoder(None, None, mine, text=text)
+    low, _ = sam.mask_decoder(predictor.features, sam.prompt_encoder.get_dense_pe(), sparse,
+                              dense, multimask_output=False)
+    torch.testing.assert_close(given_mask, low)
 
 
 @settings(max_examples=25, deadline=None)
@@ -107,8 +110,11 @@ def test_peak_click_is_the_centre_of_the_strongest_cell_inside_the_image(h, w, s
     for i in range(3):
         x, y = coords[i, 0].tolist()
         col, row = int((x + 0.5) // 4), int((y + 0.5) // 4)
-        assert (x + 0.5) % 4 == 2 and (y + 0.5) % 4 == 2  # a cell's centre
-        assert row * 4 < h and col * 4 < w  # the cell overlaps the image, not only padding
+        assert 0 <= x <= w - 1 and 0 <= y <= h - 1  # a pixel of the image
+        # The centre of a cell overlapping the image, or the image's border within that cell.
+        assert (x + 0.5) % 4 == 2 or x == w - 1
+        assert (y + 0.5) % 4 == 2 or y == h - 1
+        assert row * 4 < h and col * 4 < w
         inside = located[i, 0, : -(-h // 4), : -(-w // 4)]
         assert located[i, 0, row, col] == inside.max()
 
@@ -160,6 +166,7 @@ def test_encode_once_needs_a_frozen_encoder(tmp_path, capsys):
                  "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "--freeze image_encoder" in err[-1]
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_train_with_encode_once_end_to_end(tmp_path, capsys):
@@ -201,3 +208,45 @@ def test_heat_overlay_glows_where_the_map_is_high():
     assert out.shape == (4, 6, 3)
     assert tuple(out[1, 2]) == (255, 0, 0) and tuple(out[0, 0]) == (60, 60, 60)
     assert tuple(out[3, 5]) == (158, 30, 30)  # halfway between grey 60 and red
+
+
+def test_a_step_without_sizes_takes_every_image_as_whole():
+    sam = small_text_model()
+    data = SceneDataset("train", 64, 2)
+    batch = default_collate([data[i][0] for i in range(2)])
+    del batch["size"]
+    assert torch.isfinite(InteractiveSam(sam, rounds=1)(batch))
+
+
+def test_low_precision_keeps_the_locator_scores_in_float32():
+    sam = small_text_model()
+    emb = torch.randn(1, 256, 4, 4)  # the small model's 64 px input, 16 px patches
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        located = sam.prompt_encoder.locate_text(emb, torch.randn(3, TEXT_DIM))
+    assert located.dtype == torch.float32
+
+
+def test_a_text_model_from_before_the_locator_gets_one_line():
+    from attnvision.errors import UserError
+    from attnvision.sam.checkpoints import load_sam_weights
+
+    sam = small_text_model()
+    old = {k: v for k, v in sam.state_dict().items()
+           if "text_locator" not in k and "text_projection.0." not in k}
+    for new_index, old_index in (("1", "0"), ("3", "2")):  # Linear, GELU, Linear
+        for kind in ("weight", "bias"):
+            key = f"prompt_encoder.text_projection.{new_index}.{kind}"
+            old[key.replace(f".{new_index}.", f".{old_index}.")] = old.pop(key)
+    with pytest.raises(UserError, match="before the text locator") as e:
+        load_sam_weights(small_text_model(), old, "old.safetensors", "sam_tiny")
+    assert "\n" not in str(e.value)
+
+
+def test_encode_once_refuses_what_memory_cannot_hold(tmp_path, capsys, monkeypatch):
+    from attnvision.commands import sam_train
+
+    monkeypatch.setattr(sam_train, "_memory_bytes", lambda: 2**20)  # a 1 MiB machine
+    code = main(["train", "sam", "--freeze", "image_encoder", "--encode-once", "--scenes", "64",
+                 "--epochs", "1", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "GiB of embeddings" in err[-1] and "drop --encode-once" in err[-1]

@@ -183,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prompting rounds per object: the first prompt, then clicks on errors")
     p.add_argument("--encode-once", action="store_true",
                    help="with --freeze image_encoder: encode every training image once, "
-                        "before training, and train on the stored embeddings (several times "
-                        "faster steps; no image augmentation)")
+                        "before training, and train on the stored embeddings (no image "
+                        "augmentation; 9x faster steps for vit_b on a CPU, 1.2x for sam_tiny)")
     p.add_argument("--text", action="store_true",
                    help="also train text prompts on the scenes' descriptions (needs "
                         "attnvision[text]; adds a text projection to an --init model)")

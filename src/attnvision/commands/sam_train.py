@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,6 +105,14 @@ def _model(args: argparse.Namespace) -> tuple[Sam, str, dict[str, Any]]:
     return sam, sam.size_name, build
 
 
+def _memory_bytes() -> int | None:
+    """The machine's physical memory, where the system says (Linux, macOS)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def _check_resumable(out: Path, metadata: dict[str, Any]) -> None:
     """The training loop compares its own settings on resume; these are SAM's."""
     state, info = out / "train_state.pt", out / "model.json"
@@ -139,6 +148,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if not 0 < args.text_share <= 1:
         raise UserError(f"--text-share must be in (0, 1], got {args.text_share}")
     freeze = parse_freeze(args.freeze)
+    if args.encode_once and "image_encoder" not in freeze:
+        raise UserError("--encode-once keeps one embedding per image, which a trained encoder "
+                        "would outdate: add --freeze image_encoder")
     out = ensure_dir(args.out)
     sam, name, build = _model(args)
     train_set, eval_set, described = _datasets(args, sam.img_size)
@@ -150,13 +162,19 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         f"{' (frozen: ' + ', '.join(freeze) + ')' if freeze else ''}; {described}")
     augment = SceneAugment(flips=args.coco is None)
     if args.encode_once:
-        if "image_encoder" not in freeze:
-            raise UserError("--encode-once keeps one embedding per image, which a trained "
-                            "encoder would outdate: add --freeze image_encoder")
+        grid = sam.prompt_encoder.image_embedding_size
+        need = len(train_set) * sam.prompt_encoder.embed_dim * grid[0] * grid[1] * 2  # float16
+        memory = _memory_bytes()
+        if memory is not None and need > memory // 2:
+            raise UserError(f"--encode-once would keep {need / 2**30:.1f} GiB of embeddings in "
+                            f"memory ({len(train_set)} images), more than half of this "
+                            f"machine's {memory / 2**30:.0f} GiB: train on fewer images, or "
+                            "drop --encode-once")
         device = ddp.resolve_device(None)
         sam.image_encoder.to(device)
         train_set = EncodedDataset(train_set, sam.image_encoder, sam.pixel_mean.to(device),
-                                   sam.pixel_std.to(device), progress=not args.quiet)
+                                   sam.pixel_std.to(device), batch_size=batch_size,
+                                   progress=not args.quiet)
         sam.image_encoder.to("cpu")
         augment = None  # an embedding cannot be flipped or recoloured
     net = InteractiveSam(sam, rounds=args.rounds, text_share=args.text_share if args.text else 0)

@@ -54,6 +54,12 @@ def read_sam_weights(path: str | os.PathLike[str], name: str | None
 
 def load_sam_weights(model: nn.Module, sd: dict[str, Tensor], source: str, name: str) -> None:
     """Load into ``model`` with strict=True after a check that names every problem."""
+    first = sd.get("prompt_encoder.text_projection.0.weight")
+    if first is not None and first.ndim == 2:  # a Linear where the LayerNorm now is
+        raise UserError(f"{source} has text prompts saved before the text locator was added, "
+                        "which this version cannot use: train them again with 'attnvision "
+                        "train sam --init FILE --text' from a file without text, or use the "
+                        "shipped sam_tiny")
     problems = key_problems(model.state_dict(), sd)
     if problems:
         raise UserError(f"{source} does not fit SAM {name}: {problems}")

@@ -227,9 +227,12 @@ class SamPredictor:
         """Where a phrase points before the decoder answers: (H, W) probabilities over the
         original image, the text locator's coarse map that a text prompt starts from."""
         self._require_image()
+        if not isinstance(text, str):
+            raise UserError(f"locate_text takes one phrase (a str), got {type(text).__name__}: "
+                            "call it once per phrase")
         vectors = self._phrase_vectors(text)
         with self.model.autocast():
-            low = self.model.prompt_encoder.locate_text(self.features, vectors[:1])
+            low = self.model.prompt_encoder.locate_text(self.features, vectors)
         heat = self.model.postprocess_masks(low.float(), self.input_size, self.original_size)
         return torch.sigmoid(heat)[0, 0].cpu().numpy()
 
@@ -247,7 +250,9 @@ class SamPredictor:
         or K phrases for K prompts; only models trained for text take it (``attnvision
         train sam --text``), and it needs ``pip install 'attnvision[text]'``. Where the phrase
         points (:meth:`locate_text`) becomes the mask prompt, unless ``mask_input`` is given,
-        and a phrase alone also gets a click at the strongest point of that map.
+        and a phrase with no points, box or mask also gets a click at the strongest point of
+        that map. Text prompts are trained for the single mask: pass
+        ``multimask_output=False`` with them.
         """
         self._require_image()
         batched = False

@@ -155,7 +155,8 @@ class PromptEncoder(nn.Module):
         weight = self.no_mask_embed.weight
         logits = self.text_locator(image_embeddings.to(weight.dtype), self.get_dense_pe(),
                                    text.to(weight.dtype))  # (B, 1, H, W)
-        return F.interpolate(logits, self.mask_input_size, mode="bilinear", align_corners=False)
+        return F.interpolate(logits.float(), self.mask_input_size, mode="bilinear",
+                             align_corners=False)
 
     @staticmethod
     def _batch_size(points: tuple[Tensor, Tensor] | None, boxes: Tensor | None,

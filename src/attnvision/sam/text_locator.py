@@ -52,7 +52,10 @@ class TextLocator(nn.Module):
         scale, shift, query = self.text_proj(text.to(x.dtype)).chunk(3, dim=-1)  # (B, C) each
         x = F.gelu(x * (1 + scale[..., None, None]) + shift[..., None, None])
         x = F.gelu(self.mix(x))
-        return (x * query[..., None, None]).sum(1, keepdim=True) / math.sqrt(self.hidden)
+        # The score in float32 even under low-precision autocast: bf16 would round nearby
+        # cells to ties, and the click goes to the strongest one.
+        score = (x.float() * query.float()[..., None, None]).sum(1, keepdim=True)
+        return score / math.sqrt(self.hidden)
 
 
 def cell_coordinates(h: int, w: int, like: Tensor) -> Tensor:
@@ -64,9 +67,11 @@ def cell_coordinates(h: int, w: int, like: Tensor) -> Tensor:
 
 def peak_click(located: Tensor, input_size: tuple[int, int], img_size: int
                ) -> tuple[Tensor, Tensor]:
-    """A positive click at the centre of each map's strongest cell inside the image (not its
-    padding): located (B, 1, L, L) logits over the img_size square, input_size the (h, w) of
-    the image in it -> coords (B, 1, 2) as (x, y) input pixels, labels (B, 1)."""
+    """A positive click at the centre of each map's strongest cell inside the image, not its
+    padding (a border cell's centre is moved onto the image's last row or column).
+
+    located (B, 1, L, L) logits over the img_size square, input_size the (h, w) of the image
+    in it -> coords (B, 1, 2) as (x, y) input pixels, labels (B, 1)."""
     b, _, low, _ = located.shape
     cell = img_size / low
     rows = min(low, math.ceil(input_size[0] / cell))
@@ -74,6 +79,9 @@ def peak_click(located: Tensor, input_size: tuple[int, int], img_size: int
     inside = located[:, 0, :rows, :cols].reshape(b, -1)
     best = inside.argmax(dim=1)
     ys, xs = best // cols, best % cols
-    # Cell centres; the prompt encoder adds the half pixel of a pixel centre back.
-    coords = torch.stack([(xs + 0.5) * cell - 0.5, (ys + 0.5) * cell - 0.5], dim=-1)
+    # Cell centres, kept on the image where a border cell hangs over the padding; the prompt
+    # encoder adds the half pixel of a pixel centre back.
+    x = ((xs + 0.5) * cell - 0.5).clamp(max=input_size[1] - 1)
+    y = ((ys + 0.5) * cell - 0.5).clamp(max=input_size[0] - 1)
+    coords = torch.stack([x, y], dim=-1)
     return coords[:, None].float(), torch.ones(b, 1, dtype=torch.int, device=located.device)

@@ -125,7 +125,8 @@ class InteractiveSam(nn.Module):
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
         masks = inputs["masks"]
         s = masks.shape[-1]
-        size = inputs.get("size", torch.tensor([[s, s]], device=masks.device))
+        size = inputs.get("size", torch.tensor([[s, s]], device=masks.device).expand(
+            masks.shape[0], 2))
         valid = valid_pixels(size, s)  # (B, S, S)
         learns = any(p.requires_grad for p in self.image_encoder.parameters())
         if "embeddings" in inputs:  # encoded once, before training
