@@ -349,7 +349,8 @@
     const id = state.image.id;
     const body = { points: state.points.map((p) => [p.x, p.y]),
                    labels: state.points.map((p) => p.label), box: state.box,
-                   text: state.text, multimask: true, format: "png" };
+                   // Text prompts are trained for the single mask; clicks get SAM's three.
+                   text: state.text, multimask: !state.text, format: "png" };
     let answer;
     const sent = performance.now();
     try {
