@@ -59,8 +59,8 @@ def pick_phrases(b_idx: Tensor, attrs: Tensor, cells: Tensor) -> list[str | None
 def locator_loss(logits: Tensor, targets: Tensor) -> Tensor:
     """Binary cross-entropy + dice of the text locator's map (N, H, W) against the named
     objects' masks (N, H, W): the map must cover the object, not only peak inside it."""
-    bce = F.binary_cross_entropy_with_logits(logits, targets.float(), reduction="none")
-    return bce.flatten(1).mean(1).mean() + dice_loss(logits, targets).mean()
+    bce = F.binary_cross_entropy_with_logits(logits, targets.float())  # every map is H x W
+    return bce + dice_loss(logits, targets).mean()
 
 
 def first_prompts(masks: Tensor, use_box: Tensor) -> tuple[Tensor, Tensor]:
@@ -172,8 +172,8 @@ class InteractiveSam(nn.Module):
         ious = []
         located = {}
         if text is not None:  # the first mask prompt: where the phrase points
-            mask_input = self.prompt_encoder.locate_text(embeddings, text)  # (N, 1, 4g, 4g)
-            up = F.interpolate(mask_input.float(), loss_size, mode="bilinear",
+            mask_input = self.prompt_encoder.locate_text(embeddings, text)  # (N, 1, 4g, 4g) fp32
+            up = F.interpolate(mask_input, loss_size, mode="bilinear",
                                align_corners=False)[:, 0]
             total = total + locator_loss(up, small)
             located = {"iou_located": float(mask_iou(up, small).mean())}

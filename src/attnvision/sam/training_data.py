@@ -198,15 +198,14 @@ class EncodedDataset(Dataset):
     is most of a training step's time: on a 2-core CPU a vit_b step runs 9x faster on stored
     embeddings, a sam_tiny step 1.2x (``benchmarks/encode_once.py``). The price: no image
     augmentation, since an embedding cannot be flipped or recoloured, and the embeddings in
-    memory (vit_b: 2 MB an image). Embeddings are
-    kept in float16 and masks as packed bits (a sam_tiny scene: 128 KB + 48 KB).
+    memory (vit_b: 2 MB an image). Embeddings are kept in float16 and masks as packed bits
+    (a sam_tiny scene: 128 KB + 48 KB).
     """
 
     def __init__(self, dataset: Dataset, image_encoder: torch.nn.Module, pixel_mean: Tensor,
                  pixel_std: Tensor, batch_size: int = 16, progress: bool = True) -> None:
         from tqdm import tqdm
 
-        self.dataset = dataset
         self.embeddings: list[Tensor] = []
         self.examples: list[dict[str, Tensor | np.ndarray]] = []
         device = pixel_mean.device
@@ -224,7 +223,7 @@ class EncodedDataset(Dataset):
                 rest = {k: v for k, v in example.items() if k not in ("image", "masks")}
                 self.examples.append({**rest, "packed": np.packbits(masks),
                                       "mask_shape": np.array(masks.shape)})
-                self.embeddings.append(embedding.clone())
+                self.embeddings.append(embedding)  # a view of this batch's own new tensor
             bar.update(len(batch))
         bar.close()
 
