@@ -90,5 +90,32 @@ def test_varied_scenes_have_larger_objects_and_standard_ones_stay_the_same():
                             for o in make_scene(s, "train", style=style).objects])
             for style in ("standard", "varied")}
     assert area["varied"] > 1.5 * area["standard"]
-    with pytest.raises(UserError, match="scene style must be one of standard, varied"):
+    with pytest.raises(UserError, match="must be one of standard, varied, repeated, mixed"):
         make_scene(0, "train", style="wild")
+
+
+def test_mixed_scenes_are_drawn_from_both_styles_by_seed():
+    from attnvision.data.scenes import make_scene
+
+    def large(style: str) -> int:
+        """Scenes with an object too large for the standard style (radius <= 0.22 of the side,
+        so at most 0.16 of the image)."""
+        return sum(any(o.mask.mean() > 0.16 for o in make_scene(s, "train", size=64,
+                                                                   style=style).objects)
+                   for s in range(60))
+
+    assert large("standard") == 0
+    assert 0 < large("mixed") < large("varied")
+    again = make_scene(5, "train", size=64, style="mixed")
+    assert np.array_equal(again.image, make_scene(5, "train", size=64, style="mixed").image)
+
+
+def test_repeated_scenes_hold_look_alike_objects_apart():
+    from attnvision.data.scenes import make_scene
+
+    scenes = [make_scene(s, "train", size=128, style="repeated") for s in range(10)]
+    for scene in scenes:
+        assert len({(o.shape, o.colour, o.textured) for o in scene.objects}) == 1
+    assert np.mean([len(s.objects) for s in scenes]) >= 5
+    # Placed apart: later objects hide almost nothing of earlier ones.
+    assert np.median([o.visible for s in scenes for o in s.objects]) > 0.97

@@ -175,40 +175,78 @@ def _size(area: int, image_area: int) -> str:
 class SceneStyle:
     radius: tuple[float, float] = (0.07, 0.22)  # object radius, as a share of the image side
     texture: float = 0.45  # how deep a texture's shade goes: colour x (1 - t + t x shade)
+    # Instances of one kind: every object shares one shape, colour and texture photo, and
+    # objects are placed apart. Nothing but its outline separates one from the next, which
+    # a model that answers "all pixels like the clicked one" gets wrong (coins, cells).
+    repeated: bool = False
+    count: tuple[int, int] | None = None  # objects per scene, if not the caller's n_objects
 
 
-# "standard": the scenes every figure is measured on. "varied": objects up to 0.45 of the
-# side and textures twice as deep, closer to photos (a horse filling the frame, embossed coins).
-STYLES = {"standard": SceneStyle(), "varied": SceneStyle(radius=(0.07, 0.45), texture=0.9)}
+# "standard": the scenes every figure is measured on. "varied": objects from 0.05 to 0.45 of
+# the side and textures twice as deep, closer to photos (a horse filling the frame).
+# "repeated": 5 to 14 small look-alike objects apart from each other (a tray of coins).
+# "mixed": each scene one of the three (0.4 / 0.3 / 0.3), by its seed, so a model learns the
+# photo-like scenes without forgetting the standard ones.
+STYLES = {"standard": SceneStyle(),
+          "varied": SceneStyle(radius=(0.05, 0.45), texture=0.9),
+          "repeated": SceneStyle(radius=(0.04, 0.12), texture=0.9, repeated=True,
+                                 count=(5, 14))}
+MIXED = {"standard": 0.4, "varied": 0.3, "repeated": 0.3}
+STYLE_NAMES = (*STYLES, "mixed")
+PLACING_TRIES = 30  # a repeated object that overlaps its neighbours is moved, this often
+
+
+def _placed_apart(shape: str, size: int, rng: np.random.Generator, style: SceneStyle,
+                  covered: np.ndarray) -> np.ndarray:
+    """A mask that overlaps what is already ``covered`` by at most 3 % of itself, or the
+    last try's mask (the scene is full)."""
+    for _ in range(PLACING_TRIES):
+        mask = _shape_mask(shape, size, rng, style.radius)
+        if (mask & covered).sum() <= 0.03 * mask.sum():
+            break
+    return mask
 
 
 def make_scene(seed: int, split: str = "train", size: int = 256,
                n_objects: tuple[int, int] = (2, 6), style: str = "standard") -> Scene:
     """The scene of ``seed`` in ``split`` ("train" or "test"): (size, size) pixels with
     between n_objects[0] and n_objects[1] objects (fewer if occlusion hides some), drawn in
-    one of the :data:`STYLES`."""
+    one of the :data:`STYLES`, or "mixed" (each scene one of them, drawn by :data:`MIXED`)."""
     if split not in PHOTOS:
         raise UserError(f"split must be 'train' or 'test', got {split!r}")
-    if style not in STYLES:
-        raise UserError(f"scene style must be one of {', '.join(STYLES)}, got {style!r}")
-    style = STYLES[style]
+    if style not in STYLE_NAMES:
+        raise UserError(f"scene style must be one of {', '.join(STYLE_NAMES)}, got {style!r}")
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+    if style == "mixed":  # drawn only here: the other styles keep their pixels
+        style = str(rng.choice(list(MIXED), p=list(MIXED.values())))
+    style = STYLES[style]
     photos = PHOTOS[split]
     backgrounds, textures = photos["backgrounds"], photos["textures"]
     image = _crop(_photo(backgrounds[int(rng.integers(len(backgrounds)))]), size, rng)
     image = image.astype(np.float32)
 
+    def draw(options: tuple, value: str | None) -> str:
+        return value if style.repeated and value is not None else options[
+            int(rng.integers(len(options)))]
+
+    shape = colour = texture_name = None  # the one kind of a repeated scene, once drawn
+    textured_kind = bool(rng.random() < 0.7) if style.repeated else None
+    count = style.count or n_objects
     painted: list[tuple[str, str, bool, np.ndarray]] = []
-    for _ in range(int(rng.integers(n_objects[0], n_objects[1] + 1))):
-        shape = SHAPES[int(rng.integers(len(SHAPES)))]
-        colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
-        mask = _shape_mask(shape, size, rng, style.radius)
+    covered = np.zeros((size, size), bool)
+    for _ in range(int(rng.integers(count[0], count[1] + 1))):
+        shape = draw(SHAPES, shape)
+        colour = draw(tuple(COLOURS), colour)
+        mask = (_placed_apart(shape, size, rng, style, covered) if style.repeated
+                else _shape_mask(shape, size, rng, style.radius))
         if not mask.any():
             continue
+        covered |= mask
         fill = np.broadcast_to(np.array(COLOURS[colour], np.float32), image.shape)
-        textured = bool(rng.random() < 0.5)
+        textured = textured_kind if style.repeated else bool(rng.random() < 0.5)
         if textured:  # the photo's light and shade, in the object's colour
-            texture = _crop(_photo(textures[int(rng.integers(len(textures)))]), size, rng)
+            texture_name = draw(textures, texture_name)
+            texture = _crop(_photo(texture_name), size, rng)
             shade = texture.mean(axis=2, keepdims=True) / 255.0
             fill = fill * (1 - style.texture + style.texture * shade)
         image[mask] = fill[mask]
