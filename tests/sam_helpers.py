@@ -13,8 +13,8 @@ SMALL = {"img_size": 256, "embed_dim": 64, "depth": 2, "num_heads": 2,
          "global_attn_indexes": [1], "window_size": 4}
 
 
-def small_sam_checkpoint(path: Path, adjust: Callable[[Sam], None] | None = None) -> Path:
-    """Seeded weights perturbed off their initial values, then ``adjust``ed, saved at ``path``."""
+def small_sam(adjust: Callable[[Sam], None] | None = None) -> Sam:
+    """The small SAM with seeded weights perturbed off their initial values, then ``adjust``ed."""
     build = dict(SMALL)
     img_size = build.pop("img_size")
     torch.manual_seed(0)
@@ -25,4 +25,9 @@ def small_sam_checkpoint(path: Path, adjust: Callable[[Sam], None] | None = None
             t.add_(torch.randn_like(t) * 0.05)
         if adjust is not None:
             adjust(model)
-    return save_sam(model, path, "vit_b", build=SMALL)
+    return model
+
+
+def small_sam_checkpoint(path: Path, adjust: Callable[[Sam], None] | None = None) -> Path:
+    """:func:`small_sam`, saved at ``path`` in our format."""
+    return save_sam(small_sam(adjust), path, "vit_b", build=SMALL)

@@ -46,12 +46,35 @@ def test_segment_writes_masks_overlay_and_json(checkpoint, image, tmp_path, caps
     assert not list(out.glob(".*tmp"))
 
 
+def test_zoom_gives_the_windowed_mask_with_and_without_the_cache(checkpoint, image, tmp_path,
+                                                                 capsys):
+    from attnvision.sam import SamPredictor, build_sam
+    from attnvision.sam.zoom import predict_zoomed
+
+    predictor = SamPredictor(build_sam(None, checkpoint))
+    predictor.set_image(np.asarray(Image.open(image)))
+    expected, _, window = predict_zoomed(predictor, np.array([90, 40, 130, 80]))
+    assert 0 < expected.sum() < expected.size
+    for run in ("computed", "cache"):
+        out = tmp_path / run
+        code = main(["segment", str(image), "--checkpoint", str(checkpoint), "--box",
+                     "90,40,130,80", "--zoom", "--cache-dir", str(tmp_path / "cache"),
+                     "--out", str(out), "--json", "--quiet"])
+        result = json.loads(capsys.readouterr().out)
+        assert code == 0 and result["embedding"] == run
+        assert result["zoom_window"] == list(window)
+        with Image.open(result["masks"][0]["file"]) as mask:
+            assert np.array_equal(np.asarray(mask) > 0, expected)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--point", "250,60"], "outside the 200x120 image"),
     (["--point", "abc"], "is not X,Y or X,Y,LABEL"),
     (["--box", "150,20,40,100"], "x1 < x0"),
     ([], "give a prompt"),
     (["--point", "10,10", "--model", "vit_l"], "holds SAM vit_b weights, not vit_l"),
+    (["--point", "10,10", "--zoom"], "--zoom re-segments a box"),
+    (["--box", "40,20,160,100", "--multimask", "--zoom"], "--zoom re-segments a box"),
 ])
 def test_bad_prompts_and_models_exit_2_and_write_nothing(checkpoint, image, tmp_path, capsys,
                                                          args, message):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sam_helpers import small_sam
 
 from attnvision.errors import UserError
 from attnvision.sam import SamPredictor, build_sam
@@ -11,13 +12,7 @@ from attnvision.sam import SamPredictor, build_sam
 
 @pytest.fixture(scope="module")
 def predictor():
-    torch.manual_seed(0)
-    model = build_sam("vit_b", img_size=256, embed_dim=64, depth=2, num_heads=2,
-                      global_attn_indexes=(1,), window_size=4)
-    with torch.no_grad():
-        for t in model.parameters():
-            t.add_(torch.randn_like(t) * 0.05)
-    return SamPredictor(model)
+    return SamPredictor(small_sam())
 
 
 RGB = np.random.default_rng(0).integers(0, 256, (90, 150, 3), dtype=np.uint8)

@@ -21,6 +21,8 @@ MIN_POINT, MIN_BOX, MIN_COINS = 0.69, 0.74, 0.22
 # 79 % of phrases; with a phrase and a click 0.737 against 0.722 for the click alone. A model
 # whose decoder ignores the phrase (the earlier text stages) scores under 0.05.
 MIN_TEXT, MIN_TEXT_RIGHT = 0.65, 0.72
+# Zooming in on the box: the shipped file goes from 0.769 to 0.858 on these scenes.
+ZOOM_GAIN = 0.03
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +40,9 @@ def test_the_shipped_file_is_small_and_describes_itself(sam):
 
 
 def test_held_out_scenes_and_photos(sam):
-    scenes = synthetic_miou(sam, scenes=12, first=2000, modes=("point", "box"))
+    scenes = synthetic_miou(sam, scenes=12, first=2000, modes=("point", "box", "box_zoom"))
     assert scenes["miou_point"] >= MIN_POINT and scenes["miou_box"] >= MIN_BOX
+    assert scenes["miou_box_zoom"] >= scenes["miou_box"] + ZOOM_GAIN
     photos = photo_ious(sam)
     assert photos["coins"] == 24 and photos["coins_miou"] >= MIN_COINS
 
@@ -51,6 +54,20 @@ def test_text_prompts_find_the_named_object(sam):
     text = text_miou(sam, scenes=12, first=2000)
     assert text["miou_text"] >= MIN_TEXT and text["text_right"] >= MIN_TEXT_RIGHT
     assert text["miou_text_point"] > text["miou_point"]  # the phrase helps the click
+
+
+def test_eval_reports_every_prompt_and_draws_its_pictures(tmp_path, capsys):
+    code = main(["eval", "sam", "--scenes", "2", "--first", "2000", "--out", str(tmp_path),
+                 "--json", "--quiet"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["checkpoint"] == "shipped sam_tiny"
+    synthetic = result["synthetic_test"]
+    assert {f"miou_{m}" for m in ("point", "points3", "box", "box_zoom")} <= set(synthetic)
+    assert all(0 <= synthetic[f"miou_{m}"] <= 1 for m in ("point", "box", "box_zoom"))
+    assert result["photos"]["coins"] == 24
+    for path in result["files"].values():
+        with Image.open(path) as picture:
+            assert picture.width > 256 and picture.height > 256
 
 
 def test_segment_works_without_a_checkpoint(tmp_path, capsys):

@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--point", action="append", metavar="X,Y[,LABEL]",
                    help="a point in pixels; LABEL 1 = object (default), 0 = background")
     p.add_argument("--box", metavar="X0,Y0,X1,Y1", help="a box around the object, in pixels")
+    p.add_argument("--zoom", action="store_true",
+                   help="with --box alone: segment again in a window around the box at the "
+                        "model's full resolution (sharper small objects; one more encoding)")
     p.add_argument("--text", metavar="PHRASE",
                    help="name the object, e.g. 'the red star' (models trained with 'train sam "
                         "--text'; needs attnvision[text])")

@@ -74,6 +74,7 @@ def segment(args: argparse.Namespace) -> dict[str, Any]:
     from attnvision.sam import SamPredictor
     from attnvision.sam.embedding_cache import EmbeddingCache
     from attnvision.sam.predictor import check_boxes, check_points
+    from attnvision.sam.zoom import predict_zoomed
     from attnvision.viz.overlays import mask_overlay, save_png
 
     points = [parse_point(p) for p in args.point or []]
@@ -84,6 +85,9 @@ def segment(args: argparse.Namespace) -> dict[str, Any]:
     if not points and box is None and text is None:
         raise UserError("give a prompt: --point X,Y[,LABEL] (repeatable), --box X0,Y0,X1,Y1 "
                         "and/or --text PHRASE")
+    if args.zoom and (box is None or points or text is not None or args.multimask):
+        raise UserError("--zoom re-segments a box: give --box alone (no --point, --text or "
+                        "--multimask)")
     image = load_image(args.image)
     size = image.shape[:2]
     coords = np.array([p[:2] for p in points], dtype=float) if points else None
@@ -107,8 +111,13 @@ def segment(args: argparse.Namespace) -> dict[str, Any]:
         embedding = "cache" if cached else "computed"
         print(f"attnvision segment: {'embedding from the cache for' if cached else 'embedded'}"
               f" {args.image} ({size[1]}x{size[0]}; cache: {cache.directory})", file=sys.stderr)
-    masks, scores, _ = predictor.predict(point_coords=coords, point_labels=labels, box=box,
-                                         multimask_output=args.multimask, text=text)
+    if args.zoom:
+        mask, score, window = predict_zoomed(predictor, box)
+        masks, scores = mask[None], np.array([score])
+    else:
+        masks, scores, _ = predictor.predict(point_coords=coords, point_labels=labels,
+                                             box=box, multimask_output=args.multimask,
+                                             text=text)
     order = np.argsort(-scores)
     stem = Path(args.image).stem
     records = []
@@ -121,6 +130,7 @@ def segment(args: argparse.Namespace) -> dict[str, Any]:
     result = {"command": "segment", "image": args.image, "size": [int(size[1]), int(size[0])],
               "prompts": {"points": [list(p) for p in points],
                           "box": None if box is None else box.tolist(), "text": text},
+              "zoom_window": list(window) if args.zoom else None,
               "precision": args.precision, "embedding": embedding,
               "masks": records, "overlay": str(overlay)}
     result["json"] = str(write_json(out / f"{stem}_masks.json", result))

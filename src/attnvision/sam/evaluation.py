@@ -8,7 +8,9 @@ would: the pixel of the object farthest from its boundary.
 - ``points3``: that click, then two more, each at the interior-most pixel of the larger error
   (missed object: positive; spill-over: negative), with the previous low-res logits fed back
   and the single-mask output, as an interactive session goes;
-- ``box``: the object's tight box, single-mask output.
+- ``box``: the object's tight box, single-mask output;
+- ``box_zoom``: the same box, segmented again in a window around it at the model's full
+  resolution (:mod:`attnvision.sam.zoom`; one more encoding per box).
 
 Real photos (scikit-image, offline): ``coins``, a click at the centre of each coin, against
 the coin's mask from a threshold-and-label ground truth (Sobel edges flooded from markers
@@ -29,8 +31,9 @@ from attnvision.errors import UserError
 from attnvision.sam.masks import masks_to_boxes
 from attnvision.sam.model import Sam
 from attnvision.sam.predictor import SamPredictor
+from attnvision.sam.zoom import predict_zoomed
 
-MODES = ("point", "points3", "box")
+MODES = ("point", "points3", "box", "box_zoom")
 
 
 def _ndimage():
@@ -79,6 +82,9 @@ def segment_object(predictor: SamPredictor, truth: np.ndarray, mode: str) -> Ans
     if mode == "box":
         masks, _, _ = predictor.predict(box=tight_box(truth), multimask_output=False)
         return Answer(masks[0], iou(masks[0], truth))
+    if mode == "box_zoom":
+        mask, _, _ = predict_zoomed(predictor, tight_box(truth))
+        return Answer(mask, iou(mask, truth))
     point = np.array([interior_point(truth)], dtype=float)
     mask, low = segment_click(predictor, point[0], with_logits=True)
     if mode == "point":

@@ -107,6 +107,7 @@ class SamPredictor:
 
     def reset_image(self) -> None:
         self.is_image_set = False
+        self.image: np.ndarray | None = None  # the RGB image of set_image, for zooming in
         self.features: Tensor | None = None
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
@@ -122,6 +123,7 @@ class SamPredictor:
         resized = self.transform.apply_image(image)
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
         self.set_torch_image(x, image.shape[:2])
+        self.image = image
 
     @torch.no_grad()
     def set_torch_image(self, transformed_image: Tensor, original_image_size: tuple[int, ...]

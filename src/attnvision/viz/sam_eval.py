@@ -40,9 +40,12 @@ def _grid(tiles: list[Image.Image], columns: int) -> Image.Image:
     return sheet
 
 
+LABELS = {"point": "1 click", "box": "box", "box_zoom": "box, zoomed in"}
+
+
 def synthetic_sheet(sam: Sam, path: str | os.PathLike[str], scenes: int = 4) -> Path:
     """Test scenes, one row each: the ground truth, then every object's mask from one click,
-    then from its box, with the IoU of each."""
+    from its box, and from its box zoomed in on, with the mIoU of each."""
     from attnvision.data.scenes import make_scene
 
     predictor = SamPredictor(sam)
@@ -52,7 +55,7 @@ def synthetic_sheet(sam: Sam, path: str | os.PathLike[str], scenes: int = 4) -> 
         predictor.set_image(scene.image)
         truth = [o.mask for o in scene.objects]
         tiles.append(_caption(mask_overlay(scene.image, truth), "ground truth"))
-        for mode in ("point", "box"):
+        for mode in ("point", "box", "box_zoom"):
             answers = [segment_object(predictor, m, mode) for m in truth]
             prompts = {"points": np.array([interior_point(m) for m in truth]),
                        "labels": np.ones(len(truth))} if mode == "point" else {
@@ -60,9 +63,8 @@ def synthetic_sheet(sam: Sam, path: str | os.PathLike[str], scenes: int = 4) -> 
             mean = np.mean([a.iou for a in answers])
             tiles.append(_caption(mask_overlay(scene.image, [a.mask for a in answers],
                                                **prompts),
-                                  f"{'1 click' if mode == 'point' else 'box'} each: "
-                                  f"mIoU {mean:.2f}"))
-    return save_png(_grid(tiles, 3), path)
+                                  f"{LABELS[mode]} each: mIoU {mean:.2f}"))
+    return save_png(_grid(tiles, 4), path)
 
 
 def photo_sheet(sam: Sam, path: str | os.PathLike[str]) -> Path:
