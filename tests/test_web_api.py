@@ -127,6 +127,23 @@ def test_negative_point_and_box_change_the_mask(served):
             assert not np.array_equal(masks[i], masks[j]), (i, j)
 
 
+def test_zoom_gives_the_libraries_windowed_mask(served, scene):
+    from attnvision.sam import SamPredictor
+    from attnvision.sam.zoom import predict_zoomed
+
+    client, image_id, app = served
+    box = [90, 40, 130, 80]
+    body = predict(client, image_id, box=box, multimask=False, zoom=True).json()
+    assert len(body["masks"]) == 1 and body["decoder_ms"] > 0
+    predictor = SamPredictor(app.state.engine.sam)
+    predictor.set_image(np.asarray(Image.open(scene)))
+    expected, score, _ = predict_zoomed(predictor, np.array(box))
+    assert np.array_equal(png_mask(body["masks"][0]["png"]), expected)
+    assert body["masks"][0]["score"] == pytest.approx(score, abs=1e-5)
+    plain = predict(client, image_id, box=box, multimask=False).json()
+    assert not np.array_equal(png_mask(plain["masks"][0]["png"]), expected)
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
 def test_single_mask_and_rle_output(served):
     client, image_id, _ = served
@@ -297,6 +314,9 @@ def test_upload_limits_in_bytes_and_pixels(tmp_path, checkpoint, scene):
     ({"points": [[10, 10]] * 65, "labels": [1] * 65}, 422, "at most 64"),
     ({"points": [[10, 10]], "labels": [1], "colour": "red"}, 422, "colour"),
     ({"points": [[10, 10]], "labels": [1], "format": "jpeg"}, 422, "format"),
+    ({"box": [50, 30, 150, 90], "zoom": True}, 400, "zoom re-segments a box"),
+    ({"points": [[10, 10]], "labels": [1], "multimask": False, "zoom": True}, 400,
+     "send a box alone"),
 ])
 def test_bad_prompts_get_a_clear_4xx(served, body, status, message):
     client, image_id, _ = served

@@ -39,6 +39,7 @@ from attnvision.sam import Sam, SamAutomaticMaskGenerator, SamPredictor
 from attnvision.sam.embedding_cache import EmbeddingCache
 from attnvision.sam.predictor import ImageLike, as_rgb_uint8, model_fingerprint
 from attnvision.sam.pretrained import SHIPPED, everything_thresholds
+from attnvision.sam.zoom import predict_zoomed
 from attnvision.web.embeddings import Embedding, EmbeddingLRU
 from attnvision.web.errors import ApiError
 from attnvision.web.model import NO_MODEL, LoadedModel
@@ -243,19 +244,24 @@ class Segmenter:
 
     def predict(self, image_id: str, points: list[tuple[float, float]], labels: list[int],
                 box: tuple[float, float, float, float] | None = None,
-                multimask: bool = True, text: str | None = None) -> Prediction:
+                multimask: bool = True, text: str | None = None, zoom: bool = False
+                ) -> Prediction:
         """Masks for points (x, y in image pixels; label 1 object, 0 background), a box
-        (x0, y0, x1, y1) and/or a phrase naming the object. Prompts that do not fit the image,
-        and a phrase for a model without text, raise ``UserError`` (a 400)."""
+        (x0, y0, x1, y1) and/or a phrase naming the object; ``zoom``: a box alone, segmented
+        again in a window around it (:mod:`attnvision.sam.zoom`). Prompts that do not fit the
+        image, and a phrase for a model without text, raise ``UserError`` (a 400)."""
         if not points and box is None and text is None:
             raise ApiError(400, "give a prompt: at least one point, a box or a text phrase")
+        if zoom and (box is None or points or text is not None or multimask):
+            raise ApiError(400, "zoom re-segments a box: send a box alone, with multimask "
+                                "false")
         if len(points) != len(labels):
             raise ApiError(400, f"{len(points)} points but {len(labels)} labels: give one "
                                 "label per point (1 = object, 0 = background)")
         sam = self._require_model()
         if text is not None:  # before the embedding: no 409 for a prompt that cannot work
             sam.prompt_encoder.require_text()
-        _, emb = self.embedding(image_id)
+        image, emb = self.embedding(image_id)
         predictor = SamPredictor(sam)
         predictor.set_image_embedding(emb.features, emb.original_size, emb.input_size,
                                       context=emb.context)
@@ -265,6 +271,10 @@ class Segmenter:
 
         def decode() -> Prediction:  # a new phrase's sentence encoding runs here too
             start = time.perf_counter()
+            if zoom:  # the window's encoding is part of the answer's time
+                predictor.image = self.store.pixels(image)
+                mask, score, _ = predict_zoomed(predictor, box_np)
+                return Prediction(mask[None], np.array([score]), time.perf_counter() - start)
             masks, scores, _ = predictor.predict(point_coords=coords, point_labels=point_labels,
                                                  box=box_np, multimask_output=multimask,
                                                  text=text)

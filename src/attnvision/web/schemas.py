@@ -40,6 +40,9 @@ class Prompt(Strict):
 
 class PredictRequest(Prompt):
     multimask: bool = Field(True, description="three ambiguous masks (True) or one (False)")
+    zoom: bool = Field(False, description="with a box alone and multimask false: segment "
+                       "again in a window around the box at the model's full resolution "
+                       "(sharper small objects; one more image encoding)")
     format: Literal["png", "rle", "both"] = Field(
         "png", description="masks as base64 PNG (grayscale, 255 inside), COCO RLE, or both")
 
@@ -58,7 +61,8 @@ class PredictResponse(BaseModel):
     masks: list[MaskOut]
     best: int = Field(description="index of the mask with the highest score")
     decoder_ms: float = Field(description="time in the mask decoder (and, for a phrase not "
-                                          "seen before, the sentence encoder)")
+                                          "seen before, the sentence encoder; with zoom, "
+                                          "the window's encoding)")
 
 
 class ImageInfo(BaseModel):

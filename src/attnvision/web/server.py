@@ -231,7 +231,7 @@ def create_app(config: ServerConfig, model: LoadedModel) -> FastAPI:
               summary="Masks from points, a box and/or a text phrase")
     def predict(image_id: str, body: PredictRequest) -> dict[str, Any]:
         p = engine.predict(image_id, [tuple(pt) for pt in body.points], list(body.labels),
-                           body.box, body.multimask, body.text)
+                           body.box, body.multimask, body.text, zoom=body.zoom)
         masks = []
         for mask, score in zip(p.masks, p.scores, strict=True):
             out: dict[str, Any] = {"score": round(float(score), 6), "area": int(mask.sum()),
