@@ -43,7 +43,7 @@ def test_a_box_around_the_whole_image_gives_the_plain_mask(predictor):
 
 def test_a_small_box_is_segmented_in_its_window_alone(predictor):
     box = np.array([60, 30, 75, 40])
-    logits, _, (x0, y0, x1, y1) = predict_zoomed(predictor, box, return_logits=True)
+    logits, _, (x0, y0, x1, y1) = predict_zoomed(predictor, box, 0.5, return_logits=True)
     assert (x0, y0, x1, y1) == (52, 20, 83, 50)  # twice the 15 px side, centred, to a pixel
     inside = np.zeros(logits.shape, bool)
     inside[y0:y1, x0:x1] = True
@@ -54,7 +54,7 @@ def test_a_small_box_is_segmented_in_its_window_alone(predictor):
     expected, _, _ = crop.predict(box=box - [x0, y0, x0, y0], multimask_output=False,
                                   return_logits=True)
     np.testing.assert_allclose(logits[inside].reshape(y1 - y0, x1 - x0), expected[0])
-    mask, _, _ = predict_zoomed(predictor, box)
+    mask, _, _ = predict_zoomed(predictor, box, 0.5)
     assert np.array_equal(mask, logits > predictor.model.mask_threshold)
 
 

@@ -22,7 +22,7 @@ from attnvision.sam.predictor import SamPredictor, check_boxes
 # Chosen on test scenes 0-63 (the scenes training picks its best epoch on), not on the
 # scenes the figures are reported on: a tighter window shows the model objects larger than
 # any it was trained on, a wider one gives back the resolution zooming is for.
-ZOOM_MARGIN = 0.5
+ZOOM_MARGIN = 0.75
 
 
 def zoom_window(box: np.ndarray, size: tuple[int, int], margin: float = ZOOM_MARGIN
