@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The shipped sam_tiny (src/attnvision/sam/weights/sam_tiny.safetensors), from nothing, in one
-# command: bash recipes/sam_tiny.sh [RUNS_DIR]. About 4 hours on a 2-core CPU, minutes on a
+# command: bash recipes/sam_tiny.sh [RUNS_DIR]. About 5 hours on a 2-core CPU, minutes on a
 # GPU. Each stage resumes where it stopped if run again; figures: benchmarks/RESULTS.md.
 set -euo pipefail
 runs=$(realpath -m "${1:-runs}")
@@ -13,8 +13,18 @@ attnvision train sam --amp bf16 --seed 0 --out "$runs/sam_tiny"
 attnvision train sam --init "$runs/sam_tiny/best.safetensors" --first-scene 6000 --lr 3e-4 \
     --amp bf16 --seed 1 --out "$runs/sam_tiny_stage2"
 # 3. Text prompts (and more points and boxes) on scenes 12000-15999, the encoder frozen and
-#    each image encoded once; its best epoch, in float16, is the shipped file.
+#    each image encoded once.
 attnvision train sam --init "$runs/sam_tiny_stage2/best.safetensors" --freeze image_encoder \
     --encode-once --text --text-share 0.5 --scenes 4000 --first-scene 12000 --batch-size 16 \
-    --epochs 8 --lr 5e-4 --seed 3 --out "$runs/sam_tiny_stage3" \
-    --export src/attnvision/sam/weights/sam_tiny.safetensors
+    --epochs 8 --lr 5e-4 --seed 3 --out "$runs/sam_tiny_stage3"
+# 4. Everything trained again on scenes 16000-21999 in the mixed style (standard scenes,
+#    photo-like ones with large objects and deep textures, trays of look-alike objects), a
+#    third of the steps prompted by phrases.
+attnvision train sam --init "$runs/sam_tiny_stage3/best.safetensors" --text --text-share 0.3 \
+    --scene-style mixed --scenes 6000 --first-scene 16000 --epochs 4 --lr 2e-4 \
+    --warmup-epochs 0.25 --amp bf16 --seed 4 --out "$runs/sam_tiny_stage4"
+# 5. One short epoch back on standard scenes (22000-24999) at a low lr; its weights, in
+#    float16, are the shipped file.
+attnvision train sam --init "$runs/sam_tiny_stage4/best.safetensors" --text --text-share 0.3 \
+    --scenes 3000 --first-scene 22000 --epochs 1 --lr 1e-4 --warmup-epochs 0.1 --amp bf16 \
+    --seed 5 --out "$runs/sam_tiny_stage5" --export src/attnvision/sam/weights/sam_tiny.safetensors
