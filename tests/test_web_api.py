@@ -142,6 +142,15 @@ def test_zoom_gives_the_libraries_windowed_mask(served, scene):
     assert body["masks"][0]["score"] == pytest.approx(score, abs=1e-5)
     plain = predict(client, image_id, box=box, multimask=False).json()
     assert not np.array_equal(png_mask(plain["masks"][0]["png"]), expected)
+    # A kept zoomed-in object is exported with the same mask, and its prompt says zoom.
+    doc = client.post(f"/api/images/{image_id}/coco", json={
+        "objects": [{"box": box, "zoom": True}], "everything": False}).json()
+    (annotation,) = doc["annotations"]
+    assert annotation["prompt"]["zoom"] is True
+    assert np.array_equal(rle_to_mask(annotation["segmentation"]), expected)
+    bad = client.post(f"/api/images/{image_id}/coco", json={
+        "objects": [{"box": box, "zoom": True, "candidate": 1}]})
+    assert bad.status_code == 400 and "candidate must be 0" in bad.json()["detail"]
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")

@@ -81,6 +81,16 @@ def state(page, expression: str):
     return page.evaluate(f"window.attnvision.state.{expression}")
 
 
+def drag_box(page, x0, y0, x1, y1) -> None:
+    box = page.locator("[data-testid=image-canvas]").bounding_box()
+    sx, sy = box["width"] / W, box["height"] / H
+    page.mouse.move(box["x"] + x0 * sx, box["y"] + y0 * sy)
+    page.mouse.down()
+    page.mouse.move(box["x"] + (x0 + x1) / 2 * sx, box["y"] + (y0 + y1) / 2 * sy, steps=5)
+    page.mouse.move(box["x"] + x1 * sx, box["y"] + y1 * sy, steps=5)
+    page.mouse.up()
+
+
 def test_click_to_segment_pick_a_candidate_and_download(server, page, tmp_path):
     url, coffee = server
     open_image(page, url, coffee)
@@ -135,13 +145,7 @@ def test_negative_points_boxes_shortcuts_everything_and_coco(server, page, tmp_p
     assert [p["label"] for p in state(page, "points")] == [1, 0]
     assert page.locator("#prompt-layer circle.neg").count() == 1
 
-    box = page.locator("[data-testid=image-canvas]").bounding_box()
-    sx, sy = box["width"] / W, box["height"] / H
-    page.mouse.move(box["x"] + 200 * sx, box["y"] + 100 * sy)
-    page.mouse.down()
-    page.mouse.move(box["x"] + 300 * sx, box["y"] + 200 * sy, steps=5)
-    page.mouse.move(box["x"] + 420 * sx, box["y"] + 320 * sy, steps=5)
-    page.mouse.up()
+    drag_box(page, 200, 100, 420, 320)
     until(page, IDLE + " && window.attnvision.state.box !== null")
     x0, y0, x1, y1 = state(page, "box")
     assert abs(x0 - 200) < 2 and abs(y0 - 100) < 2 and abs(x1 - 420) < 2 and abs(y1 - 320) < 2
@@ -186,6 +190,25 @@ def test_negative_points_boxes_shortcuts_everything_and_coco(server, page, tmp_p
     until(page, "document.querySelector('[data-testid=status]').dataset.state "
                            "=== 'ready'")
     assert "coffee.png" in page.text_content("#image-name")
+
+
+def test_zoom_in_on_a_box_gives_one_sharper_mask_and_is_exported(server, page, tmp_path):
+    url, coffee = server
+    open_image(page, url, coffee)
+    drag_box(page, 200, 100, 320, 220)
+    until(page, IDLE + " && window.attnvision.state.result !== null")
+    assert state(page, "result.masks.length") == 3 and not state(page, "resultZoom")
+    page.check("[data-testid=zoom-box]")  # the same box, asked again zoomed in
+    until(page, IDLE + " && window.attnvision.state.resultZoom === true")
+    assert state(page, "result.masks.length") == 1
+    page.keyboard.press("k")
+    until(page, IDLE + " && window.attnvision.state.kept.length === 1")
+    with page.expect_download() as download:
+        page.keyboard.press("j")
+    saved = tmp_path / "coco.json"
+    download.value.save_as(saved)
+    (annotation,) = json.loads(saved.read_text())["annotations"]
+    assert annotation["prompt"]["zoom"] is True and annotation["area"] > 0
 
 
 def test_bad_file_is_reported_in_the_page(server, page, tmp_path):

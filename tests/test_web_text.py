@@ -146,7 +146,7 @@ def test_coco_export_records_the_phrase(text_served):
         "everything": False}).json()
     first, second, third = doc["annotations"]
     assert first["prompt"] == {"points": [[100.0, 60.0]], "labels": [1], "box": None,
-                               "text": "the red star"}
+                               "text": "the red star", "zoom": False}
     assert np.array_equal(rle_to_mask(first["segmentation"]),
                           png_mask(prompted["masks"][1]["png"]))
     assert second["prompt"]["text"] == "a blue ring" and second["prompt"]["points"] == []

@@ -36,13 +36,13 @@ class Prompt(Strict):
     text: Phrase | None = Field(None, description="a phrase naming the object, alone or with "
                                 "points and/or a box; only for models that take text "
                                 "(GET /api/status says `text`)", examples=["the red star"])
+    zoom: bool = Field(False, description="with a box alone (and one mask): segment again in "
+                       "a window around the box at the model's full resolution (sharper "
+                       "small objects; one more image encoding)")
 
 
 class PredictRequest(Prompt):
     multimask: bool = Field(True, description="three ambiguous masks (True) or one (False)")
-    zoom: bool = Field(False, description="with a box alone and multimask false: segment "
-                       "again in a window around the box at the model's full resolution "
-                       "(sharper small objects; one more image encoding)")
     format: Literal["png", "rle", "both"] = Field(
         "png", description="masks as base64 PNG (grayscale, 255 inside), COCO RLE, or both")
 

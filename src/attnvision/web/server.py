@@ -260,8 +260,10 @@ def create_app(config: ServerConfig, model: LoadedModel) -> FastAPI:
         image = store.get(image_id)
         annotations = []
         for obj in request.objects:
+            if obj.zoom and obj.candidate != 0:
+                raise ApiError(400, "a zoomed-in box has one mask: its candidate must be 0")
             p = engine.predict(image_id, [tuple(pt) for pt in obj.points], list(obj.labels),
-                               obj.box, multimask=True, text=obj.text)
+                               obj.box, multimask=not obj.zoom, text=obj.text, zoom=obj.zoom)
             prompt = obj.model_dump(exclude={"candidate"})  # with its phrase (or text: null)
             annotations.append(render.prompt_annotation(p.masks[obj.candidate],
                                                         float(p.scores[obj.candidate]), prompt))

@@ -25,7 +25,7 @@
     downloadPng: $("download-png"), downloadCoco: $("download-coco"),
     badge: $("model-badge"), noModel: $("no-model"), noModelDetail: $("no-model-detail"),
     limits: $("limits"), textForm: $("text-form"), textInput: $("text-prompt"),
-    textSubmit: $("text-submit"),
+    textSubmit: $("text-submit"), zoom: $("zoom-box"),
   };
 
   const MASK_RGB = [37, 99, 235];
@@ -45,9 +45,10 @@
     text: null,            // the phrase Find sent (not what is typed in the field since)
     history: [],           // snapshots for undo
     result: null,          // the last predict answer
+    resultZoom: false,     // whether it was a box zoomed in on (one mask)
     bitmaps: [],           // decoded candidate masks of that answer
     selected: 0,
-    kept: [],              // {points, box, text, candidate, bitmap, rgb}
+    kept: [],              // {points, box, text, candidate, zoom, bitmap, rgb}
     auto: null,            // {bitmap, count}
     showAuto: false,
     seq: 0,                // the latest prompt request
@@ -347,10 +348,13 @@
     }
     if (!state.ready) return;  // sent when the embedding is ready
     const id = state.image.id;
+    // A box alone may be segmented again in a window around it: one mask, sharper edges.
+    const zoom = els.zoom.checked && state.box !== null && state.points.length === 0 &&
+                 state.text === null;
     const body = { points: state.points.map((p) => [p.x, p.y]),
                    labels: state.points.map((p) => p.label), box: state.box,
                    // Text prompts are trained for the single mask; clicks get SAM's three.
-                   text: state.text, multimask: !state.text, format: "png" };
+                   text: state.text, multimask: !state.text && !zoom, zoom, format: "png" };
     let answer;
     const sent = performance.now();
     try {
@@ -365,6 +369,7 @@
     const fetched = performance.now();
     if (seq !== state.seq || !state.image || state.image.id !== id) return;
     state.result = answer;
+    state.resultZoom = zoom;
     state.bitmaps = [];
     state.selected = answer.best;
     if (!(await drawSelected(seq))) return;
@@ -489,7 +494,8 @@
     const bitmap = await bitmapOf(state.selected);
     pushHistory();
     state.kept.push({ points: state.points.map((p) => ({ ...p })), box: state.box,
-                      text: state.text, candidate: state.selected, bitmap,
+                      text: state.text, candidate: state.selected, zoom: state.resultZoom,
+                      bitmap,
                       rgb: KEPT_RGB[state.kept.length % KEPT_RGB.length] });
     state.points = [];
     state.box = null;
@@ -533,12 +539,14 @@
 
   async function downloadCoco() {
     if (!state.ready) return;
-    const asObject = (points, box, text, candidate) => ({
+    const asObject = (points, box, text, candidate, zoom) => ({
       points: points.map((p) => [p.x, p.y]), labels: points.map((p) => p.label), box, text,
-      candidate });
-    const objects = state.kept.map((k) => asObject(k.points, k.box, k.text, k.candidate));
+      candidate, zoom });
+    const objects = state.kept.map((k) => asObject(k.points, k.box, k.text, k.candidate,
+                                                   k.zoom));
     if (state.result && hasPrompt()) {
-      objects.push(asObject(state.points, state.box, state.text, state.selected));
+      objects.push(asObject(state.points, state.box, state.text, state.selected,
+                            state.resultZoom));
     }
     try {
       const doc = await api(`/api/images/${state.image.id}/coco`, {
@@ -699,6 +707,10 @@
   els.downloadPng.addEventListener("click", downloadPng);
   els.downloadCoco.addEventListener("click", downloadCoco);
   els.textForm.addEventListener("submit", submitText);
+  els.zoom.addEventListener("change", () => {  // the key shortcuts stay with the image
+    els.zoom.blur();
+    if (hasPrompt()) predict();
+  });
   els.textInput.addEventListener("keydown", (ev) => {  // Esc: back to the sent phrase, keys
     if (ev.key === "Escape") { showText(); els.textInput.blur(); }
   });
