@@ -49,7 +49,7 @@ def sam_pictures(out: Path) -> dict[str, Path]:
     from attnvision.sam.evaluation import coins_truth, horse_truth, interior_point, segment_click
     from attnvision.sam.pretrained import EVERYTHING_THRESHOLDS, load_shipped
     from attnvision.viz.overlays import mask_overlay, save_png
-    from attnvision.viz.sam_eval import text_sheet
+    from attnvision.viz.sam_eval import text_sheet, zoom_sheet
 
     try:
         from skimage import data
@@ -78,6 +78,7 @@ def sam_pictures(out: Path) -> dict[str, Path]:
     m, _, _ = predictor.predict(box=box, multimask_output=False)
     files["sam_box_coffee"] = save_png(mask_overlay(coffee, [m[0]], boxes=box),
                                        out / "sam_box_coffee.png")
+    files["sam_box_zoom_scene"] = zoom_sheet(sam, out / "sam_box_zoom_scene.png")
     astronaut = sample_image("astronaut")
     h, w = astronaut.shape[:2]
     clicks_picture(astronaut, np.array([[0.74 * w, 0.8 * h], [0.25 * w, 0.75 * h]]),

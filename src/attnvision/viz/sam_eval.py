@@ -67,6 +67,26 @@ def synthetic_sheet(sam: Sam, path: str | os.PathLike[str], scenes: int = 4) -> 
     return save_png(_grid(tiles, 4), path)
 
 
+def zoom_sheet(sam: Sam, path: str | os.PathLike[str], seed: int = 1003) -> Path:
+    """One held-out scene, every object's box answered in one pass and zoomed in (a window
+    around the box encoded again), side by side with the mIoU of each."""
+    from attnvision.data.scenes import make_scene
+
+    predictor = SamPredictor(sam)
+    scene = make_scene(seed, "test", size=sam.img_size)
+    predictor.set_image(scene.image)
+    truth = [o.mask for o in scene.objects]
+    boxes = np.stack([tight_box(m) for m in truth])
+    tiles = []
+    for mode in ("box", "box_zoom"):
+        answers = [segment_object(predictor, m, mode) for m in truth]
+        picture = mask_overlay(scene.image, [a.mask for a in answers], boxes=boxes)
+        big = picture.resize((2 * picture.width, 2 * picture.height), Image.NEAREST)
+        tiles.append(_caption(big, f"{LABELS[mode]} each: mIoU "
+                                   f"{np.mean([a.iou for a in answers]):.2f}"))
+    return save_png(_grid(tiles, 2), path)
+
+
 def photo_sheet(sam: Sam, path: str | os.PathLike[str]) -> Path:
     """coins (a click at each coin's centre) and horse (one click), with their IoU."""
     predictor = SamPredictor(sam)
