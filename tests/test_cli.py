@@ -51,6 +51,8 @@ def test_figures_on_a_user_image_in_rgba_and_other_patch_size(tmp_path, capsys):
     (["figures", "--out", "{out}", "--image", "{notimage}"], "not an image file"),
     (["figures", "--out", "{file}"], "is an existing file"),
     (["frobnicate"], "invalid choice"),
+    (["eval", "sam", "--modes", "point,clicks", "--out", "{out}"],
+     "--modes 'point,clicks': choose from point, points3, box, box_zoom"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(tmp_path, capsys, args, message):
     (tmp_path / "notimage.png").write_text("hello")

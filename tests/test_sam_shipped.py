@@ -68,6 +68,14 @@ def test_eval_reports_every_prompt_and_draws_its_pictures(tmp_path, capsys):
     for path in result["files"].values():
         with Image.open(path) as picture:
             assert picture.width > 256 and picture.height > 256
+    # Fewer modes, fewer columns: no window is encoded for a box.
+    code = main(["eval", "sam", "--scenes", "1", "--first", "2000", "--modes", "point,box",
+                 "--out", str(tmp_path / "two"), "--json", "--quiet"])
+    two = json.loads(capsys.readouterr().out)
+    assert code == 0 and "miou_box_zoom" not in two["synthetic_test"]
+    with Image.open(two["files"]["synthetic"]) as narrow, \
+            Image.open(result["files"]["synthetic"]) as wide:
+        assert narrow.width == 3 * wide.width // 4
 
 
 def test_segment_works_without_a_checkpoint(tmp_path, capsys):

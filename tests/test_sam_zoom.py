@@ -65,7 +65,26 @@ def test_bad_zooms(predictor):
         predict_zoomed(predictor, np.array([[10, 10, 20, 20], [30, 30, 40, 40]]))
     with pytest.raises(UserError, match="margin must be >= 0"):
         predict_zoomed(predictor, np.array([10, 10, 20, 20]), margin=-1)
+    stale = SamPredictor(predictor.model)
+    stale.set_image(predictor.image)
+    stale.image = stale.image[:50]  # not the image that was embedded
+    with pytest.raises(UserError, match="set the image again"):
+        predict_zoomed(stale, np.array([10, 10, 20, 20]))
     embedded = SamPredictor(predictor.model)
     embedded.set_image_embedding(predictor.get_image_embedding(), predictor.original_size)
     with pytest.raises(UserError, match="needs the image itself"):
         predict_zoomed(embedded, np.array([10, 10, 20, 20]))
+
+
+def test_the_zoomed_image_is_the_embedded_one(predictor):
+    frame = np.random.default_rng(1).integers(0, 256, (90, 150, 3), dtype=np.uint8)
+    p = SamPredictor(predictor.model)
+    p.set_image(frame)
+    before, _, _ = predict_zoomed(p, np.array([60, 30, 75, 40]), return_logits=True)
+    frame[:] = 0  # the caller reuses its buffer for the next frame
+    after, _, _ = predict_zoomed(p, np.array([60, 30, 75, 40]), return_logits=True)
+    np.testing.assert_array_equal(before, after)
+    # Another image's embedding takes the image away with the old one.
+    p.set_image_embedding(predictor.get_image_embedding(), predictor.original_size)
+    with pytest.raises(UserError, match="needs the image itself"):
+        predict_zoomed(p, np.array([60, 30, 75, 40]))

@@ -1,5 +1,7 @@
 """Synthetic scenes: deterministic, exact visible masks, honest descriptions, disjoint splits."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -106,6 +108,12 @@ def test_mixed_scenes_are_drawn_from_both_styles_by_seed():
 
     assert large("standard") == 0
     assert 0 < large("mixed") < large("varied")
+    # Trays of look-alikes too: 5 or more objects of one kind (standard scenes have at most 6
+    # objects of random kinds, so one kind five times over is the repeated style).
+    trays = sum(max(Counter((o.shape, o.colour) for o in make_scene(
+        s, "train", size=64, style="mixed").objects).values(), default=0) >= 5
+        for s in range(60))
+    assert 5 <= trays <= 35
     again = make_scene(5, "train", size=64, style="mixed")
     assert np.array_equal(again.image, make_scene(5, "train", size=64, style="mixed").image)
 
@@ -117,5 +125,6 @@ def test_repeated_scenes_hold_look_alike_objects_apart():
     for scene in scenes:
         assert len({(o.shape, o.colour, o.textured) for o in scene.objects}) == 1
     assert np.mean([len(s.objects) for s in scenes]) >= 5
-    # Placed apart: later objects hide almost nothing of earlier ones.
-    assert np.median([o.visible for s in scenes for o in s.objects]) > 0.97
+    # Placed apart: later objects hide almost nothing of earlier ones, but for the odd one
+    # that found no free place.
+    assert np.percentile([o.visible for s in scenes for o in s.objects], 10) > 0.9

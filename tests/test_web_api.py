@@ -130,10 +130,17 @@ def test_negative_point_and_box_change_the_mask(served):
 def test_zoom_gives_the_libraries_windowed_mask(served, scene):
     from attnvision.sam import SamPredictor
     from attnvision.sam.zoom import predict_zoomed
+    from attnvision.web.engine import Job
 
     client, image_id, app = served
     box = [90, 40, 130, 80]
-    body = predict(client, image_id, box=box, multimask=False, zoom=True).json()
+    engine = app.state.engine
+    elsewhere = engine._current = Job(progress=0.5)  # another image halfway through encoding
+    try:
+        body = predict(client, image_id, box=box, multimask=False, zoom=True).json()
+    finally:
+        engine._current = None
+    assert elsewhere.progress == 0.5  # the window's encoding is not that image's progress
     assert len(body["masks"]) == 1 and body["decoder_ms"] > 0
     predictor = SamPredictor(app.state.engine.sam)
     predictor.set_image(np.asarray(Image.open(scene)))

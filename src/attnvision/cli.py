@@ -207,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=["digits", "mnist5k"], default="mnist5k")
     p.add_argument("--out", default=".", help="folder for the confusion-matrix picture")
     _common(p, _lazy("vit", "evaluate"))
-    p = _sub(evaluate, "sam", "SAM's mIoU on held-out synthetic scenes (1 click, 3 clicks, box) "
-                              "and on scikit-image's coins and horse, with pictures")
+    p = _sub(evaluate, "sam", "SAM's mIoU on held-out synthetic scenes (1 click, 3 clicks, box, "
+                              "box zoomed in) and on scikit-image's coins and horse, with "
+                              "pictures")
     p.add_argument("--checkpoint", help="SAM weights (default: the shipped sam_tiny)")
     p.add_argument("--model", choices=SAM_SIZES, dest="size",
                    help="SAM size (default: read from the file)")
@@ -216,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first", type=int, default=1000,
                    help="first test scene (training picks its best epoch on scenes 0..63, "
                         "so the report starts past them)")
+    p.add_argument("--modes", default="point,points3,box,box_zoom",
+                   help="comma-separated prompts to measure on the scenes (default: all; "
+                        "box_zoom encodes one window per object: drop it for a big model "
+                        "on a CPU)")
     p.add_argument("--out", default=".", help="folder for the pictures")
     _common(p, _lazy("sam_train", "evaluate"))
 

@@ -237,14 +237,19 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.scenes < 1 or args.first < 0:
         raise UserError("--scenes must be >= 1 and --first >= 0")
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise UserError(f"--modes {args.modes!r}: choose from {', '.join(MODES)} "
+                        "(comma-separated)")
     sam = load_sam(args.checkpoint, args.size)
     out = ensure_dir(args.out)
-    synthetic = synthetic_miou(sam, args.scenes, args.first, MODES, progress=not args.quiet)
+    synthetic = synthetic_miou(sam, args.scenes, args.first, modes, progress=not args.quiet)
     photos = photo_ious(sam)
     has_text = sam.prompt_encoder.text_projection is not None
     text = (text_miou(sam, args.scenes, args.first, progress=not args.quiet) if has_text
             else None)
-    files = evaluation_pictures(sam, out)
+    files = evaluation_pictures(sam, out, zoom="box_zoom" in modes)
     return {"command": "eval sam", "checkpoint": args.checkpoint or "shipped sam_tiny",
             "synthetic_test": synthetic, "text_test": text, "photos": photos,
             "files": {k: str(v) for k, v in files.items()}}

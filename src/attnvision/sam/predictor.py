@@ -123,7 +123,7 @@ class SamPredictor:
         resized = self.transform.apply_image(image)
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
         self.set_torch_image(x, image.shape[:2])
-        self.image = image
+        self.image = image.copy()  # the caller may reuse its buffer (video frames)
 
     @torch.no_grad()
     def set_torch_image(self, transformed_image: Tensor, original_image_size: tuple[int, ...]

@@ -53,6 +53,11 @@ def predict_zoomed(predictor: SamPredictor, box: np.ndarray, margin: float = ZOO
     if predictor.image is None:
         raise UserError("zooming needs the image itself: give it with set_image (an "
                         "embedding alone cannot be cropped)")
+    if tuple(predictor.image.shape[:2]) != predictor.original_size:
+        raise UserError(f"the predictor's image is {predictor.image.shape[1]}x"
+                        f"{predictor.image.shape[0]} but its embedding is of a "
+                        f"{predictor.original_size[1]}x{predictor.original_size[0]} image: set "
+                        "the image again with set_image")
     box = np.asarray(box, dtype=float)
     if box.shape != (4,):
         raise UserError(f"zooming takes one box (4,) as x0, y0, x1, y1, got {box.shape}")

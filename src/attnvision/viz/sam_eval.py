@@ -43,9 +43,10 @@ def _grid(tiles: list[Image.Image], columns: int) -> Image.Image:
 LABELS = {"point": "1 click", "box": "box", "box_zoom": "box, zoomed in"}
 
 
-def synthetic_sheet(sam: Sam, path: str | os.PathLike[str], scenes: int = 4) -> Path:
+def synthetic_sheet(sam: Sam, path: str | os.PathLike[str], scenes: int = 4,
+                    zoom: bool = True) -> Path:
     """Test scenes, one row each: the ground truth, then every object's mask from one click,
-    from its box, and from its box zoomed in on, with the mIoU of each."""
+    from its box, and (with ``zoom``) from its box zoomed in on, with the mIoU of each."""
     from attnvision.data.scenes import make_scene
 
     predictor = SamPredictor(sam)
@@ -55,7 +56,7 @@ def synthetic_sheet(sam: Sam, path: str | os.PathLike[str], scenes: int = 4) -> 
         predictor.set_image(scene.image)
         truth = [o.mask for o in scene.objects]
         tiles.append(_caption(mask_overlay(scene.image, truth), "ground truth"))
-        for mode in ("point", "box", "box_zoom"):
+        for mode in ("point", "box", "box_zoom")[:3 if zoom else 2]:
             answers = [segment_object(predictor, m, mode) for m in truth]
             prompts = {"points": np.array([interior_point(m) for m in truth]),
                        "labels": np.ones(len(truth))} if mode == "point" else {
@@ -64,7 +65,7 @@ def synthetic_sheet(sam: Sam, path: str | os.PathLike[str], scenes: int = 4) -> 
             tiles.append(_caption(mask_overlay(scene.image, [a.mask for a in answers],
                                                **prompts),
                                   f"{LABELS[mode]} each: mIoU {mean:.2f}"))
-    return save_png(_grid(tiles, 4), path)
+    return save_png(_grid(tiles, 4 if zoom else 3), path)
 
 
 def zoom_sheet(sam: Sam, path: str | os.PathLike[str], seed: int = 1003) -> Path:
@@ -138,8 +139,8 @@ def text_sheet(sam: Sam, path: str | os.PathLike[str], scenes: int = 4, per_scen
     return save_png(_grid(tiles, 2 * per_scene), path)
 
 
-def evaluation_pictures(sam: Sam, out: Path) -> dict[str, Path]:
-    files = {"synthetic": synthetic_sheet(sam, out / "sam_eval_synthetic.png"),
+def evaluation_pictures(sam: Sam, out: Path, zoom: bool = True) -> dict[str, Path]:
+    files = {"synthetic": synthetic_sheet(sam, out / "sam_eval_synthetic.png", zoom=zoom),
              "photos": photo_sheet(sam, out / "sam_eval_photos.png")}
     if sam.prompt_encoder.text_projection is not None:
         files["text"] = text_sheet(sam, out / "sam_eval_text.png")

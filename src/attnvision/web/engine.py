@@ -10,7 +10,9 @@
   request thread asked) keeps one warm OpenMP team instead of one per request thread, each
   spinning on its own after its job (measurably slower on 2 cores). A click is never held up
   by an encoding: the modules are only read (eval, no grad), so encoding, prompts and
-  segment-everything may run side by side.
+  segment-everything may run side by side. The exception is a box zoomed in on: its window
+  is encoded on the decoder thread, as part of that prompt (30 ms for sam_tiny, seconds for
+  vit_b on a CPU), and prompts behind it wait.
 - A text prompt's phrase is encoded on the decoder thread as well, so the sentence encoder
   and its per-phrase cache are only ever used by one thread; the first phrase loads the
   encoder (seconds), later ones cost milliseconds, a phrase seen before nothing.
@@ -137,8 +139,11 @@ class Segmenter:
 
     def _progress_hook(self, share: float):
         def hook(module, inputs, output) -> None:
+            # Only the background encoding reports progress: a zoomed-in box's window is
+            # encoded on the decoder thread and must not move another image's bar.
             job = self._current
-            if job is not None:
+            if job is not None and threading.current_thread().name.startswith(
+                    "attnvision-encode"):
                 job.progress = share
 
         return hook
@@ -265,6 +270,11 @@ class Segmenter:
         predictor = SamPredictor(sam)
         predictor.set_image_embedding(emb.features, emb.original_size, emb.input_size,
                                       context=emb.context)
+        if zoom:  # the window is cut from the stored pixels
+            try:
+                predictor.image = self.store.pixels(image)
+            except UserError:  # deleted since: the same answer as any unknown image
+                raise ApiError(404, f"image {image_id} not found") from None
         coords = np.asarray(points, dtype=float).reshape(-1, 2) if points else None
         point_labels = np.asarray(labels, dtype=np.int64) if points else None
         box_np = None if box is None else np.asarray(box, dtype=float)
@@ -272,7 +282,6 @@ class Segmenter:
         def decode() -> Prediction:  # a new phrase's sentence encoding runs here too
             start = time.perf_counter()
             if zoom:  # the window's encoding is part of the answer's time
-                predictor.image = self.store.pixels(image)
                 mask, score, _ = predict_zoomed(predictor, box_np)
                 return Prediction(mask[None], np.array([score]), time.perf_counter() - start)
             masks, scores, _ = predictor.predict(point_coords=coords, point_labels=point_labels,

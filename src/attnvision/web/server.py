@@ -259,9 +259,9 @@ def create_app(config: ServerConfig, model: LoadedModel) -> FastAPI:
     def coco(image_id: str, request: CocoRequest) -> JSONResponse:
         image = store.get(image_id)
         annotations = []
+        if any(obj.zoom and obj.candidate != 0 for obj in request.objects):
+            raise ApiError(400, "a zoomed-in box has one mask: its candidate must be 0")
         for obj in request.objects:
-            if obj.zoom and obj.candidate != 0:
-                raise ApiError(400, "a zoomed-in box has one mask: its candidate must be 0")
             p = engine.predict(image_id, [tuple(pt) for pt in obj.points], list(obj.labels),
                                obj.box, multimask=not obj.zoom, text=obj.text, zoom=obj.zoom)
             prompt = obj.model_dump(exclude={"candidate"})  # with its phrase (or text: null)
