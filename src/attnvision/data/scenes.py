@@ -185,8 +185,9 @@ class SceneStyle:
 # "standard": the scenes every figure is measured on. "varied": objects from 0.05 to 0.45 of
 # the side and textures twice as deep, closer to photos (a horse filling the frame).
 # "repeated": 5 to 14 small look-alike objects apart from each other (a tray of coins).
-# "mixed": each scene one of the three (0.4 / 0.3 / 0.3), by its seed, so a model learns the
-# photo-like scenes without forgetting the standard ones.
+# "mixed": each scene one of the three (0.4 / 0.3 / 0.3), by its seed, so that training on
+# the others keeps seeing standard scenes (it still costs clicks on them: benchmarks/RESULTS.md,
+# stages 4 and 5).
 STYLES = {"standard": SceneStyle(),
           "varied": SceneStyle(radius=(0.05, 0.45), texture=0.9),
           "repeated": SceneStyle(radius=(0.04, 0.12), texture=0.9, repeated=True,
@@ -210,8 +211,9 @@ def _placed_apart(shape: str, size: int, rng: np.random.Generator, style: SceneS
 def make_scene(seed: int, split: str = "train", size: int = 256,
                n_objects: tuple[int, int] = (2, 6), style: str = "standard") -> Scene:
     """The scene of ``seed`` in ``split`` ("train" or "test"): (size, size) pixels with
-    between n_objects[0] and n_objects[1] objects (fewer if occlusion hides some), drawn in
-    one of the :data:`STYLES`, or "mixed" (each scene one of them, drawn by :data:`MIXED`)."""
+    between n_objects[0] and n_objects[1] objects (fewer if occlusion hides some; the repeated
+    style has its own count), drawn in one of the :data:`STYLES`, or "mixed" (each scene one
+    of them, drawn by :data:`MIXED`)."""
     if split not in PHOTOS:
         raise UserError(f"split must be 'train' or 'test', got {split!r}")
     if style not in STYLE_NAMES:
