@@ -136,7 +136,7 @@ class InteractiveSam(nn.Module):
             embeddings = inputs["embeddings"].float()  # (B, 256, g, g)
         else:
             # A frozen encoder (fine-tuning the decoder) keeps no activations for backward.
-            x = normalised_input(inputs["image"], size, self.pixel_mean, self.pixel_std)
+            x = normalised_input(inputs["image"], valid, self.pixel_mean, self.pixel_std)
             with torch.set_grad_enabled(learns and torch.is_grad_enabled()):
                 embeddings = self.image_encoder(x)  # (B, 256, g, g)
         b_idx, k_idx = masks.flatten(2).any(-1).nonzero(as_tuple=True)

@@ -58,10 +58,9 @@ def valid_pixels(size: Tensor, s: int) -> Tensor:
     return (ys[None, :, None] < size[:, :1, None]) & (ys[None, None, :] < size[:, 1:, None])
 
 
-def normalised_input(images: Tensor, size: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """(B, 3, S, S) uint8 images padded bottom/right, (B, 2) sizes -> the encoder's input,
-    padding 0 after normalisation, as ``Sam.preprocess`` pads."""
-    valid = valid_pixels(size, images.shape[-1])
+def normalised_input(images: Tensor, valid: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """(B, 3, S, S) uint8 images padded bottom/right, (B, S, S) :func:`valid_pixels` -> the
+    encoder's input, padding 0 after normalisation, as ``Sam.preprocess`` pads."""
     return (images.float() - mean) / std * valid[:, None]
 
 
@@ -215,7 +214,8 @@ class EncodedDataset(Dataset):
             batch = [dataset[i][0] for i in range(start, min(len(dataset), start + batch_size))]
             images = torch.stack([b["image"] for b in batch]).to(device)
             size = torch.stack([b["size"] for b in batch]).to(device)
-            x = normalised_input(images, size, pixel_mean, pixel_std)
+            x = normalised_input(images, valid_pixels(size, images.shape[-1]), pixel_mean,
+                                 pixel_std)
             with torch.no_grad():
                 embeddings = image_encoder(x).to("cpu", torch.float16)  # (b, 256, g, g)
             for example, embedding in zip(batch, embeddings, strict=True):
