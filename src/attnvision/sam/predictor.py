@@ -117,13 +117,16 @@ class SamPredictor:
 
     def set_image(self, image: ImageLike, image_format: str = "RGB") -> None:
         """Embed an (H, W, 3) uint8 image (or a path; grayscale and RGBA are converted)."""
-        image = as_rgb_uint8(image, image_format)
-        if min(image.shape[:2]) < 1:
-            raise UserError(f"the image is empty (shape {image.shape})")
-        resized = self.transform.apply_image(image)
+        rgb = as_rgb_uint8(image, image_format)
+        if min(rgb.shape[:2]) < 1:
+            raise UserError(f"the image is empty (shape {rgb.shape})")
+        resized = self.transform.apply_image(rgb)
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
-        self.set_torch_image(x, image.shape[:2])
-        self.image = image.copy()  # the caller may reuse its buffer (video frames)
+        self.set_torch_image(x, rgb.shape[:2])
+        # Kept for zooming in; copied only while it is still the caller's buffer, which the
+        # caller may reuse (video frames).
+        caller = isinstance(image, np.ndarray) and np.may_share_memory(rgb, image)
+        self.image = rgb.copy() if caller else rgb
 
     @torch.no_grad()
     def set_torch_image(self, transformed_image: Tensor, original_image_size: tuple[int, ...]

@@ -64,7 +64,7 @@ def predict_zoomed(predictor: SamPredictor, box: np.ndarray, margin: float = ZOO
     check_boxes(box, predictor.original_size)
     x0, y0, x1, y1 = window = zoom_window(box, predictor.original_size, margin)
     crop = SamPredictor(predictor.model)
-    crop.set_image(np.ascontiguousarray(predictor.image[y0:y1, x0:x1]))
+    crop.set_image(predictor.image[y0:y1, x0:x1])
     masks, scores, _ = crop.predict(box=box - np.array([x0, y0, x0, y0]),
                                     multimask_output=False, return_logits=return_logits)
     full = np.full(predictor.original_size, -np.inf if return_logits else False,
