@@ -49,6 +49,7 @@ def synthetic_sheet(sam: Sam, path: str | os.PathLike[str], scenes: int = 4,
     from its box, and (with ``zoom``) from its box zoomed in on, with the mIoU of each."""
     from attnvision.data.scenes import make_scene
 
+    modes = ("point", "box", "box_zoom") if zoom else ("point", "box")
     predictor = SamPredictor(sam)
     tiles = []
     for seed in range(scenes):
@@ -56,7 +57,7 @@ def synthetic_sheet(sam: Sam, path: str | os.PathLike[str], scenes: int = 4,
         predictor.set_image(scene.image)
         truth = [o.mask for o in scene.objects]
         tiles.append(_caption(mask_overlay(scene.image, truth), "ground truth"))
-        for mode in ("point", "box", "box_zoom")[:3 if zoom else 2]:
+        for mode in modes:
             answers = [segment_object(predictor, m, mode) for m in truth]
             prompts = {"points": np.array([interior_point(m) for m in truth]),
                        "labels": np.ones(len(truth))} if mode == "point" else {
@@ -65,7 +66,7 @@ def synthetic_sheet(sam: Sam, path: str | os.PathLike[str], scenes: int = 4,
             tiles.append(_caption(mask_overlay(scene.image, [a.mask for a in answers],
                                                **prompts),
                                   f"{LABELS[mode]} each: mIoU {mean:.2f}"))
-    return save_png(_grid(tiles, 4 if zoom else 3), path)
+    return save_png(_grid(tiles, 1 + len(modes)), path)
 
 
 def zoom_sheet(sam: Sam, path: str | os.PathLike[str], seed: int = 1003) -> Path:
