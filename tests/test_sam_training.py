@@ -339,6 +339,7 @@ def test_train_sam_from_scratch_on_synthetic_scenes(tmp_path, capsys):
     (["--coco", "missing.json"], "COCO annotations not found"),
     (["--epochs", "0"], "must be >= 1"),
     (["--first-scene", "-1"], "--first-scene >= 0"),
+    (["--img-size", "100", "--scenes", "1"], "a multiple of 16"),
 ])
 def test_train_sam_bad_input_exits_2(tmp_path, capsys, argv, message):
     code = main(["train", "sam", "--out", str(tmp_path / "o"), *argv])

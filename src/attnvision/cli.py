@@ -163,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze", metavar="PARTS",
                    help="comma-separated parts kept fixed: image_encoder, prompt_encoder, "
                         "mask_decoder (e.g. --freeze image_encoder)")
+    p.add_argument("--img-size", type=int, metavar="PIXELS",
+                   help="the model's input side, a multiple of 16 (default: the size's own, "
+                        "or --init's); with --init at another size its position weights are "
+                        "resampled to the new grid")
     p.add_argument("--coco", metavar="ANNOTATIONS",
                    help="train on a COCO-format dataset: its annotations JSON (polygons or "
                         "RLE); default: synthetic scenes")

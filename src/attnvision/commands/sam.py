@@ -54,18 +54,19 @@ def load_sam(checkpoint: str | None, model: str | None, precision: str = "fp32")
     from attnvision.sam.checkpoints import where_to_get
     from attnvision.sam.pretrained import shipped_checkpoint
 
-    if checkpoint is None:
-        if model not in (None, "sam_tiny"):
-            raise UserError(f"--model {model} needs its weights: pass --checkpoint "
-                            f"({where_to_get(model)})")
-        checkpoint = str(shipped_checkpoint())
-        print("attnvision: using the shipped sam_tiny (256 px, trained on synthetic scenes); "
-              "pass --checkpoint for an official SAM", file=sys.stderr)
+    if checkpoint is None and model not in (None, "sam_tiny"):
+        raise UserError(f"--model {model} needs its weights: pass --checkpoint "
+                        f"({where_to_get(model)})")
     check_precision(precision, "cpu")
     if precision == "bf16" and not cpu_has_fast_bf16():
         print("attnvision: this CPU has no native bf16 (AVX-512 BF16 or AMX): --precision "
               "bf16 will be slower than fp32 here", file=sys.stderr)
-    return build_sam(model, checkpoint, precision=precision)
+    if checkpoint is not None:
+        return build_sam(model, checkpoint, precision=precision)
+    sam = build_sam(None, shipped_checkpoint(), precision=precision)
+    print(f"attnvision: using the shipped sam_tiny ({sam.img_size} px, trained on synthetic "
+          "scenes); pass --checkpoint for an official SAM", file=sys.stderr)
+    return sam
 
 
 def segment(args: argparse.Namespace) -> dict[str, Any]:

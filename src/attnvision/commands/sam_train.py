@@ -92,9 +92,10 @@ def _model(args: argparse.Namespace) -> tuple[Sam, str, dict[str, Any]]:
 
     torch.manual_seed(args.seed)  # the initial weights are part of the run's seed
     if args.init is None:
-        sam = build_sam(args.size or "sam_tiny", text_dim=TEXT_DIM if args.text else None)
+        sam = build_sam(args.size or "sam_tiny", img_size=args.img_size,
+                        text_dim=TEXT_DIM if args.text else None)
     else:
-        sam = build_sam(args.size, args.init)
+        sam = build_sam(args.size, args.init, img_size=args.img_size)
         log(f"attnvision train sam: starting from {args.init}")
         if args.text and sam.prompt_encoder.text_projection is None:
             sam.prompt_encoder.add_text(TEXT_DIM)  # the rest of the model keeps its weights

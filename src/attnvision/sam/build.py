@@ -10,6 +10,7 @@ from attnvision.errors import UserError
 from attnvision.precision import check_precision
 from attnvision.sam.checkpoints import load_sam_weights, read_sam_weights
 from attnvision.sam.image_encoder import ENCODER_CONFIGS, build_image_encoder
+from attnvision.sam.input_size import fit_to_input_size
 from attnvision.sam.mask_decoder import MaskDecoder
 from attnvision.sam.model import Sam
 from attnvision.sam.prompt_encoder import PromptEncoder
@@ -27,16 +28,20 @@ def build_sam(name: str | None = "vit_h", checkpoint: str | os.PathLike[str] | N
     "fp16" (GPU) autocast when the predictor runs the model (``model.precision`` changes it
     later, e.g. after ``.to("cuda")``). ``img_size`` (default: the size's own, 1024 for the
     official sizes) and ``encoder_overrides`` build other variants (tests, small models).
-    ``text_dim`` adds text prompts (a projection of text_dim-wide phrase vectors); our files
-    record it, like the other options.
+    An ``img_size`` other than the checkpoint's runs its weights at that size: the grid-sized
+    position weights are resampled (:mod:`attnvision.sam.input_size`). ``text_dim`` adds text
+    prompts (a projection of text_dim-wide phrase vectors); our files record it, like the
+    other options.
     """
     check_precision(precision)  # the device is checked when the model runs
     sd = recorded = None
+    resize = img_size is not None  # the caller's size wins over the checkpoint's
     if checkpoint is not None:
         sd, recorded, options = read_sam_weights(checkpoint, name)
         if options and not encoder_overrides:  # our file of a non-standard SAM
             options = dict(options)
-            img_size = options.pop("img_size", img_size)
+            recorded_size = options.pop("img_size", None)
+            img_size = img_size or recorded_size
             text_dim = options.pop("text_dim", text_dim)
             encoder_overrides = {k: tuple(v) if isinstance(v, list) else v
                                  for k, v in options.items()}
@@ -49,6 +54,9 @@ def build_sam(name: str | None = "vit_h", checkpoint: str | os.PathLike[str] | N
         raise UserError(f"unknown SAM model {name!r}: choose one of {sorted(ENCODER_CONFIGS)}")
     if img_size is None:
         img_size = ENCODER_CONFIGS[name].img_size
+    if img_size < 64 or img_size % 16:
+        raise UserError(f"a SAM input size must be a multiple of 16 of at least 64 pixels "
+                        f"(one token per 16x16 patch), not {img_size}")
     encoder = build_image_encoder(name, img_size=img_size, **encoder_overrides)
     grid = img_size // encoder.patch_embed.proj.kernel_size[0]
     model = Sam(
@@ -63,6 +71,8 @@ def build_sam(name: str | None = "vit_h", checkpoint: str | os.PathLike[str] | N
             num_multimask_outputs=3, iou_head_depth=3, iou_head_hidden_dim=256),
     )
     if sd is not None:
+        if resize:
+            sd = fit_to_input_size(sd, model.state_dict())
         load_sam_weights(model, sd, str(checkpoint), name)
     model.precision = precision
     model.size_name = name
