@@ -340,6 +340,7 @@ def test_train_sam_from_scratch_on_synthetic_scenes(tmp_path, capsys):
     (["--epochs", "0"], "must be >= 1"),
     (["--first-scene", "-1"], "--first-scene >= 0"),
     (["--img-size", "100", "--scenes", "1"], "a multiple of 16"),
+    (["--scene-style", "standard=0.5,repeated=0.2", "--scenes", "1"], "sum to 1"),
 ])
 def test_train_sam_bad_input_exits_2(tmp_path, capsys, argv, message):
     code = main(["train", "sam", "--out", str(tmp_path / "o"), *argv])

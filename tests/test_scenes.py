@@ -92,7 +92,8 @@ def test_varied_scenes_have_larger_objects_and_standard_ones_stay_the_same():
                             for o in make_scene(s, "train", style=style).objects])
             for style in ("standard", "varied")}
     assert area["varied"] > 1.5 * area["standard"]
-    with pytest.raises(UserError, match="must be one of standard, varied, repeated, mixed"):
+    with pytest.raises(UserError, match="must be one of standard, varied, repeated, mixed or "
+                                        "shares"):
         make_scene(0, "train", style="wild")
 
 
@@ -116,6 +117,35 @@ def test_mixed_scenes_are_drawn_from_both_styles_by_seed():
     assert 5 <= trays <= 35
     again = make_scene(5, "train", size=64, style="mixed")
     assert np.array_equal(again.image, make_scene(5, "train", size=64, style="mixed").image)
+
+
+def test_a_mixture_of_your_own_shares():
+    from attnvision.data.scenes import make_scene
+
+    def tray(s: int, style: str) -> bool:  # the repeated style: 5+ objects of one kind
+        objects = make_scene(s, "train", size=64, style=style).objects
+        return max(Counter((o.shape, o.colour) for o in objects).values(), default=0) >= 5
+
+    def large(s: int, style: str) -> bool:  # only the varied style draws objects this large
+        return any(o.mask.mean() > 0.16 for o in make_scene(s, "train", size=64,
+                                                               style=style).objects)
+
+    # "mixed" is a name for its shares, in any order: the same scenes, pixel for pixel.
+    for seed in range(4):
+        a = make_scene(seed, "train", size=64, style="mixed")
+        b = make_scene(seed, "train", size=64, style="repeated=0.3, standard=0.4,varied=0.3")
+        assert np.array_equal(a.image, b.image)
+    # One style at share 1 is that style; a style left out is never drawn.
+    assert np.array_equal(make_scene(3, "train", size=64, style="repeated=1").image,
+                          make_scene(3, "train", size=64, style="repeated").image)
+    seventy = [tray(s, "standard=0.7,repeated=0.3") for s in range(60)]
+    assert 8 <= sum(seventy) <= 30  # 18 expected
+    assert not any(large(s, "standard=0.7,repeated=0.3") for s in range(60))
+    for bad, message in (("standard=0.7,repeated=0.2", "sum to 1"),
+                         ("standard=0.5,standard=0.5", "named once"),
+                         ("wild=1", "named once"), ("standard=half,repeated=0.5", "not a share")):
+        with pytest.raises(UserError, match=message):
+            make_scene(0, "train", style=bad)
 
 
 def test_repeated_scenes_hold_look_alike_objects_apart():

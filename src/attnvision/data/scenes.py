@@ -194,6 +194,30 @@ STYLES = {"standard": SceneStyle(),
                                  count=(5, 14))}
 MIXED = {"standard": 0.4, "varied": 0.3, "repeated": 0.3}
 STYLE_NAMES = (*STYLES, "mixed")
+
+
+def mixture(style: str) -> dict[str, float] | None:
+    """The shares of a mixed style, in :data:`STYLES`' order: "mixed" (:data:`MIXED`) or a
+    mixture such as "standard=0.7,repeated=0.3" (shares summing to 1); None for one style."""
+    if style == "mixed":
+        return MIXED
+    if "=" not in style:
+        return None
+    shares: dict[str, float] = {}
+    for part in style.split(","):
+        name, _, share = (t.strip() for t in part.partition("="))
+        if name not in STYLES or name in shares:
+            raise UserError(f"scene mixture {style!r}: {name!r} is not one style of "
+                            f"{', '.join(STYLES)} named once (e.g. standard=0.7,repeated=0.3)")
+        try:
+            shares[name] = float(share)
+        except ValueError:
+            raise UserError(f"scene mixture {style!r}: {share!r} is not a share between 0 "
+                            "and 1") from None
+    if not all(0 <= v <= 1 for v in shares.values()) or abs(sum(shares.values()) - 1) > 1e-6:
+        raise UserError(f"scene mixture {style!r}: the shares must lie between 0 and 1 and "
+                        "sum to 1")
+    return {name: shares[name] for name in STYLES if shares.get(name, 0) > 0}
 PLACING_TRIES = 30  # a repeated object that overlaps its neighbours is moved, this often
 
 
@@ -212,15 +236,20 @@ def make_scene(seed: int, split: str = "train", size: int = 256,
                n_objects: tuple[int, int] = (2, 6), style: str = "standard") -> Scene:
     """The scene of ``seed`` in ``split`` ("train" or "test"): (size, size) pixels with
     between n_objects[0] and n_objects[1] objects (fewer if occlusion hides some; the repeated
-    style has its own count), drawn in one of the :data:`STYLES`, or "mixed" (each scene one
-    of them, drawn by :data:`MIXED`)."""
+    style has its own count), drawn in one of the :data:`STYLES`, or in a mixture of them
+    (each scene one style, drawn by its seed): "mixed" (:data:`MIXED`) or shares such as
+    "standard=0.7,repeated=0.3"."""
     if split not in PHOTOS:
         raise UserError(f"split must be 'train' or 'test', got {split!r}")
-    if style not in STYLE_NAMES:
-        raise UserError(f"scene style must be one of {', '.join(STYLE_NAMES)}, got {style!r}")
+    mix = mixture(style)
+    if mix is None and style not in STYLES:
+        raise UserError(f"scene style must be one of {', '.join(STYLE_NAMES)} or shares such "
+                        f"as standard=0.7,repeated=0.3, got {style!r}")
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
-    if style == "mixed":  # drawn only here: the other styles keep their pixels
-        style = str(rng.choice(list(MIXED), p=list(MIXED.values())))
+    if mix is not None and len(mix) > 1:  # drawn only here: single styles keep their pixels
+        style = str(rng.choice(list(mix), p=list(mix.values())))
+    elif mix is not None:
+        style = next(iter(mix))
     style = STYLES[style]
     photos = PHOTOS[split]
     backgrounds, textures = photos["backgrounds"], photos["textures"]
