@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The shipped sam_tiny (src/attnvision/sam/weights/sam_tiny.safetensors), from nothing, in one
-# command: bash recipes/sam_tiny.sh [RUNS_DIR]. About 5 hours on a 2-core CPU, minutes on a
+# command: bash recipes/sam_tiny.sh [RUNS_DIR]. About 6 hours on a 2-core CPU, minutes on a
 # GPU. Each stage resumes where it stopped if run again; figures: benchmarks/RESULTS.md.
 set -euo pipefail
 runs=$(realpath -m "${1:-runs}")
@@ -23,8 +23,14 @@ attnvision train sam --init "$runs/sam_tiny_stage2/best.safetensors" --freeze im
 attnvision train sam --init "$runs/sam_tiny_stage3/best.safetensors" --text --text-share 0.3 \
     --scene-style mixed --scenes 6000 --first-scene 16000 --epochs 4 --lr 2e-4 \
     --warmup-epochs 0.25 --amp bf16 --seed 4 --out "$runs/sam_tiny_stage4"
-# 5. One short epoch back on standard scenes (22000-24999) at a low lr; its weights, in
-#    float16, are the shipped file.
+# 5. One short epoch back on standard scenes (22000-24999) at a low lr.
 attnvision train sam --init "$runs/sam_tiny_stage4/best.safetensors" --text --text-share 0.3 \
     --scenes 3000 --first-scene 22000 --epochs 1 --lr 1e-4 --warmup-epochs 0.1 --amp bf16 \
-    --seed 5 --out "$runs/sam_tiny_stage5" --export src/attnvision/sam/weights/sam_tiny.safetensors
+    --seed 5 --out "$runs/sam_tiny_stage5"
+# 6. The same model at 384 px: its position weights resampled to a 24x24 grid, so small
+#    objects (a coin) cover more tokens, then everything trained again there on mixed scenes
+#    25000-27999. Its best weights, in float16, are the shipped file.
+attnvision train sam --init "$runs/sam_tiny_stage5/best.safetensors" --img-size 384 --text \
+    --text-share 0.3 --scene-style mixed --scenes 3000 --first-scene 25000 --epochs 3 \
+    --lr 1e-4 --warmup-epochs 0.1 --amp bf16 --seed 6 --out "$runs/sam_tiny_stage6" \
+    --export src/attnvision/sam/weights/sam_tiny.safetensors

@@ -18,9 +18,9 @@ def recipe_commands() -> list[list[str]]:
 
 def test_every_stage_parses_and_chains_to_the_shipped_file():
     commands = recipe_commands()
-    assert len(commands) == 5
+    assert len(commands) == 6
     parsed = [build_parser().parse_args(c) for c in commands]
-    assert [a.model for a in parsed] == ["sam"] * 5
+    assert [a.model for a in parsed] == ["sam"] * 6
     # Each stage starts from the best epoch of the one before, on scenes it never saw.
     for before, after in itertools.pairwise(parsed):
         assert after.init == f"{before.out}/best.safetensors"
@@ -28,6 +28,7 @@ def test_every_stage_parses_and_chains_to_the_shipped_file():
         assert after.first_scene == first
     last = parsed[-1]
     assert last.export == "src/attnvision/sam/weights/sam_tiny.safetensors"
-    assert last.text and last.scene_style == "standard" and last.freeze is None
-    assert parsed[-2].scene_style == "mixed"
-    assert [a.export for a in parsed[:-1]] == [None] * 4  # one stage writes the package's file
+    assert last.text and last.scene_style == "mixed" and last.freeze is None
+    # The last stage moves the model to its shipped input size; the others train at 256 px.
+    assert last.img_size == 384 and [a.img_size for a in parsed[:-1]] == [None] * 5
+    assert [a.export for a in parsed[:-1]] == [None] * 5  # one stage writes the package's file

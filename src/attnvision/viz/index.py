@@ -27,7 +27,7 @@ CAPTIONS = {
                       "from synthetic shapes only; photos like this one are beyond it.",
     "sam_box_zoom_scene": "Boxes on a held-out synthetic scene, answered in one pass (left) and "
                           "zoomed in (right): each box segmented again in a window around it, "
-                          "which the model sees at its full 256 px. Small and thin objects "
+                          "which the model sees at its full input size. Small and thin objects "
                           "gain most.",
     "sam_clicks_astronaut": "One click on the helmet, one on the suit: a natural photo, far "
                             "from the synthetic scenes sam_tiny learnt from.",
