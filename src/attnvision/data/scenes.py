@@ -194,6 +194,7 @@ STYLES = {"standard": SceneStyle(),
                                  count=(5, 14))}
 MIXED = {"standard": 0.4, "varied": 0.3, "repeated": 0.3}
 STYLE_NAMES = (*STYLES, "mixed")
+PLACING_TRIES = 30  # a repeated object that overlaps its neighbours is moved, this often
 
 
 def mixture(style: str) -> dict[str, float] | None:
@@ -218,7 +219,6 @@ def mixture(style: str) -> dict[str, float] | None:
         raise UserError(f"scene mixture {style!r}: the shares must lie between 0 and 1 and "
                         "sum to 1")
     return {name: shares[name] for name in STYLES if shares.get(name, 0) > 0}
-PLACING_TRIES = 30  # a repeated object that overlaps its neighbours is moved, this often
 
 
 def _placed_apart(shape: str, size: int, rng: np.random.Generator, style: SceneStyle,

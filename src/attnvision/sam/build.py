@@ -54,9 +54,11 @@ def build_sam(name: str | None = "vit_h", checkpoint: str | os.PathLike[str] | N
         raise UserError(f"unknown SAM model {name!r}: choose one of {sorted(ENCODER_CONFIGS)}")
     if img_size is None:
         img_size = ENCODER_CONFIGS[name].img_size
-    if img_size < 64 or img_size % 16:
-        raise UserError(f"a SAM input size must be a multiple of 16 of at least 64 pixels "
-                        f"(one token per 16x16 patch), not {img_size}")
+    patch = encoder_overrides.get("patch_size", ENCODER_CONFIGS[name].patch_size)
+    if img_size < 4 * patch or img_size % patch:
+        raise UserError(f"a SAM input size must be a multiple of {patch} of at least "
+                        f"{4 * patch} pixels (one token per {patch}x{patch} patch), "
+                        f"not {img_size}")
     encoder = build_image_encoder(name, img_size=img_size, **encoder_overrides)
     grid = img_size // encoder.patch_embed.proj.kernel_size[0]
     model = Sam(
