@@ -88,3 +88,18 @@ def test_the_zoomed_image_is_the_embedded_one(predictor):
     p.set_image_embedding(predictor.get_image_embedding(), predictor.original_size)
     with pytest.raises(UserError, match="needs the image itself"):
         predict_zoomed(p, np.array([60, 30, 75, 40]))
+
+
+def test_an_embedding_from_the_cache_keeps_its_image_too(predictor, tmp_path):
+    from attnvision.sam.embedding_cache import EmbeddingCache
+
+    frame = np.random.default_rng(2).integers(0, 256, (90, 150, 3), dtype=np.uint8)
+    cache = EmbeddingCache(tmp_path)
+    first = SamPredictor(predictor.model)
+    assert not cache.set_image(first, frame)
+    expected, _, _ = predict_zoomed(first, np.array([60, 30, 75, 40]), return_logits=True)
+    hit = SamPredictor(predictor.model)
+    assert cache.set_image(hit, frame)  # no encoding: the image is kept all the same
+    frame[:] = 0  # and it is a copy, not the caller's reused buffer
+    got, _, _ = predict_zoomed(hit, np.array([60, 30, 75, 40]), return_logits=True)
+    np.testing.assert_array_equal(got, expected)

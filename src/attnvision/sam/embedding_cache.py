@@ -78,7 +78,7 @@ class EmbeddingCache:
         """Set ``image`` on ``predictor``; True when the embedding came from the cache."""
         rgb = as_rgb_uint8(image)
         if self.load(predictor, rgb):
-            predictor.image = rgb.copy()  # the embedding is this image's: it can be zoomed into
+            predictor.keep_image(rgb, image)  # the embedding is this image's: zoomable
             return True
         self.misses += 1
         path = self.path_for(predictor, rgb)

@@ -123,9 +123,14 @@ class SamPredictor:
         resized = self.transform.apply_image(rgb)
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)[None].float()
         self.set_torch_image(x, rgb.shape[:2])
-        # Kept for zooming in; copied only while it is still the caller's buffer, which the
-        # caller may reuse (video frames).
-        caller = isinstance(image, np.ndarray) and np.may_share_memory(rgb, image)
+        self.keep_image(rgb, image)
+
+    def keep_image(self, rgb: np.ndarray, given: ImageLike | None = None) -> None:
+        """Keep ``rgb``, the (H, W, 3) uint8 pixels of the current embedding, for zooming in
+        (:mod:`attnvision.sam.zoom`). ``given``: what the caller passed, if ``rgb`` came from
+        it; ``rgb`` is copied only while it is still the caller's buffer, which the caller
+        may reuse (video frames), never when it is an array of its own."""
+        caller = isinstance(given, np.ndarray) and np.may_share_memory(rgb, given)
         self.image = rgb.copy() if caller else rgb
 
     @torch.no_grad()

@@ -272,7 +272,7 @@ class Segmenter:
                                       context=emb.context)
         if zoom:  # the window is cut from the stored pixels
             try:
-                predictor.image = self.store.pixels(image)
+                predictor.keep_image(self.store.pixels(image))
             except UserError:  # deleted since: the same answer as any unknown image
                 raise ApiError(404, f"image {image_id} not found") from None
         coords = np.asarray(points, dtype=float).reshape(-1, 2) if points else None
