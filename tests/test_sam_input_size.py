@@ -13,8 +13,8 @@ from attnvision.cli import main
 from attnvision.errors import UserError
 from attnvision.sam import SamPredictor, build_sam
 from attnvision.sam.input_size import (
+    POS_EMBED,
     fit_to_input_size,
-    grid_of,
     resample_pos_embed,
     resample_rel_pos,
 )
@@ -75,7 +75,7 @@ def test_only_grid_sized_weights_are_resampled():
     b = build_sam("vit_b", **small)
     old, new = a.state_dict(), b.state_dict()
     sd = fit_to_input_size(old, new)
-    assert grid_of(old) == 16 and grid_of(sd) == 24
+    assert old[POS_EMBED].shape[1] == 16 and sd[POS_EMBED].shape[1] == 24
     for key, value in sd.items():
         assert value.shape == new[key].shape, key
         if not key.endswith(("pos_embed", "blocks.1.attn.rel_pos_h", "blocks.1.attn.rel_pos_w")):
@@ -123,4 +123,4 @@ def test_train_sam_fine_tunes_at_a_new_size(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert code == 0
     tuned = build_sam(None, result["files"]["checkpoint"])  # the file records 128 px
-    assert tuned.img_size == 128 and grid_of(tuned.state_dict()) == 8
+    assert tuned.img_size == 128 and tuned.state_dict()[POS_EMBED].shape[1] == 8

@@ -19,13 +19,6 @@ from torch import Tensor
 POS_EMBED = "image_encoder.pos_embed"
 
 
-def grid_of(sd: dict[str, Tensor]) -> int | None:
-    """The token grid side that ``sd``'s absolute positions were trained for (None: no such
-    positions, so any size fits)."""
-    pos = sd.get(POS_EMBED)
-    return None if pos is None else int(pos.shape[1])
-
-
 def resample_pos_embed(pos: Tensor, grid: int) -> Tensor:
     """(1, g, g, D) learned positions -> (1, grid, grid, D), bicubic."""
     if pos.shape[1] == grid and pos.shape[2] == grid:
