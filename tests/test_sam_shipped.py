@@ -46,6 +46,8 @@ def test_held_out_scenes_and_photos(sam):
     assert scenes["miou_box_zoom"] >= scenes["miou_box"] + ZOOM_GAIN
     photos = photo_ious(sam)
     assert photos["coins"] == 24 and photos["coins_miou"] >= MIN_COINS
+    assert photos["coins_best_of_3"] >= photos["coins_miou"]
+    assert photos["coins_whole_kept"] <= 2  # the kept mask is the clicked coin, not the tray
 
 
 def test_text_prompts_find_the_named_object(sam):
