@@ -54,8 +54,10 @@ def as_rgb_uint8(image: ImageLike, image_format: str = "RGB") -> np.ndarray:
 
 
 def model_fingerprint(model: Sam) -> str:
-    """A short hash of the encoder's first and last weights: embeddings belong to a model."""
-    h = hashlib.sha1()
+    """A short hash of the encoder's first and last weights and its input size: embeddings
+    belong to a model, and the same weights run at another size (``build_sam(...,
+    img_size=S)``) give embeddings of another grid."""
+    h = hashlib.sha1(str(model.image_encoder.img_size).encode())
     for t in (model.image_encoder.patch_embed.proj.weight, model.image_encoder.neck[-1].weight):
         h.update(t.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
