@@ -124,3 +124,54 @@ def test_train_sam_fine_tunes_at_a_new_size(tmp_path, capsys):
     assert code == 0
     tuned = build_sam(None, result["files"]["checkpoint"])  # the file records 128 px
     assert tuned.img_size == 128 and tuned.state_dict()[POS_EMBED].shape[1] == 8
+
+
+def test_embeddings_of_one_size_are_never_served_to_another(tmp_path):
+    # The same weights at two sizes share every encoder weight the fingerprint reads, so the
+    # size is part of it: a cache filled at 256 px misses at 320 instead of handing a 16 x 16
+    # embedding to a model of a 20 x 20 grid.
+    from attnvision.sam.embedding_cache import EmbeddingCache
+    from attnvision.sam.predictor import model_fingerprint
+
+    path = small_sam_checkpoint(tmp_path / "small.safetensors")
+    same, larger = build_sam(None, path), build_sam(None, path, img_size=320)
+    assert model_fingerprint(same) != model_fingerprint(larger)
+    assert model_fingerprint(same) == model_fingerprint(build_sam(None, path))
+    image = np.zeros((120, 160, 3), np.uint8)
+    image[30:90, 40:120] = 200
+    cache = EmbeddingCache(tmp_path / "cache")
+    assert cache.set_image(SamPredictor(same), image) is False  # computed and stored
+    predictor = SamPredictor(larger)
+    assert cache.set_image(predictor, image) is False  # another size: computed again
+    assert predictor.features.shape[-2:] == (20, 20)
+    assert cache.set_image(SamPredictor(larger), image) is True  # its own entry now
+
+
+def test_segment_runs_a_checkpoint_at_the_size_asked(tmp_path, capsys):
+    from PIL import Image
+
+    path = small_sam_checkpoint(tmp_path / "small.safetensors")
+    image = np.zeros((120, 160, 3), np.uint8)
+    image[30:90, 40:120] = 200
+    Image.fromarray(image).save(tmp_path / "in.png")
+    args = ["segment", str(tmp_path / "in.png"), "--checkpoint", str(path), "--point",
+            "80,60", "--no-cache", "--json", "--quiet"]
+    assert main([*args, "--img-size", "320", "--out", str(tmp_path / "a")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["img_size"] == 320 and len(result["masks"]) == 1
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0  # the file's own size
+    assert json.loads(capsys.readouterr().out)["img_size"] == 256
+    assert main([*args, "--img-size", "300", "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "multiple of 16" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "c").exists()  # nothing written for a bad size
+
+
+def test_the_web_app_loads_a_checkpoint_at_the_size_asked(tmp_path):
+    from attnvision.web.model import load_model
+
+    path = small_sam_checkpoint(tmp_path / "small.safetensors")
+    assert load_model(path, img_size=320).sam.img_size == 320
+    assert load_model(path).sam.img_size == 256
+    with pytest.raises(UserError, match="multiple of 16"):
+        load_model(path, img_size=300)

@@ -101,6 +101,13 @@ def _precision(p: argparse.ArgumentParser) -> None:
                         "(default: fp32)")
 
 
+def _img_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--img-size", type=int, metavar="PIXELS",
+                   help="run the model at this input side, a multiple of its patch size "
+                        "(default: the checkpoint's own); the position weights are resampled: "
+                        "larger sees small objects better and encodes slower")
+
+
 def _sub(parent: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
     return parent.add_parser(name, help=help, description=help)
 
@@ -226,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "box_zoom encodes one window per object: drop it for a big model "
                         "on a CPU)")
     p.add_argument("--out", default=".", help="folder for the pictures")
+    _img_size(p)
     _common(p, _lazy("sam_train", "evaluate"))
 
     p = _sub(sub, "classify", "top-k classes of images with a ViT")
@@ -251,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--multimask", action="store_true",
                    help="keep SAM's 3 ambiguous masks (default: 1 mask)")
     p.add_argument("--out", required=True, help="folder for the masks, overlay and JSON")
+    _img_size(p)
     _precision(p)
     p.add_argument("--cache-dir", help="embedding cache folder (default: $ATTNVISION_CACHE or "
                                        "~/.cache/attnvision/embeddings)")
@@ -281,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also segment 2^i x 2^i crops for i = 1..N (finds small objects)")
     p.add_argument("--min-mask-region-area", type=int, default=0,
                    help="fill holes and drop islands smaller than this many pixels")
+    _img_size(p)
     _precision(p)
     _common(p, _lazy("segment_all", "segment_all"))
 
@@ -327,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest image accepted, in millions of pixels")
     p.add_argument("--points-per-side", type=int, default=16,
                    help="segment everything prompts an N x N grid of points")
+    _img_size(p)
     _precision(p)
     _common(p, _lazy("serve", "serve"))
 

@@ -47,8 +47,10 @@ def bbox_xywh(mask: np.ndarray) -> list[int]:
     return [int(x0), int(y0), int(x1 - x0 + 1), int(y1 - y0 + 1)]
 
 
-def load_sam(checkpoint: str | None, model: str | None, precision: str = "fp32"):
-    """SAM from ``checkpoint``, or the shipped sam_tiny (said on stderr) when none is given."""
+def load_sam(checkpoint: str | None, model: str | None, precision: str = "fp32",
+             img_size: int | None = None):
+    """SAM from ``checkpoint``, or the shipped sam_tiny (said on stderr) when none is given;
+    run at ``img_size`` px if given (its position weights resampled), else the file's size."""
     from attnvision.precision import check_precision, cpu_has_fast_bf16
     from attnvision.sam import build_sam
     from attnvision.sam.checkpoints import where_to_get
@@ -62,8 +64,8 @@ def load_sam(checkpoint: str | None, model: str | None, precision: str = "fp32")
         print("attnvision: this CPU has no native bf16 (AVX-512 BF16 or AMX): --precision "
               "bf16 will be slower than fp32 here", file=sys.stderr)
     if checkpoint is not None:
-        return build_sam(model, checkpoint, precision=precision)
-    sam = build_sam(None, shipped_checkpoint(), precision=precision)
+        return build_sam(model, checkpoint, precision=precision, img_size=img_size)
+    sam = build_sam(None, shipped_checkpoint(), precision=precision, img_size=img_size)
     print(f"attnvision: using the shipped sam_tiny ({sam.img_size} px, trained on synthetic "
           "scenes); pass --checkpoint for an official SAM", file=sys.stderr)
     return sam
@@ -97,8 +99,9 @@ def segment(args: argparse.Namespace) -> dict[str, Any]:
         check_points(coords, labels, size)
     if box is not None:
         check_boxes(box, size)
-    out = ensure_dir(args.out)
-    predictor = SamPredictor(load_sam(args.checkpoint, args.model, args.precision))
+    predictor = SamPredictor(load_sam(args.checkpoint, args.model, args.precision,
+                                      args.img_size))
+    out = ensure_dir(args.out)  # after the model: a bad checkpoint or size leaves no folder
     if text is not None:
         predictor.model.prompt_encoder.require_text()  # before the image is encoded
     if args.no_cache:
@@ -132,6 +135,7 @@ def segment(args: argparse.Namespace) -> dict[str, Any]:
               "prompts": {"points": [list(p) for p in points],
                           "box": None if box is None else box.tolist(), "text": text},
               "zoom_window": list(window) if args.zoom else None,
+              "img_size": predictor.model.image_encoder.img_size,
               "precision": args.precision, "embedding": embedding,
               "masks": records, "overlay": str(overlay)}
     result["json"] = str(write_json(out / f"{stem}_masks.json", result))

@@ -243,7 +243,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if unknown or not modes:
         raise UserError(f"--modes {args.modes!r}: choose from {', '.join(MODES)} "
                         "(comma-separated)")
-    sam = load_sam(args.checkpoint, args.size)
+    sam = load_sam(args.checkpoint, args.size, img_size=args.img_size)
     out = ensure_dir(args.out)
     synthetic = synthetic_miou(sam, args.scenes, args.first, modes, progress=not args.quiet)
     photos = photo_ious(sam)

@@ -105,7 +105,7 @@ def segment_all(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError("--points-per-side and --points-per-batch must be at least 1")
     images = find_images(args.paths)
     names = result_names(images)
-    model = load_sam(args.checkpoint, args.model, args.precision)
+    model = load_sam(args.checkpoint, args.model, args.precision, args.img_size)
     iou, stability = everything_thresholds(shipped=args.checkpoint is None)
     out = ensure_dir(args.out)
     generator = SamAutomaticMaskGenerator(

@@ -78,7 +78,7 @@ def serve(args: argparse.Namespace) -> dict[str, Any]:
         cache_bytes=int(args.cache_mb * 2**20), max_upload_bytes=int(args.max_upload_mb * 2**20),
         max_pixels=int(args.max_megapixels * 1e6), points_per_side=args.points_per_side)
     sock = bind(host, args.port)  # before the model loads: a busy port fails fast
-    model = load_model(args.checkpoint, args.model, args.precision)
+    model = load_model(args.checkpoint, args.model, args.precision, img_size=args.img_size)
     app = create_app(config, model)
     port = sock.getsockname()[1]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"

@@ -30,9 +30,10 @@ class LoadedModel:
 
 def load_model(checkpoint: str | os.PathLike[str] | None = None,
                name: str | None = None, precision: str = "fp32",
-               shipped: bool = True) -> LoadedModel:
+               shipped: bool = True, img_size: int | None = None) -> LoadedModel:
     """SAM from ``checkpoint`` (size from the file unless ``name`` is given), else the shipped
-    sam_tiny when there is one (and ``shipped``), else no model.
+    sam_tiny when there is one (and ``shipped``), else no model; run at ``img_size`` px if
+    given, else at the file's size.
 
     Bad files raise ``UserError`` (the command exits 2 before the server starts).
     """
@@ -45,8 +46,9 @@ def load_model(checkpoint: str | os.PathLike[str] | None = None,
             path = shipped_checkpoint()
         except UserError:
             return LoadedModel(None)
-        return LoadedModel(build_sam(None, path, precision=precision), "sam_tiny", SHIPPED)
-    sam = build_sam(name, checkpoint, precision=precision)
+        return LoadedModel(build_sam(None, path, precision=precision, img_size=img_size),
+                           "sam_tiny", SHIPPED)
+    sam = build_sam(name, checkpoint, precision=precision, img_size=img_size)
     # A variant built with other options (a test's 2-block vit_b) says so.
     options = ", ".join(f"{k}={v}" for k, v in sam.build_options.items())
     size = f"{sam.size_name} ({options})" if options else sam.size_name
