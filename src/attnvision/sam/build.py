@@ -60,7 +60,7 @@ def build_sam(name: str | None = "vit_h", checkpoint: str | os.PathLike[str] | N
                         f"{4 * patch} pixels (one token per {patch}x{patch} patch), "
                         f"not {img_size}")
     encoder = build_image_encoder(name, img_size=img_size, **encoder_overrides)
-    grid = img_size // encoder.patch_embed.proj.kernel_size[0]
+    grid = img_size // patch
     model = Sam(
         image_encoder=encoder,
         prompt_encoder=PromptEncoder(embed_dim=PROMPT_DIM, image_embedding_size=(grid, grid),

@@ -62,12 +62,18 @@ def tight_box(mask: np.ndarray) -> np.ndarray:
     return masks_to_boxes(torch.from_numpy(np.asarray(mask, dtype=bool))).numpy().astype(float)
 
 
+def click_masks(predictor: SamPredictor, click) -> tuple[np.ndarray, int, np.ndarray]:
+    """The three masks (3, H, W) of one positive click (x, y), the index of the one a user
+    sees (the highest predicted IoU) and their low-res logits (3, 4g, 4g)."""
+    masks, scores, logits = predictor.predict(point_coords=np.asarray(click, float)[None],
+                                              point_labels=np.array([1]), multimask_output=True)
+    return masks, int(np.argmax(scores)), logits
+
+
 def segment_click(predictor: SamPredictor, click: np.ndarray, with_logits: bool = False):
     """The mask of one positive click (x, y): the best of the three by predicted IoU, as a
     user sees it; with its low-res logits (1, 4g, 4g) if ``with_logits``."""
-    masks, scores, logits = predictor.predict(point_coords=np.asarray(click, float)[None],
-                                              point_labels=np.array([1]), multimask_output=True)
-    best = int(np.argmax(scores))
+    masks, best, logits = click_masks(predictor, click)
     return (masks[best], logits[best:best + 1]) if with_logits else masks[best]
 
 
@@ -230,11 +236,8 @@ def photo_ious(sam: Sam) -> dict:
     predictor.set_image(image)
     kept, best, whole = [], [], 0
     for truth in coins:
-        click = np.array([interior_point(truth)], dtype=float)
-        masks, scores, _ = predictor.predict(point_coords=click, point_labels=np.array([1]),
-                                             multimask_output=True)
+        masks, chosen, _ = click_masks(predictor, interior_point(truth))
         ious = [iou(m, truth) for m in masks]
-        chosen = int(np.argmax(scores))  # as segment_click keeps it
         kept.append(ious[chosen])
         best.append(max(ious))
         whole += int(masks[chosen].sum() > 2 * truth.sum())
