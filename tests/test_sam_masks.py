@@ -41,10 +41,12 @@ def random_boxes(rng: np.random.Generator, n: int, integer: bool) -> torch.Tenso
 
 
 def brute_force_nms(boxes, scores, cats, thr):
+    # The float32 IoU is compared in float64, as torchvision does: at an IoU of 0.3 + 1 ulp
+    # and thr 0.3, a float32 comparison would round the threshold up to the IoU and keep it.
     order = sorted(range(len(scores)), key=lambda i: -float(scores[i]))  # stable on ties
     kept = []
     for i in order:
-        if all(cats[i] != cats[j] or not box_iou(boxes[i:i + 1], boxes[j:j + 1])[0, 0] > thr
+        if all(cats[i] != cats[j] or not float(box_iou(boxes[i:i + 1], boxes[j:j + 1])[0, 0]) > thr
                for j in kept):
             kept.append(i)
     return kept
@@ -61,6 +63,18 @@ def test_nms_matches_brute_force_and_torchvision(seed, n, thr, ties):
     keep = batched_nms(boxes, scores, cats, thr).tolist()
     assert keep == brute_force_nms(boxes, scores, cats, thr)
     assert sorted(keep) == sorted(tv_batched_nms(boxes, scores, cats, thr).tolist())
+
+
+def test_nms_compares_the_float32_iou_in_float64_like_torchvision():
+    # The case hypothesis found (seed 4146): box 23's IoU with a kept box is 0.30000001 in
+    # float32, over a threshold of 0.3 in float64, so it is suppressed by ours and torchvision.
+    rng = np.random.default_rng(4146)
+    boxes = random_boxes(rng, 24, integer=True)
+    scores = torch.tensor(rng.integers(0, 3, 24), dtype=torch.float32)
+    cats = torch.tensor(rng.integers(0, 3, 24))
+    keep = batched_nms(boxes, scores, cats, 0.3).tolist()
+    assert 23 not in keep and keep == brute_force_nms(boxes, scores, cats, 0.3)
+    assert sorted(keep) == sorted(tv_batched_nms(boxes, scores, cats, 0.3).tolist())
 
 
 def test_nms_with_ties_keeps_the_first_like_torchvision():
