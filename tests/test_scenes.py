@@ -12,7 +12,7 @@ from attnvision.data.scenes import COLOURS, PHOTOS, SHAPES, make_scene
 from attnvision.errors import UserError
 
 
-def check_scene(scene: scenes.Scene, size: int) -> None:
+def check_scene(scene: scenes.Scene, size: int, packed: bool = False) -> None:
     assert scene.image.shape == (size, size, 3) and scene.image.dtype == np.uint8
     covered = np.zeros((size, size), bool)
     for obj in scene.objects:
@@ -23,16 +23,21 @@ def check_scene(scene: scenes.Scene, size: int) -> None:
         ys, xs = np.nonzero(obj.mask)
         assert obj.box == (xs.min(), ys.min(), xs.max(), ys.max())
         assert 0 < obj.visible <= 1
-        if not obj.textured:  # a plain object's visible pixels are its colour, exactly
-            assert (scene.image[obj.mask] == COLOURS[obj.colour]).all()
+        pixels = scene.image[obj.mask]
+        if not obj.textured and not packed:  # a plain object's pixels are its colour, exactly
+            assert (pixels == COLOURS[obj.colour]).all()
+        elif not obj.textured:  # on a tray, one flat colour, a little lighter or darker
+            assert (pixels == pixels[0]).all()
+            light = pixels[0] / np.maximum(COLOURS[obj.colour], 1)
+            assert np.all(light[np.array(COLOURS[obj.colour]) > 40] >= 0.79)
         assert obj.description == f"the {obj.size} {obj.colour} {obj.shape} {obj.position}"
 
 
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10**6), split=st.sampled_from(["train", "test"]),
-       size=st.sampled_from([64, 128, 256]))
-def test_scenes_hold_their_invariants(seed, split, size):
-    check_scene(make_scene(seed, split, size), size)
+       size=st.sampled_from([64, 128, 256]), style=st.sampled_from(["standard", "packed"]))
+def test_scenes_hold_their_invariants(seed, split, size, style):
+    check_scene(make_scene(seed, split, size, style=style), size, packed=style == "packed")
 
 
 def test_a_scene_is_a_function_of_its_seed_and_split():
@@ -92,8 +97,8 @@ def test_varied_scenes_have_larger_objects_and_standard_ones_stay_the_same():
                             for o in make_scene(s, "train", style=style).objects])
             for style in ("standard", "varied")}
     assert area["varied"] > 1.5 * area["standard"]
-    with pytest.raises(UserError, match="must be one of standard, varied, repeated, mixed or "
-                                        "shares"):
+    with pytest.raises(UserError, match="must be one of standard, varied, repeated, packed, "
+                                        "mixed or shares"):
         make_scene(0, "train", style="wild")
 
 
@@ -158,3 +163,27 @@ def test_repeated_scenes_hold_look_alike_objects_apart():
     # Placed apart: later objects hide almost nothing of earlier ones, but for the odd one
     # that found no free place.
     assert np.percentile([o.visible for s in scenes for o in s.objects], 10) > 0.9
+
+
+def test_packed_scenes_set_look_alikes_in_rows_a_few_pixels_apart():
+    from scipy.ndimage import distance_transform_edt
+
+    scenes = [make_scene(s, "train", size=256, style="packed") for s in range(12)]
+    assert np.mean([len(s.objects) for s in scenes]) >= 12
+    gaps = []  # from each object to its nearest neighbour, in the object's widths
+    for scene in scenes:
+        assert len({(o.shape, o.colour, o.textured) for o in scene.objects}) == 1
+        assert all(o.visible == 1 for o in scene.objects)  # each in its own cell: no overlap
+        for k, obj in enumerate(scene.objects):
+            others = np.zeros_like(obj.mask)
+            for j, other in enumerate(scene.objects):
+                if j != k:
+                    others |= other.mask
+            gaps.append(distance_transform_edt(~others)[obj.mask].min()
+                        / (obj.box[2] - obj.box[0] + 1))
+        # No two look quite alike: the mean colours of a tray's objects differ.
+        assert np.std([scene.image[o.mask].mean() for o in scene.objects]) > 1
+    # Most have a neighbour a fifth of their width away or closer, as coins on a tray.
+    assert np.median(gaps) < 0.2 and np.percentile(gaps, 90) < 0.4
+    again = make_scene(3, "train", size=256, style="packed")
+    assert np.array_equal(again.image, scenes[3].image)

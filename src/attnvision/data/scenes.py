@@ -180,18 +180,25 @@ class SceneStyle:
     # a model that answers "all pixels like the clicked one" gets wrong (coins, cells).
     repeated: bool = False
     count: tuple[int, int] | None = None  # objects per scene, if not the caller's n_objects
+    # Look-alikes in rows with gaps of a few pixels (coins on a tray, cells in a dish): one
+    # click must keep one object, not the whole tray, when only a thin line parts them.
+    packed: bool = False
 
 
 # "standard": the scenes every figure is measured on. "varied": objects from 0.05 to 0.45 of
 # the side and textures twice as deep, closer to photos (a horse filling the frame).
-# "repeated": 5 to 14 small look-alike objects apart from each other (a tray of coins).
+# "repeated": 5 to 14 small look-alike objects apart from each other.
+# "packed": 9 to 42 look-alikes in rows, nearly touching, each a little lighter or darker
+# (coins on a tray: the repeated style alone left the IoU head keeping the whole tray).
 # "mixed": each scene one of the three (0.4 / 0.3 / 0.3), by its seed, so that training on
 # the others keeps seeing standard scenes (it still costs clicks on them: benchmarks/RESULTS.md,
 # stages 4 and 5).
 STYLES = {"standard": SceneStyle(),
           "varied": SceneStyle(radius=(0.05, 0.45), texture=0.9),
           "repeated": SceneStyle(radius=(0.04, 0.12), texture=0.9, repeated=True,
-                                 count=(5, 14))}
+                                 count=(5, 14)),
+          "packed": SceneStyle(texture=0.9, repeated=True, packed=True)}
+PACKED_SHAPES = ("ellipse", "ellipse", "ellipse", "ellipse", "polygon", "blob", "ring")
 MIXED = {"standard": 0.4, "varied": 0.3, "repeated": 0.3}
 STYLE_NAMES = (*STYLES, "mixed")
 PLACING_TRIES = 30  # a repeated object that overlaps its neighbours is moved, this often
@@ -232,6 +239,37 @@ def _placed_apart(shape: str, size: int, rng: np.random.Generator, style: SceneS
     return mask
 
 
+def _packed_masks(shape: str, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Masks of look-alikes in a grid of rows x columns cells over most of the image, each
+    inside its own cell (so none overlaps) and filling 80-97 % of it: neighbours are a few
+    pixels apart. A cell is left empty now and then, as on a real tray."""
+    rows, cols = int(rng.integers(3, 7)), int(rng.integers(3, 8))
+    cell = size * rng.uniform(0.6, 0.97) / max(rows, cols)
+    x0 = rng.uniform(0, size - cols * cell)
+    y0 = rng.uniform(0, size - rows * cell)
+    masks = []
+    for row in range(rows):
+        for col in range(cols):
+            r = cell / 2 * rng.uniform(0.8, 0.97)
+            slack = cell / 2 - r  # how far the object may sit off its cell's centre
+            cx = x0 + (col + 0.5) * cell + rng.uniform(-slack, slack)
+            cy = y0 + (row + 0.5) * cell + rng.uniform(-slack, slack)
+            if rng.random() < 0.1:
+                continue
+            canvas = Image.new("L", (size, size), 0)
+            draw = ImageDraw.Draw(canvas)
+            if shape in ("ellipse", "ring"):
+                rx, ry = (r, r * rng.uniform(0.85, 1.0))[:: 1 if rng.random() < 0.5 else -1]
+                draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=255)
+                if shape == "ring":
+                    draw.ellipse([cx - rx / 2, cy - ry / 2, cx + rx / 2, cy + ry / 2], fill=0)
+            else:  # a polygon or blob of about r: _outline's blobs reach 1.5 r: shrunk a little
+                draw.polygon(_outline(shape, cx, cy, r / 1.3 if shape == "blob" else r, rng),
+                             fill=255)
+            masks.append(np.asarray(canvas) > 127)
+    return masks
+
+
 def make_scene(seed: int, split: str = "train", size: int = 256,
                n_objects: tuple[int, int] = (2, 6), style: str = "standard") -> Scene:
     """The scene of ``seed`` in ``split`` ("train" or "test"): (size, size) pixels with
@@ -263,12 +301,17 @@ def make_scene(seed: int, split: str = "train", size: int = 256,
     shape = colour = texture_name = None  # the one kind of a repeated scene, once drawn
     textured_kind = bool(rng.random() < 0.7) if style.repeated else None
     count = style.count or n_objects
+    tray: list[np.ndarray] = []
+    if style.packed:
+        shape = PACKED_SHAPES[int(rng.integers(len(PACKED_SHAPES)))]
+        tray = _packed_masks(shape, size, rng)
     painted: list[tuple[str, str, bool, np.ndarray]] = []
     covered = np.zeros((size, size), bool)
-    for _ in range(int(rng.integers(count[0], count[1] + 1))):
+    for i in range(len(tray) if style.packed else int(rng.integers(count[0], count[1] + 1))):
         shape = draw(SHAPES, shape)
         colour = draw(tuple(COLOURS), colour)
-        mask = (_placed_apart(shape, size, rng, style, covered) if style.repeated
+        mask = (tray[i] if style.packed
+                else _placed_apart(shape, size, rng, style, covered) if style.repeated
                 else _shape_mask(shape, size, rng, style.radius))
         if not mask.any():
             continue
@@ -280,6 +323,8 @@ def make_scene(seed: int, split: str = "train", size: int = 256,
             texture = _crop(_photo(texture_name), size, rng)
             shade = texture.mean(axis=2, keepdims=True) / 255.0
             fill = fill * (1 - style.texture + style.texture * shade)
+        if style.packed:  # no two coins have quite the same light
+            fill = fill * rng.uniform(0.8, 1.15)
         image[mask] = fill[mask]
         painted.append((shape, colour, textured, mask))
 
