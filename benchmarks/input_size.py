@@ -9,7 +9,7 @@
 a size costs (milliseconds to encode an image, then to answer one click, in fp32 in this
 process) and what it gives without training there (held-out 1-click and box mIoU on test
 scenes 1000.., each scene drawn at the model's size; coins and horse). The shipped sam_tiny
-was trained at 256 px and then fine-tuned at 384 px (benchmarks/RESULTS.md).
+was trained at 256 px, then fine-tuned at 384 and at 512 px (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -62,8 +62,8 @@ ENCODER_CONFIGS: dict[str, EncoderConfig] = {
     "vit_h": EncoderConfig(embed_dim=1280, depth=32, num_heads=16,
                            global_attn_indexes=(7, 15, 23, 31)),
     # Ours, trained here: 256 px for CPU speed, a 16x16 grid with 8x8 windows and two global
-    # blocks. The shipped file was moved to 384 px (a 24x24 grid) by its last stage and
-    # records that size (benchmarks/RESULTS.md, "the shipped small SAM").
+    # blocks. The shipped file was moved to 384 then 512 px (a 32x32 grid) by later stages
+    # and records that size (benchmarks/RESULTS.md, "the shipped small SAM").
     "sam_tiny": EncoderConfig(embed_dim=192, depth=8, num_heads=6, global_attn_indexes=(3, 7),
                               img_size=256, window_size=8),
 }

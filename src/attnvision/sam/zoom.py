@@ -1,7 +1,7 @@
 """Zoom in on a box: segment it again in a crop that the model sees at its full resolution.
 
 A SAM sees its input through 16-pixel patches and answers with a mask of 4-pixel cells (at
-384 px for the shipped sam_tiny, at 1024 px for the official models). An object 30 pixels
+512 px for the shipped sam_tiny, at 1024 px for the official models). An object 30 pixels
 wide in its input is two patches across, and its outline is guessed from them. Cutting a window
 around the box (the box and ``margin`` of its longer side on every side), resizing that
 window to the model's input and prompting it with the same box gives a small object the
