@@ -190,9 +190,9 @@ class SceneStyle:
 # "repeated": 5 to 14 small look-alike objects apart from each other.
 # "packed": 9 to 42 look-alikes in rows, nearly touching, each a little lighter or darker
 # (coins on a tray: the repeated style alone left the IoU head keeping the whole tray).
-# "mixed": each scene one of the three (0.4 / 0.3 / 0.3), by its seed, so that training on
-# the others keeps seeing standard scenes (it still costs clicks on them: benchmarks/RESULTS.md,
-# stages 4 and 5).
+# "mixed": each scene standard, varied or repeated (0.4 / 0.3 / 0.3), by its seed, so that
+# training on the others keeps seeing standard scenes (it still costs clicks on them:
+# benchmarks/RESULTS.md, stages 4 and 5).
 STYLES = {"standard": SceneStyle(),
           "varied": SceneStyle(radius=(0.05, 0.45), texture=0.9),
           "repeated": SceneStyle(radius=(0.04, 0.12), texture=0.9, repeated=True,
