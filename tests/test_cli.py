@@ -53,6 +53,8 @@ def test_figures_on_a_user_image_in_rgba_and_other_patch_size(tmp_path, capsys):
     (["frobnicate"], "invalid choice"),
     (["eval", "sam", "--modes", "point,clicks", "--out", "{out}"],
      "--modes 'point,clicks': choose from point, points3, box, box_zoom"),
+    (["eval", "sam", "--scene-style", "tray", "--out", "{out}"],
+     "scene style must be one of standard, varied, repeated, packed, mixed"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(tmp_path, capsys, args, message):
     (tmp_path / "notimage.png").write_text("hello")

@@ -233,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated prompts to measure on the scenes (default: all; "
                         "box_zoom encodes one window per object: drop it for a big model "
                         "on a CPU)")
+    p.add_argument("--scene-style", default="standard", metavar="STYLE",
+                   help="style of the synthetic test scenes, as for train sam (default "
+                        "standard; packed: trays of nearly touching look-alikes, where a "
+                        "click must keep one object)")
     p.add_argument("--out", default=".", help="folder for the pictures")
     _img_size(p)
     _common(p, _lazy("sam_train", "evaluate"))

@@ -232,6 +232,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from attnvision.commands.sam import load_sam
+    from attnvision.data.scenes import make_scene
     from attnvision.files import ensure_dir
     from attnvision.sam.evaluation import MODES, photo_ious, synthetic_miou, text_miou
     from attnvision.viz.sam_eval import evaluation_pictures
@@ -243,15 +244,17 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if unknown or not modes:
         raise UserError(f"--modes {args.modes!r}: choose from {', '.join(MODES)} "
                         "(comma-separated)")
+    make_scene(0, "test", size=16, style=args.scene_style)  # a bad style: one line, no --out
     sam = load_sam(args.checkpoint, args.size, img_size=args.img_size)
     out = ensure_dir(args.out)
-    synthetic = synthetic_miou(sam, args.scenes, args.first, modes, progress=not args.quiet)
+    synthetic = synthetic_miou(sam, args.scenes, args.first, modes, progress=not args.quiet,
+                               style=args.scene_style)
     photos = photo_ious(sam)
     has_text = sam.prompt_encoder.text_projection is not None
-    text = (text_miou(sam, args.scenes, args.first, progress=not args.quiet) if has_text
-            else None)
+    text = (text_miou(sam, args.scenes, args.first, progress=not args.quiet,
+                      style=args.scene_style) if has_text else None)
     files = evaluation_pictures(sam, out, zoom="box_zoom" in modes)
     return {"command": "eval sam", "checkpoint": args.checkpoint or "shipped sam_tiny",
-            "synthetic_test": synthetic, "text_test": text, "photos": photos,
-            "files": {k: str(v) for k, v in files.items()}}
+            "scene_style": args.scene_style, "synthetic_test": synthetic, "text_test": text,
+            "photos": photos, "files": {k: str(v) for k, v in files.items()}}
 

@@ -148,21 +148,26 @@ def dataset_miou(sam: Sam, dataset: Examples, modes: Iterable[str] = MODES,
 
 
 def synthetic_miou(sam: Sam, scenes: int = 100, first: int = 0,
-                   modes: Iterable[str] = MODES, progress: bool = False) -> dict:
+                   modes: Iterable[str] = MODES, progress: bool = False,
+                   style: str = "standard") -> dict:
     """:func:`dataset_miou` over test-split scenes ``first..first+scenes-1``, whose
-    backgrounds and textures training never sees."""
+    backgrounds and textures training never sees, drawn in a scene ``style`` (standard, or
+    e.g. "packed": trays of nearly touching look-alikes)."""
     from attnvision.sam.training_data import SceneDataset
 
-    return dataset_miou(sam, SceneDataset("test", sam.img_size, scenes, first), modes, progress)
+    return dataset_miou(sam, SceneDataset("test", sam.img_size, scenes, first, style=style),
+                        modes, progress)
 
 
 @torch.no_grad()
-def text_miou(sam: Sam, scenes: int = 100, first: int = 0, progress: bool = False) -> dict:
+def text_miou(sam: Sam, scenes: int = 100, first: int = 0, progress: bool = False,
+              style: str = "standard") -> dict:
     """Text prompts on test-split scenes: for every object its full description names alone
     ("the small red star on the left"), the mask from the phrase alone, from one click alone
     (best of three, as ``point``), and from the phrase with that click (single mask); also
     from a shorter phrase that still names it ("the red star", drawn with a fixed seed).
-    ``text_right`` is the share of phrases whose mask has IoU > 0.5 with their object."""
+    ``text_right`` is the share of phrases whose mask has IoU > 0.5 with their object.
+    Objects whose description another object shares (most of a tray's) are left out."""
     from tqdm import tqdm
 
     from attnvision.data.scenes import make_scene
@@ -174,7 +179,7 @@ def text_miou(sam: Sam, scenes: int = 100, first: int = 0, progress: bool = Fals
     found: dict[str, list[float]] = {"text": [], "point": [], "text_point": [], "short": []}
     for seed in tqdm(range(first, first + scenes), desc="text prompts", leave=False,
                      disable=not progress):
-        scene = make_scene(seed, "test", size=sam.img_size)
+        scene = make_scene(seed, "test", size=sam.img_size, style=style)
         attrs = [attributes(o) for o in scene.objects]
         predictor.set_image(scene.image)
         for i, obj in enumerate(scene.objects):
