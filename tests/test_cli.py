@@ -77,6 +77,9 @@ def test_demo_writes_figures_and_index(tmp_path, capsys):
     for name, path in result["files"].items():
         assert_valid_png(path)
         assert name.replace("_", " ") in index
+    # The shipped SAM on photos: clicks, a box, and automatic masks on the coins.
+    assert {"sam_clicks_coins", "sam_box_coffee", "sam_everything_coins",
+            "sam_everything_scene"} <= set(result["files"])
 
 
 def test_console_script_and_module_entry_point(tmp_path):
