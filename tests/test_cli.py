@@ -70,6 +70,13 @@ def test_bad_arguments_give_one_line_and_exit_2(tmp_path, capsys, args, message)
     assert "Traceback" not in err[0]
 
 
+def test_eval_sam_refuses_a_bad_scene_style_before_making_its_folder(tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["eval", "sam", "--scene-style", "packed=0.5", "--out", str(out)]) == 2
+    assert "shares must lie between 0 and 1 and sum to 1" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_demo_writes_figures_and_index(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--json", "--quiet"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -28,8 +28,10 @@ def check_scene(scene: scenes.Scene, size: int, packed: bool = False) -> None:
             assert (pixels == COLOURS[obj.colour]).all()
         elif not obj.textured:  # on a tray, one flat colour, a little lighter or darker
             assert (pixels == pixels[0]).all()
-            light = pixels[0] / np.maximum(COLOURS[obj.colour], 1)
-            assert np.all(light[np.array(COLOURS[obj.colour]) > 40] >= 0.79)
+            colour = np.array(COLOURS[obj.colour])
+            light = pixels[0] / np.maximum(colour, 1)
+            assert np.all(light[colour > 40] >= 0.79)  # x 0.8-1.15, rounded
+            assert np.all(light[(colour > 40) & (colour < 220)] <= 1.16)
         assert obj.description == f"the {obj.size} {obj.colour} {obj.shape} {obj.position}"
 
 
@@ -173,7 +175,8 @@ def test_packed_scenes_set_look_alikes_in_rows_a_few_pixels_apart():
     gaps = []  # from each object to its nearest neighbour, in the object's widths
     for scene in scenes:
         assert len({(o.shape, o.colour, o.textured) for o in scene.objects}) == 1
-        assert all(o.visible == 1 for o in scene.objects)  # each in its own cell: no overlap
+        # Each in its own cell: at most an edge pixel shared with a neighbour.
+        assert min(o.visible for o in scene.objects) > 0.95
         for k, obj in enumerate(scene.objects):
             others = np.zeros_like(obj.mask)
             for j, other in enumerate(scene.objects):

@@ -86,7 +86,9 @@ def sam_pictures(out: Path) -> dict[str, Path]:
                    "sam_clicks_astronaut")  # the helmet, the suit
     if sam.prompt_encoder.text_projection is not None:
         try:
-            files["sam_text_phrases"] = text_sheet(sam, out / "sam_text_phrases.png")
+            text = text_sheet(sam, out / "sam_text_phrases.png")
+            if text is not None:  # standard scenes always have phrases that name one object
+                files["sam_text_phrases"] = text
         except UserError as e:  # no sentence encoder installed: the rest still shows
             print(f"attnvision demo: skipped the text prompts: {e}", file=sys.stderr)
     # Segment everything on a held-out synthetic scene (a scikit-image photo behind shapes)

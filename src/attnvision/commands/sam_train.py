@@ -244,7 +244,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if unknown or not modes:
         raise UserError(f"--modes {args.modes!r}: choose from {', '.join(MODES)} "
                         "(comma-separated)")
-    make_scene(0, "test", size=16, style=args.scene_style)  # a bad style: one line, no --out
+    # A bad style or no scikit-image: one line now, before --out is made.
+    make_scene(0, "test", size=16, style=args.scene_style)
     sam = load_sam(args.checkpoint, args.size, img_size=args.img_size)
     out = ensure_dir(args.out)
     synthetic = synthetic_miou(sam, args.scenes, args.first, modes, progress=not args.quiet,
@@ -253,7 +254,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     has_text = sam.prompt_encoder.text_projection is not None
     text = (text_miou(sam, args.scenes, args.first, progress=not args.quiet,
                       style=args.scene_style) if has_text else None)
-    files = evaluation_pictures(sam, out, zoom="box_zoom" in modes)
+    files = evaluation_pictures(sam, out, zoom="box_zoom" in modes, style=args.scene_style)
     return {"command": "eval sam", "checkpoint": args.checkpoint or "shipped sam_tiny",
             "scene_style": args.scene_style, "synthetic_test": synthetic, "text_test": text,
             "photos": photos, "files": {k: str(v) for k, v in files.items()}}

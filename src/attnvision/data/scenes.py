@@ -188,8 +188,9 @@ class SceneStyle:
 # "standard": the scenes every figure is measured on. "varied": objects from 0.05 to 0.45 of
 # the side and textures twice as deep, closer to photos (a horse filling the frame).
 # "repeated": 5 to 14 small look-alike objects apart from each other.
-# "packed": 9 to 42 look-alikes in rows, nearly touching, each a little lighter or darker
-# (coins on a tray: the repeated style alone left the IoU head keeping the whole tray).
+# "packed": a grid of 9 to 42 cells of look-alikes (about a tenth left empty), neighbours 0 to
+# a few pixels apart, each a little lighter or darker (coins on a tray: the repeated style
+# alone left the IoU head keeping the whole tray).
 # "mixed": each scene standard, varied or repeated (0.4 / 0.3 / 0.3), by its seed, so that
 # training on the others keeps seeing standard scenes (it still costs clicks on them:
 # benchmarks/RESULTS.md, stages 4 and 5).
@@ -228,6 +229,15 @@ def mixture(style: str) -> dict[str, float] | None:
     return {name: shares[name] for name in STYLES if shares.get(name, 0) > 0}
 
 
+def check_style(style: str) -> dict[str, float] | None:
+    """:func:`mixture`'s shares of ``style``, after a one-line error if it is no style."""
+    mix = mixture(style)
+    if mix is None and style not in STYLES:
+        raise UserError(f"scene style must be one of {', '.join(STYLE_NAMES)} or shares such "
+                        f"as standard=0.7,repeated=0.3, got {style!r}")
+    return mix
+
+
 def _placed_apart(shape: str, size: int, rng: np.random.Generator, style: SceneStyle,
                   covered: np.ndarray) -> np.ndarray:
     """A mask that overlaps what is already ``covered`` by at most 3 % of itself, or the
@@ -241,8 +251,9 @@ def _placed_apart(shape: str, size: int, rng: np.random.Generator, style: SceneS
 
 def _packed_masks(shape: str, size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Masks of look-alikes in a grid of rows x columns cells over most of the image, each
-    inside its own cell (so none overlaps) and filling 80-97 % of it: neighbours are a few
-    pixels apart. A cell is left empty now and then, as on a real tray."""
+    drawn inside its own cell and filling 80-97 % of it: neighbours are 0 to a few pixels
+    apart (an ellipse's bounds are inclusive, so two may share an edge pixel, which the later
+    one keeps). A cell is left empty now and then, as on a real tray."""
     rows, cols = int(rng.integers(3, 7)), int(rng.integers(3, 8))
     cell = size * rng.uniform(0.6, 0.97) / max(rows, cols)
     x0 = rng.uniform(0, size - cols * cell)
@@ -259,11 +270,13 @@ def _packed_masks(shape: str, size: int, rng: np.random.Generator) -> list[np.nd
             canvas = Image.new("L", (size, size), 0)
             draw = ImageDraw.Draw(canvas)
             if shape in ("ellipse", "ring"):
-                rx, ry = (r, r * rng.uniform(0.85, 1.0))[:: 1 if rng.random() < 0.5 else -1]
+                rx, ry = r, r * rng.uniform(0.85, 1.0)
+                if rng.random() >= 0.5:  # as often taller as wider
+                    rx, ry = ry, rx
                 draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=255)
                 if shape == "ring":
                     draw.ellipse([cx - rx / 2, cy - ry / 2, cx + rx / 2, cy + ry / 2], fill=0)
-            else:  # a polygon or blob of about r: _outline's blobs reach 1.5 r: shrunk a little
+            else:  # a polygon or blob of about r (_outline's blobs reach 1.5 r, so shrunk)
                 draw.polygon(_outline(shape, cx, cy, r / 1.3 if shape == "blob" else r, rng),
                              fill=255)
             masks.append(np.asarray(canvas) > 127)
@@ -279,10 +292,7 @@ def make_scene(seed: int, split: str = "train", size: int = 256,
     "standard=0.7,repeated=0.3"."""
     if split not in PHOTOS:
         raise UserError(f"split must be 'train' or 'test', got {split!r}")
-    mix = mixture(style)
-    if mix is None and style not in STYLES:
-        raise UserError(f"scene style must be one of {', '.join(STYLE_NAMES)} or shares such "
-                        f"as standard=0.7,repeated=0.3, got {style!r}")
+    mix = check_style(style)
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
     if mix is not None and len(mix) > 1:  # drawn only here: single styles keep their pixels
         style = str(rng.choice(list(mix), p=list(mix.values())))

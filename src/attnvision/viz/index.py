@@ -37,8 +37,8 @@ CAPTIONS = {
     "sam_everything_scene": "Segment everything on a held-out synthetic scene: a 16 x 16 grid "
                             "of clicks, masks kept above predicted IoU 0.7 and stability 0.85 "
                             "(sam_tiny's IoU head is modest), then non-maximum suppression.",
-    "sam_everything_coins": "Segment everything on scikit-image's coins, the same way: one "
-                            "mask per coin where a coin is found; deeply embossed coins often "
+    "sam_everything_coins": "Segment everything on scikit-image's coins, the same way: most "
+                            "coins come out whole, a few twice; deeply embossed coins often "
                             "fall under the filters.",
 }
 

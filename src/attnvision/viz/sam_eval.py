@@ -44,16 +44,17 @@ LABELS = {"point": "1 click", "box": "box", "box_zoom": "box, zoomed in"}
 
 
 def synthetic_sheet(sam: Sam, path: str | os.PathLike[str], scenes: int = 4,
-                    zoom: bool = True) -> Path:
-    """Test scenes, one row each: the ground truth, then every object's mask from one click,
-    from its box, and (with ``zoom``) from its box zoomed in on, with the mIoU of each."""
+                    zoom: bool = True, style: str = "standard") -> Path:
+    """Test scenes of a ``style``, one row each: the ground truth, then every object's mask
+    from one click, from its box, and (with ``zoom``) from its box zoomed in on, with the mIoU
+    of each."""
     from attnvision.data.scenes import make_scene
 
     modes = ("point", "box", "box_zoom") if zoom else ("point", "box")
     predictor = SamPredictor(sam)
     tiles = []
     for seed in range(scenes):
-        scene = make_scene(seed, "test", size=sam.img_size)
+        scene = make_scene(seed, "test", size=sam.img_size, style=style)
         predictor.set_image(scene.image)
         truth = [o.mask for o in scene.objects]
         tiles.append(_caption(mask_overlay(scene.image, truth), "ground truth"))
@@ -107,11 +108,12 @@ def photo_sheet(sam: Sam, path: str | os.PathLike[str]) -> Path:
     return save_png(_grid([left, right], 2), path)
 
 
-def text_sheet(sam: Sam, path: str | os.PathLike[str], scenes: int = 4, per_scene: int = 3
-               ) -> Path:
+def text_sheet(sam: Sam, path: str | os.PathLike[str], scenes: int = 4, per_scene: int = 3,
+               style: str = "standard") -> Path | None:
     """Test scenes prompted by phrases alone: for each phrase (its object's full description,
     or a shorter phrase that still names it), where the text locator says it points, then the
-    mask the decoder gave, with its IoU."""
+    mask the decoder gave, with its IoU. None if no phrase names one object of those scenes
+    (a tray of look-alikes can have none)."""
     from attnvision.data.scenes import make_scene
     from attnvision.sam.evaluation import iou
     from attnvision.text.phrases import attributes, describe, naming_phrases
@@ -119,7 +121,7 @@ def text_sheet(sam: Sam, path: str | os.PathLike[str], scenes: int = 4, per_scen
     predictor = SamPredictor(sam)
     tiles = []
     for seed in range(scenes):
-        scene = make_scene(seed, "test", size=sam.img_size)
+        scene = make_scene(seed, "test", size=sam.img_size, style=style)
         attrs = [attributes(o) for o in scene.objects]
         predictor.set_image(scene.image)
         shown = 0
@@ -137,12 +139,16 @@ def text_sheet(sam: Sam, path: str | os.PathLike[str], scenes: int = 4, per_scen
             tiles.append(_caption(mask_overlay(scene.image, [masks[0]]),
                                   f"its mask: IoU {iou(masks[0], obj.mask):.2f}"))
             shown += 1
-    return save_png(_grid(tiles, 2 * per_scene), path)
+    return save_png(_grid(tiles, 2 * per_scene), path) if tiles else None
 
 
-def evaluation_pictures(sam: Sam, out: Path, zoom: bool = True) -> dict[str, Path]:
-    files = {"synthetic": synthetic_sheet(sam, out / "sam_eval_synthetic.png", zoom=zoom),
+def evaluation_pictures(sam: Sam, out: Path, zoom: bool = True, style: str = "standard"
+                        ) -> dict[str, Path]:
+    files = {"synthetic": synthetic_sheet(sam, out / "sam_eval_synthetic.png", zoom=zoom,
+                                          style=style),
              "photos": photo_sheet(sam, out / "sam_eval_photos.png")}
     if sam.prompt_encoder.text_projection is not None:
-        files["text"] = text_sheet(sam, out / "sam_eval_text.png")
+        text = text_sheet(sam, out / "sam_eval_text.png", style=style)
+        if text is not None:
+            files["text"] = text
     return files

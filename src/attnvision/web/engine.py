@@ -11,8 +11,8 @@
   spinning on its own after its job (measurably slower on 2 cores). A click is never held up
   by an encoding: the modules are only read (eval, no grad), so encoding, prompts and
   segment-everything may run side by side. The exception is a box zoomed in on: its window
-  is encoded on the decoder thread, as part of that prompt (30 ms for sam_tiny, seconds for
-  vit_b on a CPU), and prompts behind it wait.
+  is encoded on the decoder thread, as part of that prompt (about 0.1 s for sam_tiny, seconds
+  for vit_b on a CPU), and prompts behind it wait.
 - A text prompt's phrase is encoded on the decoder thread as well, so the sentence encoder
   and its per-phrase cache are only ever used by one thread; the first phrase loads the
   encoder (seconds), later ones cost milliseconds, a phrase seen before nothing.
