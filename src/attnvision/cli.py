@@ -188,9 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene-style", default="standard", metavar="STYLE",
                    help="standard (default); varied: objects from 0.05 to 0.45 of the side, "
                         "textures twice as deep; repeated: 5-14 look-alike objects apart; "
-                        "packed: 9-42 look-alikes in rows, nearly touching; mixed: standard, "
-                        "varied or repeated (0.4 / 0.3 / 0.3); or your own shares, e.g. "
-                        "standard=0.7,repeated=0.3 (evaluation keeps the standard scenes)")
+                        "packed: look-alikes nearly touching in a grid of 9-42 cells; mixed: "
+                        "standard, varied or repeated (0.4 / 0.3 / 0.3); or your own shares, "
+                        "e.g. standard=0.7,repeated=0.3 (evaluation keeps the standard scenes)")
     p.add_argument("--eval-scenes", type=int, default=64,
                    help="synthetic test scenes evaluated after each epoch (0: none)")
     p.add_argument("--rounds", type=int, default=3,
