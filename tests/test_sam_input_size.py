@@ -126,6 +126,13 @@ def test_train_sam_fine_tunes_at_a_new_size(tmp_path, capsys):
     assert tuned.img_size == 128 and tuned.state_dict()[POS_EMBED].shape[1] == 8
 
 
+def grey_square() -> np.ndarray:
+    """A 160 x 120 image: a grey square on black, one object to click."""
+    image = np.zeros((120, 160, 3), np.uint8)
+    image[30:90, 40:120] = 200
+    return image
+
+
 def test_embeddings_of_one_size_are_never_served_to_another(tmp_path):
     # The same weights at two sizes share every encoder weight the fingerprint reads, so the
     # size is part of it: a cache filled at 256 px misses at 320 instead of handing a 16 x 16
@@ -137,8 +144,7 @@ def test_embeddings_of_one_size_are_never_served_to_another(tmp_path):
     same, larger = build_sam(None, path), build_sam(None, path, img_size=320)
     assert model_fingerprint(same) != model_fingerprint(larger)
     assert model_fingerprint(same) == model_fingerprint(build_sam(None, path))
-    image = np.zeros((120, 160, 3), np.uint8)
-    image[30:90, 40:120] = 200
+    image = grey_square()
     cache = EmbeddingCache(tmp_path / "cache")
     assert cache.set_image(SamPredictor(same), image) is False  # computed and stored
     predictor = SamPredictor(larger)
@@ -151,8 +157,7 @@ def test_segment_runs_a_checkpoint_at_the_size_asked(tmp_path, capsys):
     from PIL import Image
 
     path = small_sam_checkpoint(tmp_path / "small.safetensors")
-    image = np.zeros((120, 160, 3), np.uint8)
-    image[30:90, 40:120] = 200
+    image = grey_square()
     Image.fromarray(image).save(tmp_path / "in.png")
     args = ["segment", str(tmp_path / "in.png"), "--checkpoint", str(path), "--point",
             "80,60", "--no-cache", "--json", "--quiet"]
