@@ -23,7 +23,7 @@ from PIL import Image
 from web_helpers import TIMEOUT_S, make_app, scene_png, wait_ready, web_checkpoint
 
 from attnvision.cli import main
-from attnvision.sam.masks import rle_to_mask
+from attnvision.data.rle import rle_to_mask
 
 fastapi = pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402

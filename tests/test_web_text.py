@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 from web_helpers import make_app, scene_png, wait_ready, web_checkpoint
 
+from attnvision.data.rle import rle_to_mask
 from attnvision.sam import build_sam
 from attnvision.sam.checkpoints import save_sam
-from attnvision.sam.masks import rle_to_mask
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient

@@ -20,9 +20,9 @@ from segment_anything.modeling import (
 )
 from skimage import data
 
+from attnvision.data.rle import rle_to_mask
 from attnvision.sam import build_sam
 from attnvision.sam.automatic import SamAutomaticMaskGenerator
-from attnvision.sam.masks import rle_to_mask
 from reference.official_sam import official_sam
 
 IMG_SIZE = 256

@@ -68,7 +68,7 @@ def segment_image(generator, path: Path, name: str, out: Path) -> dict[str, Any]
     """Masks of one image -> overlay PNG, then its JSON (the JSON last: it marks it done)."""
     from attnvision.data.images import load_image
     from attnvision.files import write_json
-    from attnvision.sam.masks import rle_to_mask
+    from attnvision.data.rle import rle_to_mask
     from attnvision.viz.overlays import mask_overlay, save_png
 
     image = load_image(path)

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from attnvision.data.rle import rle_to_mask
 from attnvision.errors import UserError
-from attnvision.sam.masks import rle_to_mask
 
 
 @dataclass(frozen=True)

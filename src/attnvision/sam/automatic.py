@@ -28,17 +28,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from attnvision.data.rle import masks_to_rle, rle_area, rle_to_coco, rle_to_mask
 from attnvision.sam.masks import (
     batched_nms,
     box_area,
     crop_boxes,
     layer_point_grids,
     masks_to_boxes,
-    masks_to_rle,
     remove_small_regions,
-    rle_area,
-    rle_to_coco,
-    rle_to_mask,
     stability_score,
 )
 from attnvision.sam.model import Sam

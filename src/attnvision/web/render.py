@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from attnvision.sam.masks import masks_to_rle, rle_to_coco, rle_to_mask
+from attnvision.data.rle import masks_to_rle, rle_to_coco, rle_to_mask
 
 CATEGORY = {"id": 1, "name": "object"}
 
