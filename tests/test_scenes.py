@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attnvision.data import scenes
-from attnvision.data.scenes import COLOURS, PHOTOS, SHAPES, make_scene
+from attnvision.data.scenes import COLOURS, PHOTOS, PLAIN_SHAPES, SHAPES, make_scene
 from attnvision.errors import UserError
 
 
@@ -37,7 +37,8 @@ def check_scene(scene: scenes.Scene, size: int, packed: bool = False) -> None:
 
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10**6), split=st.sampled_from(["train", "test"]),
-       size=st.sampled_from([64, 128, 256]), style=st.sampled_from(["standard", "packed"]))
+       size=st.sampled_from([64, 128, 256]),
+       style=st.sampled_from(["standard", "packed", "large"]))
 def test_scenes_hold_their_invariants(seed, split, size, style):
     check_scene(make_scene(seed, split, size, style=style), size, packed=style == "packed")
 
@@ -67,7 +68,7 @@ def test_the_test_split_never_uses_a_training_photo(monkeypatch):
 
 def test_many_scenes_cover_every_shape_colour_and_size():
     objects = [o for seed in range(60) for o in make_scene(seed, size=128).objects]
-    assert {o.shape for o in objects} == set(SHAPES)
+    assert {o.shape for o in objects} == set(PLAIN_SHAPES)  # animals are the large style's
     assert {o.colour for o in objects} == set(COLOURS)
     assert {o.size for o in objects} == {"small", "medium", "large"}
     assert any(o.visible < 1 for o in objects)  # occlusion happens
@@ -100,7 +101,7 @@ def test_varied_scenes_have_larger_objects_and_standard_ones_stay_the_same():
             for style in ("standard", "varied")}
     assert area["varied"] > 1.5 * area["standard"]
     with pytest.raises(UserError, match="must be one of standard, varied, repeated, packed, "
-                                        "mixed or shares"):
+                                        "large, mixed or shares"):
         make_scene(0, "train", style="wild")
 
 
@@ -190,3 +191,50 @@ def test_packed_scenes_set_look_alikes_in_rows_a_few_pixels_apart():
     assert np.median(gaps) < 0.2 and np.percentile(gaps, 90) < 0.4
     again = make_scene(3, "train", size=256, style="packed")
     assert np.array_equal(again.image, scenes[3].image)
+
+
+def test_large_scenes_fill_the_frame_cut_objects_and_mix_sizes():
+    scenes = [make_scene(s, "train", size=128, style="large") for s in range(40)]
+    # One object in most scenes covers over a quarter of the image (at most 0.16 elsewhere).
+    assert sum(max(o.mask.mean() for o in sc.objects) > 0.25 for sc in scenes) >= 20
+    assert any(max(o.mask.mean() for o in sc.objects) > 0.6 for sc in scenes)  # most of it
+    # The border cuts objects: some touch an edge of the image.
+    def touches(o) -> bool:
+        return o.box[0] == 0 or o.box[1] == 0 or o.box[2] == 127 or o.box[3] == 127
+    assert sum(touches(o) for sc in scenes for o in sc.objects) >= 20
+    # Silhouettes, most of them wholly in the frame, and several sizes in one scene.
+    animals = [o for sc in scenes for o in sc.objects if o.shape == "animal"]
+    assert len(animals) >= 8 and sum(not touches(o) for o in animals) >= 4
+    assert sum(len({o.size for o in sc.objects}) >= 2 for sc in scenes) >= 10
+    # Plain backgrounds: the corners of a scene are then one colour.
+    plain = sum(len({tuple(sc.image[y, x]) for y in (0, -1) for x in (0, -1)}) == 1
+                and not any(o.mask[[0, 0, -1, -1], [0, -1, 0, -1]].any() for o in sc.objects)
+                for sc in scenes)
+    assert 5 <= plain <= 30
+
+
+def test_an_object_on_a_plain_background_stands_out_from_it():
+    for seed in range(40):
+        scene = make_scene(seed, "train", size=64, style="large")
+        background = ~np.any([o.mask for o in scene.objects], axis=0)
+        colours = np.unique(scene.image[background], axis=0)
+        if len(colours) != 1:  # a photo or a texture
+            continue
+        for obj in scene.objects:
+            if not obj.textured:
+                gap = np.linalg.norm(np.array(COLOURS[obj.colour]) - colours[0].astype(float))
+                assert gap >= scenes.CONTRAST - 1  # the background's colour is rounded
+
+
+def test_the_animal_silhouette_is_one_shape_with_thin_legs():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        mask = scenes._shape_mask("animal", 200, rng, (0.25, 0.3))
+        _, parts = ndimage.label(mask)
+        assert parts == 1
+        # Legs and tail are thin: opening with a disc of a tenth of the body removes a part.
+        opened = ndimage.binary_opening(mask, structure=np.ones((9, 9)))
+        assert 0.02 < 1 - opened.sum() / mask.sum() < 0.4
+    assert "animal" in SHAPES and "animal" not in PLAIN_SHAPES

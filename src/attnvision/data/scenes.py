@@ -24,7 +24,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from attnvision.errors import UserError
 
-SHAPES = ("ellipse", "polygon", "star", "ring", "blob", "letter")
+# "animal" is a silhouette (body, neck and head, legs, tail) that only the large style draws;
+# the other styles draw the first six, so their scenes keep their pixels.
+SHAPES = ("ellipse", "polygon", "star", "ring", "blob", "letter", "animal")
+PLAIN_SHAPES = SHAPES[:6]
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 40, 40), "green": (40, 165, 60), "blue": (40, 80, 215),
     "yellow": (235, 205, 40), "orange": (240, 135, 30), "purple": (135, 55, 185),
@@ -108,13 +111,51 @@ def _outline(shape: str, cx: float, cy: float, r: float, rng: np.random.Generato
                                                                               strict=True)]
 
 
+def _animal(cx: float, cy: float, r: float, rng: np.random.Generator
+            ) -> list[list[tuple[float, float]]]:
+    """Polygons of a four-legged silhouette about 2r long around (cx, cy): a body, a neck and
+    head, legs and a tail, turned a little and facing either way. Thin legs and concave
+    outlines are what a horse-like shape asks of a mask, and no plain shape has them."""
+    flip = 1 if rng.random() < 0.5 else -1
+    turn = rng.uniform(-0.35, 0.35)
+    c, s = math.cos(turn), math.sin(turn)
+    body_h = r * rng.uniform(0.35, 0.55)  # half-height of the body
+    parts: list[list[tuple[float, float]]] = []
+    t = np.linspace(0, 2 * math.pi, 32, endpoint=False)
+    parts.append([(r * math.cos(a), body_h * math.sin(a)) for a in t])  # body
+    neck = r * rng.uniform(0.45, 0.8)  # neck rises forward from the front of the body
+    nx, ny = 0.75 * r, -0.2 * body_h
+    hx, hy = nx + 0.45 * neck, ny - neck
+    w = body_h * rng.uniform(0.35, 0.55)
+    parts.append([(nx - w, ny), (nx + w, ny + 0.3 * w), (hx + 0.5 * w, hy), (hx - 0.5 * w, hy)])
+    head = body_h * rng.uniform(0.35, 0.5)
+    parts.append([(hx + head * 1.6 * math.cos(a) * 0.8 + 0.4 * head, hy + head * math.sin(a) * 0.7)
+                  for a in t])
+    leg_len = r * rng.uniform(0.6, 1.1)
+    leg_w = body_h * rng.uniform(0.15, 0.3)
+    for x in (-0.7 * r, -0.5 * r, 0.45 * r, 0.65 * r)[:: 1 if rng.random() < 0.8 else 2]:
+        lean = rng.uniform(-0.35, 0.35) * leg_len
+        top = 0.6 * body_h
+        parts.append([(x - leg_w, top), (x + leg_w, top), (x + lean + 0.7 * leg_w, top + leg_len),
+                      (x + lean - 0.7 * leg_w, top + leg_len)])
+    tail = r * rng.uniform(0.3, 0.7)
+    tw = body_h * 0.12
+    parts.append([(-0.95 * r, -0.3 * body_h - tw), (-0.95 * r, -0.3 * body_h + tw),
+                  (-0.95 * r - tail * 0.6, tail * 0.8 + tw), (-0.95 * r - tail * 0.6 - tw,
+                                                              tail * 0.8)])
+    return [[(cx + flip * (x * c - y * s), cy + x * s + y * c) for x, y in part]
+            for part in parts]
+
+
 def _shape_mask(shape: str, size: int, rng: np.random.Generator,
-                radius: tuple[float, float] = (0.07, 0.22)) -> np.ndarray:
-    """(size, size) bool mask of one object somewhere in the image."""
+                radius: tuple[float, float] = (0.07, 0.22), inside: bool = True) -> np.ndarray:
+    """(size, size) bool mask of one object somewhere in the image: wholly inside it, or
+    (``inside=False``) with its centre anywhere in the image, so the border may cut it."""
     canvas = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(canvas)
     r = size * rng.uniform(*radius)
-    cx, cy = rng.uniform(r, size - r), rng.uniform(r, size - r)
+    lo, hi = (r, size - r) if inside else (0, size)
+    cx, cy = rng.uniform(lo, hi), rng.uniform(lo, hi)
     if shape == "ellipse" or shape == "ring":
         rx, ry = r, r * rng.uniform(0.55, 1.0)
         draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=255)
@@ -126,6 +167,9 @@ def _shape_mask(shape: str, size: int, rng: np.random.Generator,
         letter = LETTERS[int(rng.integers(len(LETTERS)))]
         draw.text((cx, cy), letter, fill=255, font=font, anchor="mm",
                   stroke_width=max(1, int(r / 12)), stroke_fill=255)
+    elif shape == "animal":
+        for part in _animal(cx, cy, r, rng):
+            draw.polygon(part, fill=255)
     else:
         draw.polygon(_outline(shape, cx, cy, r, rng), fill=255)
     return np.asarray(canvas) > 127
@@ -183,6 +227,10 @@ class SceneStyle:
     # Look-alikes in rows with gaps of a few pixels (coins on a tray, cells in a dish): one
     # click must keep one object, not the whole tray, when only a thin line parts them.
     packed: bool = False
+    # One object from a third of the side up to the whole frame, often cut by the border, then
+    # smaller ones on it, on a plain, textured or photo background (a horse in a field, a
+    # silhouette on paper): the first click on a photo is often on its largest thing.
+    large: bool = False
 
 
 # "standard": the scenes every figure is measured on. "varied": objects from 0.05 to 0.45 of
@@ -191,6 +239,11 @@ class SceneStyle:
 # "packed": a grid of 9 to 42 cells of look-alikes (about a tenth left empty), neighbours 0 to
 # a few pixels apart, each a little lighter or darker (coins on a tray: the repeated style
 # alone left the IoU head keeping the whole tray).
+# "large": one object of radius 0.3 to 0.85 of the side, its centre anywhere, so it may fill
+# the frame or be cut by the border, or (two scenes in five) a silhouette of 0.2 to 0.42, most
+# often wholly in the frame, then 0 to 3 smaller
+# ones (radius 0.05 to 0.35) of any shape, on a plain colour, a textured colour or a photo
+# (the horse silhouette scored 0.1-0.4 from one click when no training scene had such objects).
 # "mixed": each scene standard, varied or repeated (0.4 / 0.3 / 0.3), by its seed, so that
 # training on the others keeps seeing standard scenes (it still costs clicks on them:
 # benchmarks/RESULTS.md, stages 4 and 5).
@@ -198,11 +251,16 @@ STYLES = {"standard": SceneStyle(),
           "varied": SceneStyle(radius=(0.05, 0.45), texture=0.9),
           "repeated": SceneStyle(radius=(0.04, 0.12), texture=0.9, repeated=True,
                                  count=(5, 14)),
-          "packed": SceneStyle(texture=0.9, repeated=True, packed=True)}
+          "packed": SceneStyle(texture=0.9, repeated=True, packed=True),
+          "large": SceneStyle(radius=(0.3, 0.85), texture=0.6, count=(1, 4), large=True)}
 PACKED_SHAPES = ("ellipse", "ellipse", "ellipse", "ellipse", "polygon", "blob", "ring")
 MIXED = {"standard": 0.4, "varied": 0.3, "repeated": 0.3}
 STYLE_NAMES = (*STYLES, "mixed")
 PLACING_TRIES = 30  # a repeated object that overlaps its neighbours is moved, this often
+SMALLER_RADIUS = (0.05, 0.35)  # the large style's objects after the first
+ANIMAL_SHARE = 0.4  # of the large style's first objects; a tenth of the others
+ANIMAL_RADIUS = (0.2, 0.42)  # half a body's length: a silhouette reaches about 1.4 r each way
+CONTRAST = 100.0  # least RGB distance between an object and a plain background
 
 
 def mixture(style: str) -> dict[str, float] | None:
@@ -283,6 +341,34 @@ def _packed_masks(shape: str, size: int, rng: np.random.Generator) -> list[np.nd
     return masks
 
 
+def _large_background(size: int, rng: np.random.Generator, style: SceneStyle,
+                      textures: tuple[str, ...], photos: tuple[str, ...]
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The large style's background and its colour if plain: white or light paper (a fifth),
+    any plain colour (a fifth), a colour shaded by a texture photo (a fifth) or a photo."""
+    kind = rng.random()
+    if kind < 0.4:
+        colour = (np.full(3, rng.uniform(215, 255)) if kind < 0.2
+                  else rng.uniform(0, 255, 3)).astype(np.float32)
+        return np.broadcast_to(colour, (size, size, 3)).copy(), colour
+    if kind < 0.6:
+        shade = _crop(_photo(textures[int(rng.integers(len(textures)))]), size, rng)
+        shade = shade.mean(axis=2, keepdims=True) / 255.0
+        colour = rng.uniform(0, 255, 3).astype(np.float32)
+        return colour * (1 - style.texture + style.texture * shade), None
+    return _crop(_photo(photos[int(rng.integers(len(photos)))]), size, rng), None
+
+
+def _standing_out(plain: np.ndarray | None, rng: np.random.Generator) -> str:
+    """A colour name drawn at random, at least :data:`CONTRAST` away from a plain background
+    (a white horse on white paper has no outline to find)."""
+    names = tuple(COLOURS)
+    if plain is not None:
+        names = tuple(n for n in names if np.linalg.norm(np.array(COLOURS[n]) - plain)
+                      >= CONTRAST) or names
+    return names[int(rng.integers(len(names)))]
+
+
 def make_scene(seed: int, split: str = "train", size: int = 256,
                n_objects: tuple[int, int] = (2, 6), style: str = "standard") -> Scene:
     """The scene of ``seed`` in ``split`` ("train" or "test"): (size, size) pixels with
@@ -301,7 +387,11 @@ def make_scene(seed: int, split: str = "train", size: int = 256,
     style = STYLES[style]
     photos = PHOTOS[split]
     backgrounds, textures = photos["backgrounds"], photos["textures"]
-    image = _crop(_photo(backgrounds[int(rng.integers(len(backgrounds)))]), size, rng)
+    plain = None  # the colour of a plain background, which objects must stand out from
+    if style.large:
+        image, plain = _large_background(size, rng, style, textures, backgrounds)
+    else:
+        image = _crop(_photo(backgrounds[int(rng.integers(len(backgrounds)))]), size, rng)
     image = image.astype(np.float32)
 
     def draw(options: tuple, value: str | None) -> str:
@@ -318,11 +408,19 @@ def make_scene(seed: int, split: str = "train", size: int = 256,
     painted: list[tuple[str, str, bool, np.ndarray]] = []
     covered = np.zeros((size, size), bool)
     for i in range(len(tray) if style.packed else int(rng.integers(count[0], count[1] + 1))):
-        shape = draw(SHAPES, shape)
-        colour = draw(tuple(COLOURS), colour)
-        mask = (tray[i] if style.packed
-                else _placed_apart(shape, size, rng, style, covered) if style.repeated
-                else _shape_mask(shape, size, rng, style.radius))
+        if style.large:
+            animal = rng.random() < (ANIMAL_SHARE if i == 0 else ANIMAL_SHARE / 4)
+            shape = "animal" if animal else PLAIN_SHAPES[int(rng.integers(len(PLAIN_SHAPES)))]
+            colour = _standing_out(plain, rng)
+            radius = (ANIMAL_RADIUS if animal else style.radius) if i == 0 else SMALLER_RADIUS
+            whole = bool(animal and i == 0 and rng.random() < 0.7)  # a horse in the frame
+            mask = _shape_mask(shape, size, rng, radius, inside=whole)
+        else:
+            shape = draw(PLAIN_SHAPES, shape)
+            colour = draw(tuple(COLOURS), colour)
+            mask = (tray[i] if style.packed
+                    else _placed_apart(shape, size, rng, style, covered) if style.repeated
+                    else _shape_mask(shape, size, rng, style.radius))
         if not mask.any():
             continue
         covered |= mask

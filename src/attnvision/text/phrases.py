@@ -18,7 +18,8 @@ COLOUR_NAMES = tuple(COLOURS)
 SHAPE, COLOUR, SIZE, ROW, COL = range(5)
 POSITION = (ROW, COL)
 SHAPE_WORDS = {"ellipse": ("ellipse", "oval"), "polygon": ("polygon",), "star": ("star",),
-               "ring": ("ring", "donut"), "blob": ("blob",), "letter": ("letter",)}
+               "ring": ("ring", "donut"), "blob": ("blob",), "letter": ("letter",),
+               "animal": ("animal", "silhouette")}
 SIZE_WORDS = {"small": ("small", "little"), "medium": ("medium", "medium-sized"),
               "large": ("large", "big")}
 # (attributes a phrase pins down, its wordings); {position} is "on the left", "at the top"...
