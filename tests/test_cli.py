@@ -54,7 +54,7 @@ def test_figures_on_a_user_image_in_rgba_and_other_patch_size(tmp_path, capsys):
     (["eval", "sam", "--modes", "point,clicks", "--out", "{out}"],
      "--modes 'point,clicks': choose from point, points3, box, box_zoom"),
     (["eval", "sam", "--scene-style", "tray", "--out", "{out}"],
-     "scene style must be one of standard, varied, repeated, packed, mixed"),
+     "scene style must be one of standard, varied, repeated, packed, large, mixed"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(tmp_path, capsys, args, message):
     (tmp_path / "notimage.png").write_text("hello")
@@ -99,3 +99,17 @@ def test_console_script_and_module_entry_point(tmp_path):
         bad = subprocess.run([*exe, "figures", "--size", "-3"], capture_output=True, text=True,
                              check=False)
         assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_building_the_parser_imports_nothing_heavy():
+    # `attnvision --help` builds every command's parser: each command module imports torch,
+    # numpy and PIL inside the functions that run it, so that the help stays instant.
+    code = ("import sys\n"
+            "from attnvision.cli import build_parser\n"
+            "build_parser()\n"
+            "print(sorted(m for m in ('torch', 'numpy', 'PIL', 'matplotlib', 'scipy', 'skimage')"
+            " if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

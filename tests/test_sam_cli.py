@@ -46,6 +46,33 @@ def test_segment_writes_masks_overlay_and_json(checkpoint, image, tmp_path, caps
     assert not list(out.glob(".*tmp"))
 
 
+@pytest.mark.parametrize("points, box, candidates", [
+    ([(100, 60, 1)], None, 3),  # a lone click: three masks, the best kept
+    ([(100, 60, 1), (10, 10, 0)], None, 1),  # several points: the single mask
+    ([], (40, 20, 160, 100), 1),
+])
+def test_a_lone_click_keeps_the_best_of_three_masks(checkpoint, image, tmp_path, capsys,
+                                                    points, box, candidates):
+    from attnvision.sam import SamPredictor, build_sam
+
+    prompts = [a for x, y, label in points for a in ("--point", f"{x},{y},{label}")]
+    prompts += ["--box", ",".join(map(str, box))] if box else []
+    code = main(["segment", str(image), "--checkpoint", str(checkpoint), *prompts, "--out",
+                 str(tmp_path / "out"), "--json", "--no-cache"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["candidates"] == candidates and len(result["masks"]) == 1
+    predictor = SamPredictor(build_sam(None, checkpoint))
+    predictor.set_image(np.asarray(Image.open(image)))
+    masks, scores, _ = predictor.predict(
+        point_coords=np.array([p[:2] for p in points], float) if points else None,
+        point_labels=np.array([p[2] for p in points]) if points else None,
+        box=np.array(box, float) if box else None, multimask_output=candidates == 3)
+    best = int(np.argmax(scores))
+    with Image.open(result["masks"][0]["file"]) as written:
+        assert np.array_equal(np.asarray(written) > 127, masks[best])
+    assert result["masks"][0]["score"] == pytest.approx(float(scores[best]), abs=1e-6)
+
+
 def test_zoom_gives_the_windowed_mask_with_and_without_the_cache(checkpoint, image, tmp_path,
                                                                  capsys):
     from attnvision.sam import SamPredictor, build_sam

@@ -1,1 +1,2 @@
-"""What each ``attnvision`` sub-command does; cli.py only parses arguments and reports."""
+"""The ``attnvision`` sub-commands: each module registers its arguments and does the work;
+cli.py builds the parser from them and reports the results."""

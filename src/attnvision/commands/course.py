@@ -7,6 +7,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from attnvision.commands.options import add_command, common
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = add_command(commands, "figures", "write the course's figures (positional encoding, "
+                                         "P.P^T, patch grid, attention maps) as PNG files")
+    p.add_argument("--out", required=True, help="folder for the PNG files")
+    p.add_argument("--image", help="image to cut into patches (default: built-in astronaut)")
+    p.add_argument("--patch-size", type=int, default=16, help="patch width P in pixels")
+    p.add_argument("--size", type=int, default=224,
+                   help="the image is centre-cropped and resized to SIZE x SIZE")
+    common(p, figures)
+
 
 def figures(args: argparse.Namespace) -> dict[str, Any]:
     from attnvision.data.images import load_image

@@ -7,13 +7,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from attnvision.commands.options import add_command, common
 from attnvision.errors import UserError
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = add_command(commands, "demo", "run every capability on built-in examples and write the "
+                                      "pictures with an index.html")
+    p.add_argument("--out", default="attnvision-demo", help="output folder")
+    common(p, demo)
 
 
 def vit_pictures(out: Path) -> dict[str, Path]:
     """The shipped MNIST ViT on one test digit per class: predictions and attention."""
+    import torch
+
     from attnvision.data.images import sample_digits
     from attnvision.vit.explain import explain
     from attnvision.vit.pretrained import load_shipped

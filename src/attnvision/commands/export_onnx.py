@@ -14,10 +14,32 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from attnvision.commands.options import SAM_SIZES, add_command, common
 from attnvision.errors import UserError
 
 # Largest |ONNX Runtime - PyTorch| logit difference that counts as the same model (float32).
 TOLERANCE = 1e-3
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = add_command(commands, "export-onnx", "SAM's prompt decoder (the official ONNX inputs) "
+                                             "and image encoder as ONNX files, checked against "
+                                             "PyTorch")
+    p.add_argument("--checkpoint", help="SAM weights: an official sam_vit_*.pth or ours")
+    p.add_argument("--model", choices=SAM_SIZES,
+                   help="SAM size (default: read from the checkpoint)")
+    p.add_argument("--out", required=True, help="folder for the .onnx files and sam_onnx.json")
+    p.add_argument("--quantize", action="store_true",
+                   help="also write sam_decoder_quantized.onnx (8-bit weights, 1/4 the size)")
+    p.add_argument("--encoder", action=argparse.BooleanOptionalAction, default=True,
+                   help="also write sam_encoder.onnx (default: yes; minutes for vit_h)")
+    p.add_argument("--opset", type=int, default=17,
+                   help="ONNX opset of the decoder, 14 to 20 (the encoder's is at least 18)")
+    p.add_argument("--return-single-mask", action="store_true",
+                   help="the decoder returns only the best mask (the official option)")
+    p.add_argument("--use-stability-score", action="store_true",
+                   help="score masks by stability instead of predicted IoU (official option)")
+    common(p, export_onnx)
 
 
 def _log(message: str) -> None:

@@ -17,12 +17,18 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
+from attnvision.commands.options import (
+    SAM_SIZES,
+    add_command,
+    common,
+    img_size_option,
+    training_options,
+)
 from attnvision.errors import UserError
-from attnvision.train.ddp import is_main_process
 
 if TYPE_CHECKING:
+    import torch
+
     from attnvision.sam.model import Sam
 
 PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
@@ -32,7 +38,91 @@ COCO_RECIPE: dict[str, Any] = {"epochs": 10, "batch_size": 2, "lr": 1e-4}
 EVAL_MODES = ("point", "box")  # per-epoch evaluation: the two first prompts
 
 
+def register_train(models: argparse._SubParsersAction) -> None:
+    p = add_command(models, "sam", "train SAM with simulated clicks (points, boxes, then points "
+                                   "on the errors), on synthetic scenes or a COCO-format "
+                                   "dataset; fine-tune an official checkpoint with --init and "
+                                   "--freeze")
+    p.add_argument("--model", choices=SAM_SIZES, dest="size",
+                   help="SAM size (default: sam_tiny, or read from --init)")
+    p.add_argument("--init", metavar="CHECKPOINT",
+                   help="start from these weights (e.g. sam_vit_b_01ec64.pth)")
+    p.add_argument("--freeze", metavar="PARTS",
+                   help="comma-separated parts kept fixed: image_encoder, prompt_encoder, "
+                        "mask_decoder (e.g. --freeze image_encoder)")
+    p.add_argument("--img-size", type=int, metavar="PIXELS",
+                   help="the model's input side, a multiple of 16 (default: the size's own, "
+                        "or --init's); with --init at another size its position weights are "
+                        "resampled to the new grid")
+    p.add_argument("--coco", metavar="ANNOTATIONS",
+                   help="train on a COCO-format dataset: its annotations JSON (polygons or "
+                        "RLE); default: synthetic scenes")
+    p.add_argument("--images", help="folder of the COCO images (default: the JSON's folder)")
+    p.add_argument("--val-coco", metavar="ANNOTATIONS", help="COCO annotations to evaluate on")
+    p.add_argument("--val-images", help="folder of the --val-coco images")
+    p.add_argument("--scenes", type=int, help="synthetic training scenes per epoch (default "
+                                              "6000)")
+    p.add_argument("--first-scene", type=int, default=0,
+                   help="train on synthetic scenes FIRST.. (default 0): a later stage, "
+                        "started with --init, can see scenes the first one never saw")
+    p.add_argument("--scene-style", default="standard", metavar="STYLE",
+                   help="standard (default); varied: objects from 0.05 to 0.45 of the side, "
+                        "textures twice as deep; repeated: 5-14 look-alike objects apart; "
+                        "packed: look-alikes nearly touching in a grid of 9-42 cells; large: "
+                        "one object up to the whole frame or cut by the border (often an "
+                        "animal silhouette) under smaller ones, on plain, textured or photo "
+                        "backgrounds; mixed: "
+                        "standard, varied or repeated (0.4 / 0.3 / 0.3); or your own shares, "
+                        "e.g. standard=0.7,repeated=0.3 (evaluation keeps the standard scenes)")
+    p.add_argument("--eval-scenes", type=int, default=64,
+                   help="synthetic test scenes evaluated after each epoch (0: none)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="prompting rounds per object: the first prompt, then clicks on errors")
+    p.add_argument("--encode-once", action="store_true",
+                   help="with --freeze image_encoder: encode every training image once, "
+                        "before training, and train on the stored embeddings (no image "
+                        "augmentation; 9x faster steps for vit_b on a CPU, 1.2x for sam_tiny)")
+    p.add_argument("--text", action="store_true",
+                   help="also train text prompts on the scenes' descriptions (needs "
+                        "attnvision[text]; adds a text projection to an --init model)")
+    p.add_argument("--text-share", type=float, default=0.5,
+                   help="with --text: share of steps prompted by phrases")
+    training_options(p, epochs="default: 7 (synthetic) / 10 (COCO)",
+                     batch_size="images per step (default: 8 / 2)", lr="1e-3 / 1e-4",
+                     weight_decay=0.1, warmup_epochs=0.5)
+    p.add_argument("--export", metavar="PATH",
+                   help="also write the best epoch's weights in float16 to PATH (how the "
+                        "shipped sam_tiny was made)")
+    common(p, train)
+
+
+def register_eval(models: argparse._SubParsersAction) -> None:
+    p = add_command(models, "sam", "SAM's mIoU on held-out synthetic scenes (1 click, 3 clicks, "
+                                   "box, box zoomed in) and on scikit-image's coins and horse, "
+                                   "with pictures")
+    p.add_argument("--checkpoint", help="SAM weights (default: the shipped sam_tiny)")
+    p.add_argument("--model", choices=SAM_SIZES, dest="size",
+                   help="SAM size (default: read from the file)")
+    p.add_argument("--scenes", type=int, default=100, help="synthetic test scenes")
+    p.add_argument("--first", type=int, default=1000,
+                   help="first test scene (training picks its best epoch on scenes 0..63, "
+                        "so the report starts past them)")
+    p.add_argument("--modes", default="point,points3,box,box_zoom",
+                   help="comma-separated prompts to measure on the scenes (default: all; "
+                        "box_zoom encodes one window per object: drop it for a big model "
+                        "on a CPU)")
+    p.add_argument("--scene-style", default="standard", metavar="STYLE",
+                   help="style of the synthetic test scenes, as for train sam (default "
+                        "standard; packed: trays of nearly touching look-alikes, where a "
+                        "click must keep one object)")
+    p.add_argument("--out", default=".", help="folder for the pictures")
+    img_size_option(p)
+    common(p, evaluate)
+
+
 def log(message: str) -> None:
+    from attnvision.train.ddp import is_main_process
+
     if is_main_process():
         print(message, file=sys.stderr)
 
@@ -87,6 +177,8 @@ def _datasets(args: argparse.Namespace, size: int):
 
 def _model(args: argparse.Namespace) -> tuple[Sam, str, dict[str, Any]]:
     """The model to train, its size name and the build options our files record for it."""
+    import torch
+
     from attnvision.sam import build_sam
     from attnvision.text.sentence_encoder import TEXT_DIM
 
@@ -131,6 +223,8 @@ def _check_resumable(out: Path, metadata: dict[str, Any]) -> None:
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
     from attnvision.files import ensure_dir
     from attnvision.sam.checkpoints import save_sam
     from attnvision.sam.evaluation import dataset_miou, text_miou
@@ -203,7 +297,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                  loss_fn=lambda loss, _targets: loss, evaluate=evaluate, best_metric="miou",
                  progress=not args.quiet, resume=not args.no_resume, metadata=metadata)
     files = {"checkpoint": out / "model.safetensors"}
-    if is_main_process():  # self-describing files that build_sam and --checkpoint read
+    if ddp.is_main_process():  # self-describing files that build_sam and --checkpoint read
         save_sam(sam, files["checkpoint"], name, build,
                  extra={"epoch": result["epoch"], "eval": result["eval"], "data": described})
         if result["best"] is not None:

@@ -16,10 +16,46 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from attnvision.commands.options import (
+    SAM_SIZES,
+    add_command,
+    common,
+    img_size_option,
+    precision_option,
+)
 from attnvision.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 CATEGORY = {"id": 1, "name": "object"}
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = add_command(commands, "segment-all", "SAM masks of everything in images or folders, as "
+                                             "one COCO JSON file with an overlay per image "
+                                             "(resumes where it stopped)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
+    p.add_argument("--checkpoint", help="SAM weights: an official sam_vit_*.pth or ours")
+    p.add_argument("--model", choices=SAM_SIZES,
+                   help="SAM size (default: read from the checkpoint)")
+    p.add_argument("--out", required=True,
+                   help="folder for coco.json, json/ (one file per image) and overlays/")
+    p.add_argument("--points-per-side", type=int, default=32, help="prompt grid is N x N")
+    p.add_argument("--points-per-batch", type=int, default=64,
+                   help="prompts per decoder pass (memory against speed)")
+    p.add_argument("--pred-iou-thresh", type=float,
+                   help="keep masks whose predicted IoU is above (default: 0.88, the official "
+                        "value; 0.7 for the shipped sam_tiny)")
+    p.add_argument("--stability-score-thresh", type=float,
+                   help="keep masks whose stability is above (default: 0.95; 0.85 for the "
+                        "shipped sam_tiny)")
+    p.add_argument("--box-nms-thresh", type=float, default=0.7)
+    p.add_argument("--crop-n-layers", type=int, default=0,
+                   help="also segment 2^i x 2^i crops for i = 1..N (finds small objects)")
+    p.add_argument("--min-mask-region-area", type=int, default=0,
+                   help="fill holes and drop islands smaller than this many pixels")
+    img_size_option(p)
+    precision_option(p)
+    common(p, segment_all)
 
 
 def find_images(paths: list[str]) -> list[Path]:
@@ -67,8 +103,8 @@ def coco_annotation(record: dict[str, Any]) -> dict[str, Any]:
 def segment_image(generator, path: Path, name: str, out: Path) -> dict[str, Any]:
     """Masks of one image -> overlay PNG, then its JSON (the JSON last: it marks it done)."""
     from attnvision.data.images import load_image
-    from attnvision.files import write_json
     from attnvision.data.rle import rle_to_mask
+    from attnvision.files import write_json
     from attnvision.viz.overlays import mask_overlay, save_png
 
     image = load_image(path)

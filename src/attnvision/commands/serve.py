@@ -17,9 +17,47 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from attnvision.commands.options import (
+    SAM_SIZES,
+    add_command,
+    common,
+    img_size_option,
+    precision_option,
+)
 from attnvision.errors import UserError
 
 WEB_MODULES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart"}
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = add_command(commands, "serve", "the click-to-segment web app: open an image in the "
+                                       "browser, click objects, download masks (PNG, COCO JSON)")
+    p.add_argument("--checkpoint", help="SAM weights: an official sam_vit_*.pth or ours "
+                                        "(without it the page says how to load one)")
+    p.add_argument("--model", choices=SAM_SIZES,
+                   help="SAM size (default: read from the checkpoint)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; anything but loopback needs --token")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    p.add_argument("--token", help="bearer token every API call must carry (or set "
+                                   "ATTNVISION_TOKEN)")
+    p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                   help="allow this origin to call the API from its pages (repeatable; "
+                        "default: none)")
+    p.add_argument("--data-dir", help="folder for uploaded images (default: "
+                                      "~/.cache/attnvision/web)")
+    p.add_argument("--cache-mb", type=float, default=512,
+                   help="memory for image embeddings (vit_b: 18 MB each, with the decoder's "
+                        "image-only work); older ones are "
+                        "read back from the disk cache")
+    p.add_argument("--max-upload-mb", type=float, default=25, help="largest upload accepted")
+    p.add_argument("--max-megapixels", type=float, default=40,
+                   help="largest image accepted, in millions of pixels")
+    p.add_argument("--points-per-side", type=int, default=16,
+                   help="segment everything prompts an N x N grid of points")
+    img_size_option(p)
+    precision_option(p)
+    common(p, serve)
 
 
 def is_loopback(host: str) -> bool:

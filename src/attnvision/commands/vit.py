@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from attnvision.commands.options import add_command, common, training_options
 from attnvision.errors import UserError
 
 # Per dataset: the default config, training recipe and augmentation (measured in
@@ -20,6 +19,41 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "mnist5k": {"config": "vit_mnist", "epochs": 50, "batch_size": 64, "lr": 1e-3,
                 "augment": {"max_rotation": 10.0, "max_shift": 2.0, "scale": (0.9, 1.1)}},
 }
+
+
+def register_train(models: argparse._SubParsersAction) -> None:
+    p = add_command(models, "vit", "train a ViT classifier on an offline dataset")
+    p.add_argument("--dataset", choices=["digits", "mnist5k"], required=True)
+    p.add_argument("--config", help="ViT config (default: vit_digits or vit_mnist)")
+    training_options(p, epochs="default: the dataset's recipe (100 / 50)",
+                     batch_size="default: the dataset's recipe (32 / 64)", lr="1e-3",
+                     weight_decay=0.05, warmup_epochs=3.0)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    common(p, train)
+
+
+def register_eval(models: argparse._SubParsersAction) -> None:
+    p = add_command(models, "vit", "accuracy, per-class accuracy and confusion matrix of a ViT")
+    p.add_argument("--checkpoint", help="weights (default: the shipped MNIST-5k ViT)")
+    p.add_argument("--dataset", choices=["digits", "mnist5k"], default="mnist5k")
+    p.add_argument("--out", default=".", help="folder for the confusion-matrix picture")
+    common(p, evaluate)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = add_command(commands, "classify", "top-k classes of images with a ViT")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--checkpoint", help="weights (default: the shipped MNIST-5k ViT)")
+    p.add_argument("--top-k", type=int, default=3)
+    common(p, classify)
+
+
+def register_explain(models: argparse._SubParsersAction) -> None:
+    p = add_command(models, "vit", "attention rollout and class-token attention over images")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--checkpoint", help="weights (default: the shipped MNIST-5k ViT)")
+    p.add_argument("--out", required=True, help="folder for the pictures")
+    common(p, explain)
 
 
 def log(message: str) -> None:
@@ -52,6 +86,8 @@ def _dataset_for(model, name: str):
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
     from attnvision.data.augment import Augment
     from attnvision.data.datasets import load_dataset
     from attnvision.files import ensure_dir
@@ -141,8 +177,9 @@ def _class_name(model, index: int) -> str:
     return names[index] if index < len(names) else str(index)
 
 
-@torch.no_grad()
 def classify(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
     from attnvision.vit.preprocess import preprocess
 
     if args.top_k < 1:
@@ -151,7 +188,8 @@ def classify(args: argparse.Namespace) -> dict[str, Any]:
     images, skipped = _read_images(args.images)
     results = []
     for path, image in images:
-        probs = model(preprocess(image, model.config)).softmax(-1)[0]
+        with torch.no_grad():
+            probs = model(preprocess(image, model.config)).softmax(-1)[0]
         top = probs.topk(min(args.top_k, probs.numel()))
         results.append({"path": path, "top_k": [
             {"class": _class_name(model, i), "index": i, "probability": round(p, 6)}
