@@ -7,6 +7,7 @@ and saved atomically.
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -91,14 +92,21 @@ def attention_overlays(image: np.ndarray, attention: torch.Tensor, grid: tuple[i
     gh, gw = grid
     ih, iw = image.shape[:2]
     ph, pw = ih / gh, iw / gw
-    fig = Figure(figsize=(2.2 * (heads + 1), 2.3 * len(queries) + 0.6))
+    names = [f"head {h}" if head_names is None else f"head {h}: {head_names[h]}"
+             for h in range(heads)]
+    # A panel is 2.4 inches wide: a head's name is wrapped to fit above its own panel, so the
+    # titles of neighbouring heads never run into each other.
+    names = [textwrap.fill(n, width=26) for n in names]
+    lines = max(n.count("\n") for n in names) + 2  # the name, then the max weight
+    fig = Figure(figsize=(2.4 * (heads + 1), (2.2 + 0.16 * lines) * len(queries) + 0.6),
+                 layout="constrained")
     axes = fig.subplots(len(queries), heads + 1, squeeze=False)
     for row, q in zip(axes, queries, strict=True):
         qr, qc = divmod(q, gw)
         row[0].imshow(image)
         row[0].add_patch(Rectangle((qc * pw - 0.5, qr * ph - 0.5), pw, ph, fill=False,
                                    edgecolor="red", lw=2))
-        row[0].set_title(f"query token {q}", fontsize=9)
+        row[0].set_title(f"query token {q}", fontsize=10)
         for h in range(heads):
             a = attention[h, q].reshape(gh, gw).float().numpy()
             row[h + 1].imshow(image)
@@ -106,8 +114,7 @@ def attention_overlays(image: np.ndarray, attention: torch.Tensor, grid: tuple[i
                               extent=(-0.5, iw - 0.5, ih - 0.5, -0.5))
             row[h + 1].add_patch(Rectangle((qc * pw - 0.5, qr * ph - 0.5), pw, ph, fill=False,
                                            edgecolor="cyan", lw=1))
-            name = f"head {h}" if head_names is None else f"head {h}: {head_names[h]}"
-            row[h + 1].set_title(f"{name}\nmax weight {a.max():.2f}", fontsize=8)
+            row[h + 1].set_title(f"{names[h]}\nmax weight {a.max():.2f}", fontsize=9)
         for ax in row:
             ax.axis("off")
     fig.suptitle(title)
