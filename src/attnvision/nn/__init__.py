@@ -1,4 +1,5 @@
-"""The course's building blocks, shared by every model: tokens, positions, attention, encoder."""
+"""The course's building blocks, shared by every model: tokens, positions, attention, encoder,
+windows."""
 
 from attnvision.nn.attention import (
     MultiHeadAttention,
@@ -16,6 +17,7 @@ from attnvision.nn.positional import (
     sinusoidal_frequencies,
 )
 from attnvision.nn.tokens import PatchEmbed, WordTokenizer, patchify, unpatchify
+from attnvision.nn.windows import window_partition, window_unpartition
 
 __all__ = [
     "MLP",
@@ -35,4 +37,6 @@ __all__ = [
     "sinusoidal_frequencies",
     "split_heads",
     "unpatchify",
+    "window_partition",
+    "window_unpartition",
 ]

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from attnvision.nn.attention import scaled_dot_product_attention
 from attnvision.nn.tokens import PatchEmbed
+from attnvision.nn.windows import window_partition, window_unpartition
 from attnvision.sam.common import LayerNorm2d, MLPBlock
 
 LayerNormEps6 = partial(nn.LayerNorm, eps=1e-6)  # SAM's norm_layer in every released model
@@ -67,38 +68,6 @@ ENCODER_CONFIGS: dict[str, EncoderConfig] = {
     "sam_tiny": EncoderConfig(embed_dim=192, depth=8, num_heads=6, global_attn_indexes=(3, 7),
                               img_size=256, window_size=8),
 }
-
-
-def window_partition(x: Tensor, window_size: int, pad_value: Tensor | None = None
-                     ) -> tuple[Tensor, tuple[int, int]]:
-    """Cut (B, H, W, C) into (B * nW, ws, ws, C) windows, row-major, padding bottom/right.
-
-    Padding is zero, or ``pad_value`` (C,) at every padded token. Returns the windows and the
-    padded size (Hp, Wp).
-    """
-    b, h, w, c = x.shape
-    hp, wp = -(-h // window_size) * window_size, -(-w // window_size) * window_size
-    if (hp, wp) != (h, w):
-        padded = x.new_zeros(b, hp, wp, c) if pad_value is None else (
-            pad_value.to(x.dtype).expand(b, hp, wp, c).clone())
-        padded[:, :h, :w] = x
-        x = padded
-    nh, nw = hp // window_size, wp // window_size
-    windows = x.view(b, nh, window_size, nw, window_size, c).transpose(2, 3)
-    return windows.reshape(b * nh * nw, window_size, window_size, c), (hp, wp)
-
-
-def window_unpartition(windows: Tensor, window_size: int, pad_hw: tuple[int, int],
-                       hw: tuple[int, int]) -> Tensor:
-    """Inverse of :func:`window_partition`: (B * nW, ws, ws, C) -> (B, H, W, C), crop padding."""
-    hp, wp = pad_hw
-    h, w = hw
-    nh, nw = hp // window_size, wp // window_size
-    c = windows.shape[-1]
-    x = windows.view(-1, nh, nw, window_size, window_size, c).transpose(2, 3)
-    x = x.reshape(-1, hp, wp, c)
-    # Contiguous, so the output projection that follows runs as one fused matmul + bias.
-    return x[:, :h, :w].contiguous() if (hp, wp) != (h, w) else x
 
 
 def get_rel_pos(size: int, rel_pos: Tensor) -> Tensor:

@@ -21,7 +21,6 @@ from __future__ import annotations
 from itertools import pairwise
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnvision.sam.common import LayerNorm2d
@@ -29,22 +28,25 @@ from attnvision.sam.two_way import ImageContext, TwoWayTransformer
 
 
 class HeadMLP(nn.Module):
-    """``num_layers`` linear layers with ReLU between them (not after the last).
+    """``num_layers`` linear layers with ReLU (or ``activation``) between them, not after the last.
 
-    SAM's hypernetworks and IoU head; ``layers.M`` matches the official names.
+    SAM's hypernetworks and IoU head; ``layers.M`` matches the official names. SAM 2 uses the
+    same layered MLP everywhere (``mlp.layers.M`` in its Hiera blocks, with ``activation``
+    GELU, and in its two-way transformer), so it is built from this one.
     """
 
     def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int,
-                 sigmoid_output: bool = False) -> None:
+                 sigmoid_output: bool = False, activation: type[nn.Module] = nn.ReLU) -> None:
         super().__init__()
         dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(dims))
         self.sigmoid_output = sigmoid_output
+        self.act = activation()
 
     def forward(self, x: Tensor) -> Tensor:
         # x: (..., input_dim) -> (..., output_dim)
         for layer in self.layers[:-1]:
-            x = F.relu(layer(x))
+            x = self.act(layer(x))
         x = self.layers[-1](x)
         return torch.sigmoid(x) if self.sigmoid_output else x
 
@@ -168,7 +170,7 @@ class MaskDecoder(nn.Module):
         if image_embeddings.shape[0] not in (1, b):
             raise ValueError(f"image_embeddings has batch {image_embeddings.shape[0]}; "
                              f"expected 1 (one image for all prompts) or {b} (one per prompt)")
-        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight])  # (1+M, D)
+        output_tokens = self.output_tokens()  # (1+M, D)
         tokens = torch.cat([output_tokens.expand(b, -1, -1), sparse_prompt_embeddings], dim=1)
 
         # The official call repeats the image per prompt. When neither the image nor the dense
@@ -183,22 +185,43 @@ class MaskDecoder(nn.Module):
                else image_embeddings + dense_prompt_embeddings)  # (1 or B, D, H, W)
         return self.transformer(src, image_pe, tokens)
 
+    # Where the IoU token sits among the output tokens; the mask tokens follow it. SAM 2's
+    # decoder puts an object-score token first (see output_tokens).
+    iou_token_index: int = 0
+
+    def output_tokens(self) -> Tensor:
+        """The learned tokens put before the prompt tokens: IoU, then mask tokens (1+M, D)."""
+        return torch.cat([self.iou_token.weight, self.mask_tokens.weight])
+
     def iou_from(self, tokens: Tensor, selected: slice = slice(None)) -> Tensor:
         """Predicted IoU (B, M') of the selected masks, from the transformer's tokens."""
-        return self.iou_prediction_head(tokens[:, 0])[:, selected]
+        return self.iou_prediction_head(tokens[:, self.iou_token_index])[:, selected]
+
+    def mask_tokens_from(self, tokens: Tensor) -> Tensor:
+        """The mask tokens (B, M, D) among the transformer's output tokens."""
+        first = self.iou_token_index + 1
+        return tokens[:, first:first + self.num_mask_tokens]
+
+    def upscale(self, maps: Tensor, high_res: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """The image tokens' map (B, D, H, W) upscaled 4x to (B, D/8, 4H, 4W). SAM takes no
+        ``high_res`` features (SAM 2's decoder adds them here)."""
+        if high_res is not None:
+            raise ValueError("this mask decoder takes no high-resolution features")
+        return self.output_upscaling(maps)
 
     def masks_from(self, tokens: Tensor, image: Tensor, size: tuple[int, int],
-                   selected: slice = slice(None)) -> Tensor:
+                   selected: slice = slice(None),
+                   high_res: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """Mask logits (B, M', 4H, 4W) from the transformer's tokens (B, 1+M+N, D) and image
-        tokens (B or 1, HW, D) on an H x W grid."""
+        tokens (B or 1, HW, D) on an H x W grid (and, in SAM 2, ``high_res`` features)."""
         b = tokens.shape[0]
         h, w = size
-        mask_tokens_out = tokens[:, 1:1 + self.num_mask_tokens]  # (B, M, D)
+        mask_tokens_out = self.mask_tokens_from(tokens)  # (B, M, D)
         # (B, HW, D) -> (B, D, H, W) -> (B, D/8, 4H, 4W). The image tokens are a channels-last
         # map already: a view, which the convolutions keep channels-last (no channel-major
         # copies around LayerNorm2d; half the time for one prompt on a CPU).
         maps = image.view(-1, h, w, image.shape[-1]).permute(0, 3, 1, 2)
-        upscaled = self.output_upscaling(maps)
+        upscaled = self.upscale(maps, high_res)
         # Every hypernetwork runs (they are tiny), so every parameter stays in the graph, as
         # DistributedDataParallel expects; only the selected masks are multiplied out.
         hyper_in = torch.stack([mlp(mask_tokens_out[:, i])

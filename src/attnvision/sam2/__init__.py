@@ -1,0 +1,16 @@
+"""SAM 2 (Segment Anything in Images and Videos): the image model and image predictor.
+
+The official names work here: ``build_sam2("sam2.1_hiera_tiny", "sam2.1_hiera_tiny.pt")``
+(or the official config name ``"configs/sam2.1/sam2.1_hiera_t.yaml"``),
+``SAM2ImagePredictor(model).set_image(...)`` / ``.predict(...)``. The video side (memory
+encoder, memory attention, object pointers, video predictor) is not built yet.
+"""
+
+from attnvision.sam2.build import build_sam2, sam2_from_config
+from attnvision.sam2.checkpoints import save_sam2
+from attnvision.sam2.configs import SAM2_CONFIGS, HieraConfig, SAM2Config
+from attnvision.sam2.image_predictor import SAM2ImagePredictor
+from attnvision.sam2.model import SAM2
+
+__all__ = ["SAM2", "SAM2_CONFIGS", "HieraConfig", "SAM2Config", "SAM2ImagePredictor",
+           "build_sam2", "sam2_from_config", "save_sam2"]

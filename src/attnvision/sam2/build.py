@@ -1,0 +1,97 @@
+"""Building SAM 2 by config name, from the official checkpoints or ours."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import torch
+
+from attnvision.errors import UserError
+from attnvision.sam.prompt_encoder import PromptEncoder
+from attnvision.sam2.checkpoints import load_sam2_weights, read_sam2_weights, where_to_get
+from attnvision.sam2.configs import SAM2_CONFIGS, SAM2Config, resolve_name
+from attnvision.sam2.hiera import Hiera
+from attnvision.sam2.image_encoder import ImageEncoder
+from attnvision.sam2.mask_decoder import SAM2MaskDecoder, SAM2TwoWayTransformer
+from attnvision.sam2.model import SAM2
+from attnvision.sam2.neck import FpnNeck
+
+
+def sam2_from_config(config: SAM2Config) -> SAM2:
+    """A SAM 2 image model of ``config`` with freshly initialised weights."""
+    if config.image_size % 32:
+        raise UserError(f"a SAM 2 image size must be a multiple of 32 pixels (four stages of "
+                        f"2x pooling after a stride-4 patch embedding), not {config.image_size}")
+    trunk = Hiera(config.trunk)
+    neck = FpnNeck(config.d_model, trunk.channel_list, config.fpn_top_down_levels)
+    grid = config.image_size // config.backbone_stride
+    decoder = SAM2MaskDecoder(
+        transformer_dim=config.d_model,
+        transformer=SAM2TwoWayTransformer(depth=2, embedding_dim=config.d_model, num_heads=8,
+                                          mlp_dim=2048),
+        num_multimask_outputs=3, iou_head_depth=3, iou_head_hidden_dim=256,
+        use_high_res_features=config.use_high_res_features_in_sam,
+        iou_prediction_use_sigmoid=config.iou_prediction_use_sigmoid,
+        dynamic_multimask_via_stability=config.dynamic_multimask_via_stability,
+        dynamic_multimask_stability_delta=config.dynamic_multimask_stability_delta,
+        dynamic_multimask_stability_thresh=config.dynamic_multimask_stability_thresh,
+        pred_obj_scores=config.pred_obj_scores, pred_obj_scores_mlp=config.pred_obj_scores_mlp,
+        use_multimask_token_for_obj_ptr=config.use_multimask_token_for_obj_ptr)
+    prompt_encoder = PromptEncoder(embed_dim=config.d_model, image_embedding_size=(grid, grid),
+                                   input_image_size=(config.image_size, config.image_size),
+                                   mask_in_chans=16)
+    return SAM2(ImageEncoder(trunk, neck, config.scalp), prompt_encoder, decoder, config)
+
+
+def _config_name(name: str) -> str:
+    resolved = resolve_name(name)
+    if resolved is None:
+        raise UserError(f"unknown SAM 2 model {name!r}: choose one of "
+                        f"{', '.join(SAM2_CONFIGS)}")
+    return resolved
+
+
+def build_sam2(name: str | None = None, checkpoint: str | os.PathLike[str] | None = None, *,
+               device: str | torch.device = "cpu", apply_postprocessing: bool = True,
+               config: SAM2Config | None = None) -> SAM2:
+    """SAM 2 ``name`` ("sam2.1_hiera_tiny", or the official config name
+    "configs/sam2.1/sam2.1_hiera_t.yaml"), with ``checkpoint``'s weights, in eval mode.
+
+    ``name=None`` takes the model from the checkpoint. Without a checkpoint the weights are
+    random. ``apply_postprocessing`` (the official option, on by default): a single mask
+    falls back to the best multimask output when it is unstable. ``config`` replaces the
+    named config (small test models); a checkpoint must then fit it. The official ``.pt``
+    files and ours (``save_sam2``) are read; the video weights of an official file are set
+    aside until the video side is built (see :mod:`attnvision.sam2.checkpoints`).
+    """
+    if name is not None:
+        name = _config_name(name)
+    sd = None
+    if checkpoint is not None:
+        sd, recorded, certain = read_sam2_weights(checkpoint, name)
+        if recorded is None and name is None and config is None:
+            raise UserError(f"{checkpoint} does not look like any released SAM 2 model: "
+                            f"give its name, e.g. build_sam2('sam2.1_hiera_tiny', ...)")
+        if name is None:
+            name = recorded
+        elif (config is None and recorded is not None and recorded != name
+              and (certain or _size(recorded) != _size(name))):
+            raise UserError(f"{checkpoint} holds SAM 2 {recorded} weights, not {name}: use "
+                            f"build_sam2('{recorded}', ...) (or name=None)")
+    if name is None and config is None:
+        raise UserError("build_sam2 needs a model name or a checkpoint: e.g. "
+                        f"build_sam2('sam2.1_hiera_tiny', 'sam2.1_hiera_tiny.pt'); "
+                        f"{where_to_get('sam2.1_hiera_tiny')}")
+    config = replace(config or SAM2_CONFIGS[name],
+                     dynamic_multimask_via_stability=apply_postprocessing)
+    model = sam2_from_config(config)
+    model.size_name = name
+    if sd is not None:
+        load_sam2_weights(model, sd, str(checkpoint), name or "(custom config)")
+    return model.to(device).eval()
+
+
+def _size(name: str) -> str:
+    """"tiny" of "sam2.1_hiera_tiny": the image model, which 2.0 and 2.1 share."""
+    return name.rpartition("_hiera_")[2]

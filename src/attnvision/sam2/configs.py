@@ -1,0 +1,132 @@
+"""The released SAM 2 and SAM 2.1 models, as the official yaml files describe them.
+
+Four sizes (hiera tiny, small, base_plus, large) in two versions. The image model of a size is
+the same in both versions; 2.1 changed only the video side (a "no object" embedding in the
+memories, signed and projected temporal encodings of the object pointers). Names are the stems
+of the official checkpoint files (``sam2.1_hiera_tiny.pt``).
+
+Every released model sets the same image-side flags (high-resolution features in the mask
+decoder, sigmoid IoU head, an object-score token with an MLP head, the "no memory" embedding
+added to the image features) and is built by the official ``build_sam2`` with the dynamic
+multimask fallback on; they are fields here, not forty constructor flags, so that a test or a
+new model can turn one off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class HieraConfig:
+    """The Hiera trunk: ``stages[i]`` blocks at stage i, width and heads doubling per stage."""
+
+    embed_dim: int
+    num_heads: int
+    stages: tuple[int, ...]
+    global_att_blocks: tuple[int, ...]
+    window_spec: tuple[int, ...] = (8, 4, 14, 7)  # window side per stage (0: global)
+    # The background position embedding's grid, interpolated to the token grid.
+    window_pos_embed_bkg_spatial_size: tuple[int, int] = (14, 14)
+    q_pool: int = 3  # stage changes that pool the queries (and so halve the grid)
+    q_stride: int = 2
+    dim_mul: float = 2.0
+    head_mul: float = 2.0
+    mlp_ratio: float = 4.0
+
+    @property
+    def depth(self) -> int:
+        return sum(self.stages)
+
+    @property
+    def channel_list(self) -> tuple[int, ...]:
+        """Width of every stage's output, lowest resolution first (the neck's order)."""
+        dims, dim = [], self.embed_dim
+        for i in range(len(self.stages)):
+            dims.append(dim)
+            if i < len(self.stages) - 1:
+                dim = int(dim * self.dim_mul)
+        return tuple(reversed(dims))
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """Numbers of the video side (memory encoder, memory attention, object pointers), which
+    is not built yet; kept so that a SAM 2.0 and a SAM 2.1 config differ where they do."""
+
+    num_maskmem: int = 7
+    mem_dim: int = 64
+    memory_attention_layers: int = 4
+    no_obj_embed_spatial: bool = True
+    add_tpos_enc_to_obj_ptrs: bool = True
+    proj_tpos_enc_in_obj_ptrs: bool = True
+    use_signed_tpos_enc_to_obj_ptrs: bool = True
+
+
+SAM20_VIDEO = VideoConfig(no_obj_embed_spatial=False, add_tpos_enc_to_obj_ptrs=False,
+                          proj_tpos_enc_in_obj_ptrs=False, use_signed_tpos_enc_to_obj_ptrs=False)
+
+
+@dataclass(frozen=True)
+class SAM2Config:
+    """One SAM 2 model: its trunk, neck, prompt/decoder width and the image-side flags."""
+
+    version: str  # "2.1" or "2.0"
+    trunk: HieraConfig
+    image_size: int = 1024
+    d_model: int = 256  # neck width = prompt embeddings = mask decoder width
+    fpn_top_down_levels: tuple[int, ...] = (2, 3)  # levels fused with the level below
+    scalp: int = 1  # lowest-resolution neck levels dropped
+    backbone_stride: int = 16  # image pixels per cell of the image embedding
+    use_high_res_features_in_sam: bool = True
+    iou_prediction_use_sigmoid: bool = True
+    pred_obj_scores: bool = True
+    pred_obj_scores_mlp: bool = True
+    use_multimask_token_for_obj_ptr: bool = True
+    directly_add_no_mem_embed: bool = True
+    # The official build_sam2(apply_postprocessing=True): a single mask whose stability is
+    # below the threshold is replaced by the best of the three multimask outputs.
+    dynamic_multimask_via_stability: bool = True
+    dynamic_multimask_stability_delta: float = 0.05
+    dynamic_multimask_stability_thresh: float = 0.98
+    video: VideoConfig = field(default_factory=VideoConfig)
+
+    def with_trunk(self, **changes: object) -> SAM2Config:
+        """This config with some trunk settings changed (small test models)."""
+        return replace(self, trunk=replace(self.trunk, **changes))
+
+
+_TRUNKS = {
+    "tiny": HieraConfig(embed_dim=96, num_heads=1, stages=(1, 2, 7, 2),
+                        global_att_blocks=(5, 7, 9), window_pos_embed_bkg_spatial_size=(7, 7)),
+    "small": HieraConfig(embed_dim=96, num_heads=1, stages=(1, 2, 11, 2),
+                         global_att_blocks=(7, 10, 13), window_pos_embed_bkg_spatial_size=(7, 7)),
+    # base_plus keeps Hiera's defaults for its stages, windows and background grid.
+    "base_plus": HieraConfig(embed_dim=112, num_heads=2, stages=(2, 3, 16, 3),
+                             global_att_blocks=(12, 16, 20)),
+    "large": HieraConfig(embed_dim=144, num_heads=2, stages=(2, 6, 36, 4),
+                         global_att_blocks=(23, 33, 43), window_spec=(8, 4, 16, 8),
+                         window_pos_embed_bkg_spatial_size=(7, 7)),
+}
+
+SAM2_CONFIGS: dict[str, SAM2Config] = {
+    **{f"sam2.1_hiera_{size}": SAM2Config(version="2.1", trunk=trunk)
+       for size, trunk in _TRUNKS.items()},
+    **{f"sam2_hiera_{size}": SAM2Config(version="2.0", trunk=trunk, video=SAM20_VIDEO)
+       for size, trunk in _TRUNKS.items()},
+}
+
+# The official config file names ("configs/sam2.1/sam2.1_hiera_t.yaml", "sam2_hiera_b+")
+# name the same models.
+_SHORT = {"t": "tiny", "s": "small", "b+": "base_plus", "l": "large"}
+
+
+def resolve_name(name: str) -> str | None:
+    """The key of SAM2_CONFIGS that ``name`` means (a key, an official config file name or
+    path), or None."""
+    stem = name.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".yaml").removesuffix(".pt")
+    if stem in SAM2_CONFIGS:
+        return stem
+    prefix, _, size = stem.rpartition("_")
+    full = f"{prefix}_{_SHORT.get(size, size)}"
+    return full if full in SAM2_CONFIGS else None
