@@ -124,15 +124,22 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(kv_dim, self.internal_dim, bias=bias)
         self.out_proj = nn.Linear(self.internal_dim, embed_dim, bias=bias)
 
+    def project(self, q: Tensor, k: Tensor | None = None, v: Tensor | None = None
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values projected and split into heads: (B, H, N, d) each; keys
+        default to the queries and values to the keys (self-attention)."""
+        # q: (B, Nq, D), k: (B, Nk, Dkv), v: (B, Nk, Dkv)
+        k = q if k is None else k
+        v = k if v is None else v
+        return (split_heads(self.q_proj(q), self.num_heads),
+                split_heads(self.k_proj(k), self.num_heads),
+                split_heads(self.v_proj(v), self.num_heads))
+
     def forward(self, q: Tensor, k: Tensor | None = None, v: Tensor | None = None,
                 mask: Tensor | None = None, bias: Tensor | None = None,
                 return_attention: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         # q: (B, Nq, D), k: (B, Nk, Dkv), v: (B, Nk, Dkv); mask, bias: (B, [H,] Nq, Nk)
-        k = q if k is None else k
-        v = k if v is None else v
-        qh = split_heads(self.q_proj(q), self.num_heads)  # (B, H, Nq, d)
-        kh = split_heads(self.k_proj(k), self.num_heads)  # (B, H, Nk, d)
-        vh = split_heads(self.v_proj(v), self.num_heads)  # (B, H, Nk, d)
+        qh, kh, vh = self.project(q, k, v)
         return attend_heads(qh, kh, vh, self.out_proj, mask, bias, return_attention,
                             self.dropout if self.training else 0.0)
 
