@@ -1,8 +1,7 @@
 """The official SAM 2 checkpoint format: names, sizes, strict loading, one-line refusals.
 
-The official files hold ``{"model": state_dict}`` of the whole video model; the image model
-takes every image key strictly and sets aside exactly the video keys (memory encoder, memory
-attention, object pointers), which are not built yet.
+The official files hold ``{"model": state_dict}`` of the whole video model; ours has every
+one of those keys (image and video parts), with the same shapes, and nothing more.
 """
 
 import pytest
@@ -11,23 +10,20 @@ import torch
 from attnvision.errors import UserError
 from attnvision.sam2 import SAM2_CONFIGS, build_sam2, save_sam2
 from attnvision.sam2.build import sam2_from_config
-from attnvision.sam2.checkpoints import is_video_key, size_of
+from attnvision.sam2.checkpoints import size_of
 from reference.official_sam2 import OFFICIAL_CONFIGS, official_meta, official_sam2, official_state
 
 
 @pytest.mark.parametrize("name", sorted(SAM2_CONFIGS))
-def test_keys_and_shapes_are_the_official_image_keys(name):
+def test_keys_and_shapes_are_the_official_keys(name):
     official = {k: tuple(v.shape) for k, v in official_meta(name).state_dict().items()}
     with torch.device("meta"):
         ours = {k: tuple(v.shape)
                 for k, v in sam2_from_config(SAM2_CONFIGS[name]).state_dict().items()}
-    image_keys = {k: s for k, s in official.items() if not is_video_key(k)}
-    assert ours == image_keys
-    # What is set aside is the video side, and nothing of the image model.
-    video = set(official) - set(ours)
-    assert {k.split(".")[0] for k in video} >= {"memory_attention", "memory_encoder",
-                                                 "obj_ptr_proj", "maskmem_tpos_enc"}
-    assert not any(k.startswith(("image_encoder.", "sam_")) for k in video)
+    assert ours == official
+    # 2.0 and 2.1 differ only in the video parts.
+    assert ("no_obj_embed_spatial" in ours) == name.startswith("sam2.1")
+    assert ("obj_ptr_tpos_proj.weight" in ours) == name.startswith("sam2.1")
     meta = {k: torch.empty(s, device="meta") for k, s in official.items()}
     assert size_of(meta) == name  # size from the trunk, version from the video keys
 
@@ -47,6 +43,7 @@ def test_official_file_loads_strictly(official_tiny, name):
     ours = build_sam2(name, path)
     assert ours.size_name == "sam2.1_hiera_tiny" and not ours.training
     expected = official.state_dict()
+    assert set(ours.state_dict()) == set(expected)
     for key, value in ours.state_dict().items():
         assert torch.equal(value, expected[key]), key
 
@@ -123,7 +120,7 @@ def test_other_files_and_names_are_refused(tmp_path):
 def test_our_safetensors_round_trip(tmp_path):
     model = sam2_from_config(SAM2_CONFIGS["sam2_hiera_tiny"])
     path = save_sam2(model, tmp_path / "mine.safetensors", "sam2_hiera_tiny")
-    loaded = build_sam2(None, path)  # the name is recorded: 2.0 although no video keys
+    loaded = build_sam2(None, path)  # the name is recorded, not guessed from the keys
     assert loaded.size_name == "sam2_hiera_tiny"
     for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items(),
                                strict=True):

@@ -2,8 +2,10 @@
 
 The official names work here: ``build_sam2("sam2.1_hiera_tiny", "sam2.1_hiera_tiny.pt")``
 (or the official config name ``"configs/sam2.1/sam2.1_hiera_t.yaml"``),
-``SAM2ImagePredictor(model).set_image(...)`` / ``.predict(...)``. The video side (memory
-encoder, memory attention, object pointers, video predictor) is not built yet.
+``SAM2ImagePredictor(model).set_image(...)`` / ``.predict(...)``. The same model holds the
+video parts (memory encoder, memory attention, object pointers), and
+:mod:`attnvision.sam2.tracking` runs one frame of video tracking with them
+(``track_step`` on a caller-owned ``MemoryBank``); the video predictor is not built yet.
 """
 
 from attnvision.sam2.build import build_sam2, sam2_from_config

@@ -60,10 +60,10 @@ def build_sam2(name: str | None = None, checkpoint: str | os.PathLike[str] | Non
 
     ``name=None`` takes the model from the checkpoint. Without a checkpoint the weights are
     random. ``apply_postprocessing`` (the official option, on by default): a single mask
-    falls back to the best multimask output when it is unstable. ``config`` replaces the
+    falls back to the best multimask output when it is unstable, and (as the official video
+    predictor) clicked frames enter the memory as thresholded masks. ``config`` replaces the
     named config (small test models); a checkpoint must then fit it. The official ``.pt``
-    files and ours (``save_sam2``) are read; the video weights of an official file are set
-    aside until the video side is built (see :mod:`attnvision.sam2.checkpoints`).
+    files and ours (``save_sam2``) are read, every key strictly.
     """
     if name is not None:
         name = _config_name(name)
@@ -83,8 +83,9 @@ def build_sam2(name: str | None = None, checkpoint: str | os.PathLike[str] | Non
         raise UserError("build_sam2 needs a model name or a checkpoint: e.g. "
                         f"build_sam2('sam2.1_hiera_tiny', 'sam2.1_hiera_tiny.pt'); "
                         f"{where_to_get('sam2.1_hiera_tiny')}")
-    config = replace(config or SAM2_CONFIGS[name],
-                     dynamic_multimask_via_stability=apply_postprocessing)
+    config = config or SAM2_CONFIGS[name]
+    config = replace(config, dynamic_multimask_via_stability=apply_postprocessing,
+                     video=replace(config.video, binarize_mask_from_pts=apply_postprocessing))
     model = sam2_from_config(config)
     model.size_name = name
     if sd is not None:

@@ -2,13 +2,8 @@
 
 The official files (``sam2.1_hiera_tiny.pt`` ...) hold ``{"model": state_dict}``; they are
 read with ``torch.load(weights_only=True)``, which runs no code. Their keys are the model's
-module names, which ours mirror, so the image model loads with ``strict=True``.
-
-The video side is not built yet. An official file also holds its weights (the memory
-encoder and memory attention, the object-pointer projections, the memory embeddings); those
-keys, and only those (:data:`VIDEO_KEYS`), are set aside when the model has no module for
-them, and every other key must fit exactly. Once the video modules exist on the model, the
-same load takes their keys strictly too, with no change here.
+module names, which ours mirror (image and video parts alike), so they load with
+``strict=True`` and no table of keys to rename or set aside.
 """
 
 from __future__ import annotations
@@ -26,19 +21,9 @@ from attnvision.weights import existing_file, key_problems, read_weights, save_w
 FORMAT = "attnvision.sam2"
 OFFICIAL_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/"
 
-# Keys (whole names or prefixes ending in ".") of the official checkpoints' video parts.
-VIDEO_KEYS = ("memory_attention.", "memory_encoder.", "mask_downsample.", "obj_ptr_proj.",
-              "obj_ptr_tpos_proj.", "maskmem_tpos_enc", "no_mem_pos_enc", "no_obj_ptr",
-              "no_obj_embed_spatial")
-
 # (trunk width, trunk blocks) -> size; the version (2.0 / 2.1) shows in the video keys.
 _SIZES = {(c.trunk.embed_dim, c.trunk.depth): name.rpartition("_hiera_")[2]
           for name, c in SAM2_CONFIGS.items()}
-
-
-def is_video_key(key: str) -> bool:
-    """True for a key of the video parts (see :data:`VIDEO_KEYS`)."""
-    return any(key.startswith(k) if k.endswith(".") else key == k for k in VIDEO_KEYS)
 
 
 def where_to_get(name: str) -> str:
@@ -50,8 +35,8 @@ def size_of(sd: dict[str, Tensor]) -> str | None:
     """The config name the weights look like ("sam2.1_hiera_tiny"), or None.
 
     The size comes from the trunk's width and number of blocks; the version from the video
-    keys: only SAM 2.1 has ``no_obj_embed_spatial``. A file without video keys (ours) is
-    taken as 2.1; both versions have the same image model.
+    keys: only SAM 2.1 has ``no_obj_embed_spatial``. A file without video keys is taken as
+    2.1; both versions have the same image model.
     """
     patch = sd.get("image_encoder.trunk.patch_embed.proj.weight")
     if patch is None:
@@ -65,8 +50,9 @@ def size_of(sd: dict[str, Tensor]) -> str | None:
 
 
 def version_shown(sd: dict[str, Tensor]) -> bool:
-    """Whether the weights tell SAM 2.0 from 2.1 (only the video parts differ)."""
-    return any(is_video_key(k) for k in sd)
+    """Whether the weights tell SAM 2.0 from 2.1 (only the video parts differ, and every
+    file of the whole model has them)."""
+    return any(k.startswith("memory_attention.") for k in sd)
 
 
 def read_sam2_weights(path: str | os.PathLike[str], name: str | None
@@ -89,16 +75,13 @@ def read_sam2_weights(path: str | os.PathLike[str], name: str | None
 
 
 def load_sam2_weights(model: nn.Module, sd: dict[str, Tensor], source: str, name: str) -> None:
-    """Load into ``model`` with strict=True; the video keys of an official file are set
-    aside while the model has no module for them. One line naming every problem."""
-    expected = model.state_dict()
-    kept = {k: v for k, v in sd.items() if k in expected or not is_video_key(k)}
-    problems = key_problems(expected, kept)
+    """Load into ``model`` with strict=True; one line naming every problem."""
+    problems = key_problems(model.state_dict(), sd)
     if problems:
         looks = size_of(sd)
         like = f" (it looks like {looks})" if looks and looks != name else ""
         raise UserError(f"{source} does not fit SAM 2 {name}{like}: {problems}")
-    model.load_state_dict(kept, strict=True)
+    model.load_state_dict(sd, strict=True)
 
 
 def save_sam2(model: nn.Module, path: str | os.PathLike[str], name: str,

@@ -51,12 +51,22 @@ class HieraConfig:
 
 @dataclass(frozen=True)
 class VideoConfig:
-    """Numbers of the video side (memory encoder, memory attention, object pointers), which
-    is not built yet; kept so that a SAM 2.0 and a SAM 2.1 config differ where they do."""
+    """Numbers of the video side (memory encoder, memory attention, object pointers).
 
-    num_maskmem: int = 7
+    The last four fields are where SAM 2.0 and 2.1 differ. Flags that every released model
+    sets the same way are not fields: they are how :mod:`attnvision.sam2.tracking` works
+    (no-memory embedding added directly, a mask input used as the output, multimask output
+    for at most one click, mask logits through sigmoid x 20 - 10 into the memory encoder,
+    only past pointers at inference, every conditioning frame attended to).
+    """
+
+    num_maskmem: int = 7  # memory slots: the conditioning frames' + the 6 previous frames
     mem_dim: int = 64
     memory_attention_layers: int = 4
+    max_obj_ptrs: int = 16  # object pointers attended to (frames back, or the video's length)
+    # The official video predictor (apply_postprocessing=True): on clicked frames the memory
+    # encoder sees the thresholded 0/1 mask, not its sigmoid.
+    binarize_mask_from_pts: bool = True
     no_obj_embed_spatial: bool = True
     add_tpos_enc_to_obj_ptrs: bool = True
     proj_tpos_enc_in_obj_ptrs: bool = True
