@@ -269,6 +269,30 @@ def test_interior_point_is_the_farthest_from_the_boundary():
     assert (x, y) == (29, 15)
 
 
+def test_spread_clicks_lie_deep_inside_and_far_apart():
+    from scipy import ndimage
+
+    from attnvision.sam.evaluation import horse_clicks, horse_truth, spread_clicks
+
+    mask = np.zeros((60, 100), bool)
+    mask[10:50, 5:95] = True  # a 40 x 90 bar: 8 px inside leaves 24 x 74
+    clicks = spread_clicks(mask, 4, margin=8)
+    depth = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    assert tuple(clicks[0]) == interior_point(mask)  # the deepest first
+    assert all(depth[int(y), int(x)] >= 8 for x, y in clicks)
+    # Each next click is the deep pixel farthest from the clicks before it (brute force).
+    ys, xs = np.nonzero(depth >= 8)
+    deep = np.stack([xs, ys], 1).astype(float)
+    for k in range(1, 4):
+        gaps = np.min([np.linalg.norm(deep - c, axis=1) for c in clicks[:k]], axis=0)
+        assert np.linalg.norm(deep[np.argmax(gaps)] - clicks[k]) == 0
+    with pytest.raises(ValueError, match="fewer than 2"):
+        spread_clicks(mask[:18], 2, margin=8)
+    _, horse = horse_truth()
+    clicks = horse_clicks(horse)
+    assert len(clicks) == 8 and len({tuple(c) for c in clicks.tolist()}) == 8
+
+
 # --- the commands -------------------------------------------------------------------------------
 
 
