@@ -5,7 +5,8 @@ The official names work here: ``build_sam2("sam2.1_hiera_tiny", "sam2.1_hiera_ti
 ``SAM2ImagePredictor(model).set_image(...)`` / ``.predict(...)``. The same model holds the
 video parts (memory encoder, memory attention, object pointers), and
 :mod:`attnvision.sam2.tracking` runs one frame of video tracking with them
-(``track_step`` on a caller-owned ``MemoryBank``); the video predictor is not built yet.
+(``track_step`` on a caller-owned ``MemoryBank``), on which ``SAM2VideoPredictor`` (built by
+``build_sam2_video_predictor``, the official names) tracks prompted objects through a video.
 """
 
 from attnvision.sam2.build import build_sam2, sam2_from_config
@@ -13,6 +14,8 @@ from attnvision.sam2.checkpoints import save_sam2
 from attnvision.sam2.configs import SAM2_CONFIGS, HieraConfig, SAM2Config
 from attnvision.sam2.image_predictor import SAM2ImagePredictor
 from attnvision.sam2.model import SAM2
+from attnvision.sam2.video_predictor import SAM2VideoPredictor, build_sam2_video_predictor
 
 __all__ = ["SAM2", "SAM2_CONFIGS", "HieraConfig", "SAM2Config", "SAM2ImagePredictor",
-           "build_sam2", "sam2_from_config", "save_sam2"]
+           "SAM2VideoPredictor", "build_sam2", "build_sam2_video_predictor", "sam2_from_config",
+           "save_sam2"]
