@@ -26,6 +26,7 @@ from attnvision.commands import (
     sam,
     sam_train,
     segment_all,
+    segment_video,
     serve,
     vit,
 )
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     sam_train.register_eval(evaluate)
     vit.register(commands)
     sam.register(commands)
+    segment_video.register(commands)
     segment_all.register(commands)
     export_onnx.register(commands)
     serve.register(commands)

@@ -1,0 +1,263 @@
+"""``attnvision segment-video``: SAM 2 tracks prompted objects through a video.
+
+Writes, in ``--out``: ``masks/00000.png``... (DAVIS indexed PNGs, object ids as palette
+indices), ``masks.json`` (per frame, per object: COCO RLE, area, box), ``overlay.mp4`` and
+``contact_sheet.png``. Every prompt, the video and the weights are checked before ``--out`` is
+created, and the folder is made only once tracking has finished, so a mistake leaves nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from attnvision.commands.options import add_command, common
+from attnvision.errors import UserError
+
+DEFAULT_OBJ = 1
+MAX_OBJ = 254  # palette indices of the PNGs; 255 is DAVIS's "void"
+
+
+class _ObjAction(argparse.Action):
+    """``--obj ID``: the object the following --point / --box options prompt."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        namespace.obj = values
+        namespace.objs_named = [*(getattr(namespace, "objs_named", None) or []), values]
+
+
+class _PromptAction(argparse.Action):
+    """``--point`` / ``--box``: kept in order with the object they belong to."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        prompts = list(getattr(namespace, "prompts", None) or [])
+        prompts.append((self.dest, values, getattr(namespace, "obj", None)))
+        namespace.prompts = prompts
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = add_command(commands, "segment-video",
+                    "SAM 2: track objects through a video from point and box prompts")
+    p.add_argument("video", metavar="VIDEO", help="a video file (mp4, webm, mov, mkv, avi) or a "
+                                                  "folder of JPEG/PNG frames")
+    p.add_argument("--checkpoint", metavar="FILE",
+                   help="SAM 2 weights (required): an official sam2.1_hiera_*.pt or ours")
+    p.add_argument("--model", metavar="NAME",
+                   help="SAM 2 model, e.g. sam2.1_hiera_tiny (default: read from the "
+                        "checkpoint)")
+    p.add_argument("--point", dest="point", action=_PromptAction, metavar="FRAME,X,Y[,LABEL]",
+                   help="a click on frame FRAME (0 = first) in pixels; LABEL 1 = object "
+                        "(default), 0 = background; repeatable")
+    p.add_argument("--box", dest="box", action=_PromptAction, metavar="FRAME,X0,Y0,X1,Y1",
+                   help="a box around the object on frame FRAME, in pixels; at most one per "
+                        "object and frame; repeatable")
+    p.add_argument("--obj", type=int, action=_ObjAction, metavar="ID",
+                   help=f"the object (1 to {MAX_OBJ}; its id and colour in the masks) that the "
+                        "--point and --box options after it prompt, up to the next --obj; "
+                        f"those before any --obj prompt object {DEFAULT_OBJ}. E.g. --point "
+                        "0,50,40 --obj 2 --box 0,100,20,160,90 prompts objects 1 and 2")
+    p.add_argument("--out", required=True,
+                   help="folder for masks/*.png, masks.json, overlay.mp4 and contact_sheet.png")
+    common(p, segment_video)
+    p.set_defaults(prompts=[], obj=None, objs_named=[])
+
+
+def _numbers(option: str, text: str, count: tuple[int, ...], form: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in count:
+        raise UserError(f"--{option} {text!r} is not {form} (e.g. --point 0,120,80 or "
+                        "--box 0,10,20,200,180)")
+    if values[0] != int(values[0]):
+        raise UserError(f"--{option} {text!r}: the frame must be a whole number (0 = first)")
+    return values
+
+
+def parse_prompts(prompts: list[tuple[str, str, int | None]], objs_named: list[int]
+                  ) -> list[dict[str, Any]]:
+    """The --point / --box options as {"obj", "frame", "point" + "label" | "box"}."""
+    for obj in objs_named:
+        if not 1 <= obj <= MAX_OBJ:
+            raise UserError(f"--obj {obj}: object ids run from 1 to {MAX_OBJ} (they are the "
+                            "masks' palette indices; 0 is the background)")
+    parsed = []
+    for kind, text, obj in prompts:
+        obj = DEFAULT_OBJ if obj is None else obj
+        if kind == "point":
+            v = _numbers("point", text, (3, 4), "FRAME,X,Y or FRAME,X,Y,LABEL")
+            label = v[3] if len(v) == 4 else 1
+            if label not in (0, 1):
+                raise UserError(f"--point {text!r}: the label must be 1 (object) or 0 "
+                                "(background)")
+            parsed.append({"obj": obj, "frame": int(v[0]), "point": v[1:3], "label": int(label)})
+        else:
+            v = _numbers("box", text, (5,), "FRAME,X0,Y0,X1,Y1")
+            if v[3] <= v[1] or v[4] <= v[2]:
+                raise UserError(f"--box {text!r}: X1 must exceed X0 and Y1 exceed Y0")
+            parsed.append({"obj": obj, "frame": int(v[0]), "box": v[1:]})
+    if not parsed:
+        raise UserError("give a prompt: --point FRAME,X,Y[,LABEL] and/or --box "
+                        "FRAME,X0,Y0,X1,Y1 (repeatable; --obj ID before them for more objects)")
+    prompted = {p["obj"] for p in parsed}
+    for obj in objs_named:
+        if obj not in prompted:
+            raise UserError(f"--obj {obj} has no --point or --box after it: give the object a "
+                            "prompt, or drop the --obj")
+    return parsed
+
+
+def check_prompts(prompts: list[dict[str, Any]], num_frames: int, height: int,
+                  width: int) -> None:
+    """Frames in range and coordinates on the frame, each mistake named by its option."""
+    for p in prompts:
+        what = (f"--point {p['frame']},{','.join(f'{c:g}' for c in p['point'])}"
+                if "point" in p else
+                f"--box {p['frame']},{','.join(f'{c:g}' for c in p['box'])}")
+        if p["obj"] != DEFAULT_OBJ:
+            what += f" (object {p['obj']})"
+        if not 0 <= p["frame"] < num_frames:
+            raise UserError(f"{what}: frame {p['frame']} is out of range: the video has "
+                            f"{num_frames} frames (0 to {num_frames - 1})")
+        xs = p["point"][0::2] if "point" in p else p["box"][0::2]
+        ys = p["point"][1::2] if "point" in p else p["box"][1::2]
+        if any(not 0 <= x <= width for x in xs) or any(not 0 <= y <= height for y in ys):
+            raise UserError(f"{what} is off the frame: the video is {width}x{height} pixels "
+                            f"(x 0 to {width}, y 0 to {height})")
+    seen = set()
+    for p in prompts:
+        if "box" in p:
+            key = (p["obj"], p["frame"])
+            if key in seen:
+                raise UserError(f"object {p['obj']} has two --box on frame {p['frame']}: give "
+                                "one box per object and frame (add --point clicks to refine)")
+            seen.add(key)
+
+
+def _check_out(out: str) -> None:
+    """Say now, before the slow part, if --out cannot be a folder (it is created later)."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output folder {path} is an existing file: choose another --out")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"output folder {path} cannot be written ({parent} is not writable): "
+                        "choose another --out")
+
+
+def segment_video(args: argparse.Namespace) -> dict[str, Any]:
+    import importlib.util
+
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from attnvision.commands.sam import bbox_xywh
+    from attnvision.data.davis import write_indexed_png
+    from attnvision.data.rle import masks_to_rle, rle_to_coco
+    from attnvision.data.video import open_video, write_video
+    from attnvision.files import ensure_dir, write_json
+    from attnvision.sam2 import build_sam2_video_predictor
+    from attnvision.sam2.checkpoints import where_to_get
+    from attnvision.sam2.configs import resolve_name
+    from attnvision.viz.overlays import mask_overlay, save_png
+    from attnvision.viz.video import contact_sheet, sample_indices
+
+    prompts = parse_prompts(args.prompts, args.objs_named)
+    if args.model is not None and resolve_name(args.model) is None:
+        from attnvision.sam2.configs import SAM2_CONFIGS
+
+        raise UserError(f"unknown SAM 2 model {args.model!r}: choose one of "
+                        f"{', '.join(SAM2_CONFIGS)}")
+    if args.checkpoint is None:
+        name = resolve_name(args.model) if args.model else "sam2.1_hiera_tiny"
+        raise UserError(f"segment-video needs SAM 2 weights (none ship yet): pass --checkpoint "
+                        f"FILE; {where_to_get(name)}")
+    if importlib.util.find_spec("av") is None:
+        raise UserError("writing overlay.mp4 needs PyAV: pip install 'attnvision[video]'")
+    _check_out(args.out)
+    opened = open_video(args.video)  # not found, unreadable, empty: one line, before the model
+    height, width = opened.size
+    fps = opened.fps
+    if opened.length is not None:
+        check_prompts(prompts, opened.length, height, width)
+    del opened
+
+    predictor = build_sam2_video_predictor(args.model, args.checkpoint)
+    state = predictor.init_state(args.video)
+    n = state.num_frames
+    check_prompts(prompts, n, height, width)
+    objects = list(dict.fromkeys(p["obj"] for p in prompts))  # command-line order
+    for obj in objects:
+        for frame in sorted({p["frame"] for p in prompts if p["obj"] == obj}):
+            here = [p for p in prompts if p["obj"] == obj and p["frame"] == frame]
+            points = [p["point"] for p in here if "point" in p]
+            labels = [p["label"] for p in here if "point" in p]
+            box = next((p["box"] for p in here if "box" in p), None)
+            predictor.add_new_points_or_box(state, frame, obj, points=points or None,
+                                            labels=labels or None, box=box)
+
+    start = min(p["frame"] for p in prompts)
+    total = (n - start) + (start + 1 if start > 0 else 0)
+    labels_per_frame: list[np.ndarray | None] = [None] * n
+    records: list[list[dict[str, Any]] | None] = [None] * n
+    with tqdm(total=total, desc="segment-video", unit="frame", file=sys.stderr,
+              disable=args.quiet) as bar:
+        runs = [False, True] if start > 0 else [False]
+        for reverse in runs:
+            for t, obj_ids, logits in predictor.propagate_in_video(
+                    state, start_frame_idx=start, reverse=reverse):
+                masks = (logits[:, 0] > 0).cpu()
+                label = np.zeros((height, width), np.uint8)
+                frame_records = []
+                for obj_id, mask, rle in zip(obj_ids, masks, masks_to_rle(masks), strict=True):
+                    m = mask.numpy()
+                    label[m] = obj_id  # later objects on top where they overlap
+                    frame_records.append({"id": int(obj_id), "segmentation": rle_to_coco(rle),
+                                          "area": int(m.sum()), "bbox": bbox_xywh(m)})
+                labels_per_frame[t], records[t] = label, frame_records
+                bar.update(1)
+    model_name = getattr(predictor.model, "size_name", None) or args.model
+    del state, predictor
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+    out = ensure_dir(args.out)  # only now: every mistake above leaves no folder
+    mask_dir = out / "masks"
+    mask_files = [str(write_indexed_png(mask_dir / f"{t:05d}.png", labels_per_frame[t]))
+                  for t in range(n)]
+    masks_json = write_json(out / "masks.json", {
+        "video": args.video, "size": [width, height], "frames": n, "objects": objects,
+        "bbox_format": "xywh",
+        "annotations": [{"frame": t, "objects": records[t]} for t in range(n)]})
+    sampled = set(sample_indices(n))
+    thumbs: dict[int, np.ndarray] = {}
+
+    def overlays():
+        for t, frame in enumerate(open_video(args.video)):
+            if t >= n:
+                break
+            picture = np.asarray(mask_overlay(
+                frame, [labels_per_frame[t] == obj for obj in objects]))
+            if t in sampled:
+                thumbs[t] = picture
+            yield picture
+
+    overlay = write_video(out / "overlay.mp4", overlays(), fps=fps)
+    order = sorted(thumbs)
+    sheet = save_png(contact_sheet([thumbs[t] for t in order], [f"frame {t}" for t in order]),
+                     out / "contact_sheet.png")
+    files = {"masks": str(mask_dir), "masks_json": str(masks_json), "overlay": str(overlay),
+             "contact_sheet": str(sheet)}
+    return {"command": "segment-video", "video": args.video, "size": [width, height],
+            "frames": n, "objects": objects, "prompts": prompts,
+            "model": model_name,
+            "weights": args.checkpoint, "files": files, "mask_files": mask_files}
