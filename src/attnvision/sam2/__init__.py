@@ -6,7 +6,8 @@ The official names work here: ``build_sam2("sam2.1_hiera_tiny", "sam2.1_hiera_ti
 video parts (memory encoder, memory attention, object pointers), and
 :mod:`attnvision.sam2.tracking` runs one frame of video tracking with them
 (``track_step`` on a caller-owned ``MemoryBank``), on which ``SAM2VideoPredictor`` (built by
-``build_sam2_video_predictor``, the official names) tracks prompted objects through a video.
+``build_sam2_video_predictor``, the official names) tracks prompted objects through a video;
+``SAM2StreamPredictor`` tracks them through a stream of frames in bounded memory.
 """
 
 from attnvision.sam2.build import build_sam2, sam2_from_config
@@ -14,8 +15,9 @@ from attnvision.sam2.checkpoints import save_sam2
 from attnvision.sam2.configs import SAM2_CONFIGS, HieraConfig, SAM2Config
 from attnvision.sam2.image_predictor import SAM2ImagePredictor
 from attnvision.sam2.model import SAM2
+from attnvision.sam2.streaming import SAM2StreamPredictor
 from attnvision.sam2.video_predictor import SAM2VideoPredictor, build_sam2_video_predictor
 
 __all__ = ["SAM2", "SAM2_CONFIGS", "HieraConfig", "SAM2Config", "SAM2ImagePredictor",
-           "SAM2VideoPredictor", "build_sam2", "build_sam2_video_predictor", "sam2_from_config",
-           "save_sam2"]
+           "SAM2StreamPredictor", "SAM2VideoPredictor", "build_sam2",
+           "build_sam2_video_predictor", "sam2_from_config", "save_sam2"]
