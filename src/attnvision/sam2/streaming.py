@@ -39,12 +39,11 @@ from attnvision.sam2.tracking import (
     FrameFeatures,
     FrameMemory,
     MemoryBank,
-    encode_memory,
     frame_features,
+    prompted_memory,
     track_step,
 )
-from attnvision.sam2.transforms import IMAGENET_MEAN, IMAGENET_STD
-from attnvision.sam2.video_frames import _to_square
+from attnvision.sam2.video_frames import frame_to_input
 from attnvision.sam2.video_outputs import fill_holes, non_overlapping
 from attnvision.sam2.video_prompts import prompt_mask, prompt_points
 
@@ -153,7 +152,8 @@ class SAM2StreamPredictor:
         # Every prompt is checked before any object changes.
         checked = {o: self._prompt_input(p) for o, p in prompts.items()}
         self._prompts.pop(t, None)
-        features = frame_features(self.model, self._model_input(frame))
+        features = frame_features(self.model,
+                                  frame_to_input(frame, self.image_size, self.device))
         logits = []
         for obj_id in [*self.banks, *(o for o in checked if o not in self.banks)]:
             if obj_id in checked:
@@ -182,10 +182,7 @@ class SAM2StreamPredictor:
         out = track_step(self.model, t, features, bank, is_init_cond_frame=True,
                          num_frames=num_frames, run_memory_encoder=False, **prompt)
         low = fill_holes(out.low_res_masks, self.fill_hole_area)
-        size = self.image_size
-        high = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
-        maskmem = encode_memory(self.model, features.vision, high, out.object_score_logits,
-                                from_clicks=True)
+        maskmem = prompted_memory(self.model, features.vision, low, out.object_score_logits)
         bank.add(t, FrameMemory(maskmem.to(dtype=self.memory_dtype), out.obj_ptr),
                  conditioning=True)
         return low
@@ -201,15 +198,3 @@ class SAM2StreamPredictor:
         assert self.frame_size is not None
         xy, labels = self._points(prompt, self.frame_size)
         return {"points": (xy.to(device), labels.to(device))}
-
-    def _model_input(self, frame: np.ndarray) -> Tensor:
-        """(H, W, 3) uint8 -> (1, 3, S, S) float32, as the video predictor's frames."""
-        size = self.image_size
-        if frame.shape[:2] != (size, size):
-            frame = _to_square(frame, size)
-        device = self.device
-        x = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1)
-        x = x.float() / 255
-        mean = torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1)
-        return ((x - mean) / std)[None]

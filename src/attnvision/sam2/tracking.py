@@ -330,6 +330,15 @@ def encode_memory(model: SAM2, vision: Tensor, high_res_masks: Tensor,
     return maskmem
 
 
+def prompted_memory(model: SAM2, vision: Tensor, low_res_masks: Tensor,
+                    object_score_logits: Tensor) -> Tensor:
+    """The memory of a prompted frame, encoded once its prompts are final: from the low-res
+    mask the user saw (B, 1, 4h, 4w, holes filled), upscaled to the model's input."""
+    size = model.image_size
+    high = F.interpolate(low_res_masks, size=(size, size), mode="bilinear", align_corners=False)
+    return encode_memory(model, vision, high, object_score_logits, from_clicks=True)
+
+
 def track_step(model: SAM2, frame_idx: int, features: FrameFeatures, bank: MemoryBank, *,
                points: Points | None = None, boxes: Tensor | None = None,
                mask: Tensor | None = None, is_init_cond_frame: bool = False,

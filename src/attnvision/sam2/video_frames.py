@@ -26,6 +26,18 @@ def _to_square(frame: np.ndarray, size: int) -> np.ndarray:
     return np.array(Image.fromarray(frame).resize((size, size), Image.Resampling.BICUBIC))
 
 
+def frame_to_input(frame: np.ndarray, size: int, device: torch.device) -> Tensor:
+    """(H, W, 3) uint8 -> the image encoder's input (1, 3, S, S) float32, as the official
+    video predictor makes it."""
+    if frame.shape[:2] != (size, size):
+        frame = _to_square(frame, size)
+    x = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1)
+    x = x.float() / 255
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1)
+    return ((x - mean) / std)[None]
+
+
 class VideoFrames:
     """Every frame of a video, read once (prompts may come on any frame, so all are kept)."""
 
@@ -48,12 +60,4 @@ class VideoFrames:
 
     def model_input(self, frame_idx: int, device: torch.device) -> Tensor:
         """Frame ``frame_idx`` as the image encoder's input: (1, 3, S, S) float32."""
-        frame = self._frames[frame_idx]
-        size = self.image_size
-        if frame.shape[:2] != (size, size):
-            frame = _to_square(frame, size)
-        x = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1)
-        x = x.float() / 255
-        mean = torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1)
-        return ((x - mean) / std)[None]
+        return frame_to_input(self._frames[frame_idx], self.image_size, device)

@@ -24,7 +24,6 @@ from collections.abc import Hashable, Iterator
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from attnvision.data.video import VideoLike
@@ -34,8 +33,8 @@ from attnvision.sam2.model import SAM2
 from attnvision.sam2.tracking import (
     FrameFeatures,
     FrameMemory,
-    encode_memory,
     frame_features,
+    prompted_memory,
     track_step,
 )
 from attnvision.sam2.video_frames import VideoFrames
@@ -234,18 +233,14 @@ class SAM2VideoPredictor:
         if not state.objects:
             raise UserError("no object has prompts yet: call add_new_points_or_box or "
                             "add_new_mask first")
-        size = self.image_size
         for obj in state.objects.values():
             for t, p in sorted(obj.pending.items()):
                 if not p.conditioning and t in obj.bank.conditioning:
                     # A correction on a prompted frame does not replace its conditioning
                     # memory (as the official with add_all_frames_to_correct_as_cond off).
                     continue
-                features = self._features(state, t)
-                high = F.interpolate(p.low_res.to(state.device), size=(size, size),
-                                     mode="bilinear", align_corners=False)
-                maskmem = encode_memory(self.model, features.vision, high, p.object_score,
-                                        from_clicks=True)
+                maskmem = prompted_memory(self.model, self._features(state, t).vision,
+                                          p.low_res.to(state.device), p.object_score)
                 memory = FrameMemory(maskmem.to(state.storage_device, self.memory_dtype),
                                      p.obj_ptr)
                 obj.bank.add(t, memory, conditioning=p.conditioning)
