@@ -24,6 +24,7 @@ from attnvision.commands import (
     demo,
     export_onnx,
     sam,
+    sam2_eval,
     sam_train,
     segment_all,
     segment_video,
@@ -51,12 +52,19 @@ def _human(result: dict[str, Any]) -> list[str]:
     if result.get("command") == "serve":
         return [f"served {result['url']} (model {result['model']}); {result['images']} images "
                 f"kept in {result['data_dir']}"]
-    lines: list[str] = []
+    if result.get("command") == "eval sam2":
+        lines = [f"{'sequence':<24} {'J&F':>6} {'J':>6} {'F':>6}"]
+        for name, seq in result["sequences"].items():
+            lines.append(f"{name:<24} {seq['J&F']:6.3f} {seq['J']:6.3f} {seq['F']:6.3f}")
+        lines.append(f"{'mean over ' + str(result['objects']) + ' objects':<24} "
+                     f"{result['J&F']:6.3f} {result['J']:6.3f} {result['F']:6.3f}")
+        return lines + [f"wrote {f}" for f in result["files"].values()]
+    lines = []
     if "accuracy" in result:
         lines.append(f"{result['dataset']} test accuracy: {result['accuracy']:.2%}")
     for name, acc in result.get("per_class_accuracy", {}).items():
         lines.append(f"  class {name}: {acc:.2%}")
-    if "checkpoint" in result:
+    if "checkpoint" in result and "epochs" in result:  # a training run
         lines.append(f"trained {result['epochs']} epochs in {result['seconds']:.0f} s; "
                      f"weights: {result['checkpoint']}")
     for m in result.get("masks", []):
@@ -112,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = _group(commands, "eval", "evaluate a model")
     vit.register_eval(evaluate)
     sam_train.register_eval(evaluate)
+    sam2_eval.register_eval(evaluate)
     vit.register(commands)
     sam.register(commands)
     segment_video.register(commands)
