@@ -1,35 +1,23 @@
 """``attnvision segment-video``: a small random-weight SAM 2 tracks a moving square."""
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
+from sam2_helpers import NAME, SMALL, small_sam2_weights
 
 from attnvision.cli import main
 from attnvision.data.rle import rle_to_mask
-from attnvision.sam2 import SAM2_CONFIGS, sam2_from_config, save_sam2
+from attnvision.sam2 import SAM2_CONFIGS
 
-NAME = "sam2.1_hiera_tiny"
-# A tiny trunk at 128 px, registered under the tiny name while a test runs, so that the file
-# saved with that name builds this model (the command reads the name from the file).
-SMALL = replace(SAM2_CONFIGS[NAME], image_size=128).with_trunk(
-    embed_dim=16, num_heads=1, stages=(1, 1, 2, 1), global_att_blocks=(3,),
-    window_pos_embed_bkg_spatial_size=(4, 4))
 T, H, W = 8, 48, 64
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model = sam2_from_config(SMALL).eval()
-    with torch.no_grad():  # decisive masks from random weights
-        for mlp in model.sam_mask_decoder.output_hypernetworks_mlps:
-            mlp.layers[-1].weight.mul_(40.0)
-    return save_sam2(model, tmp_path_factory.mktemp("weights") / "small.safetensors", NAME)
+    return small_sam2_weights(tmp_path_factory.mktemp("weights") / "small.safetensors")
 
 
 @pytest.fixture(autouse=True)
@@ -170,3 +158,50 @@ def test_bad_videos_and_missing_weights(clips, weights, tmp_path, capsys):
         assert code == 2, (argv, err)
         assert err.count("\n") == 1 and words in err, (argv, err)
         assert not out.exists()
+
+
+def read_ids(folder: Path) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))])
+
+
+def test_stream_gives_the_whole_video_masks_forward(clips, weights, tmp_path, capsys):
+    """Prompts on frame 0: one forward pass either way, so the stream's masks are the video
+    predictor's. An object first prompted on frame 3 starts there in the stream."""
+    prompts = ["--point", "0,16,24", "--obj", "2", "--box", "0,40,30,60,46"]
+    code, stdout, err = run(capsys, clips["mp4"], "--checkpoint", weights, *prompts,
+                            "--out", tmp_path / "whole", "--json", "--quiet")
+    assert code == 0, err
+    code, stdout, err = run(capsys, clips["mp4"], "--checkpoint", weights, *prompts,
+                            "--stream", "--out", tmp_path / "stream", "--json", "--quiet")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["stream"] is True and result["frames"] == T
+    for path in [*result["files"].values(), *result["mask_files"]]:
+        assert Path(path).exists(), path
+    np.testing.assert_array_equal(read_ids(tmp_path / "stream" / "masks"),
+                                  read_ids(tmp_path / "whole" / "masks"))
+    assert (json.loads((tmp_path / "stream" / "masks.json").read_text())["annotations"] ==
+            json.loads((tmp_path / "whole" / "masks.json").read_text())["annotations"])
+
+    code, stdout, err = run(capsys, clips["folder"], "--checkpoint", weights, "--point",
+                            "3,28,24", "--stream", "--out", tmp_path / "late", "--json",
+                            "--quiet")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "late" / "masks.json").read_text())
+    assert [len(a["objects"]) for a in doc["annotations"]] == [0, 0, 0] + [1] * (T - 3)
+    assert not read_ids(tmp_path / "late" / "masks")[:3].any()
+
+
+def test_bf16_precision_runs_and_is_reported(clips, weights, tmp_path, capsys):
+    code, stdout, err = run(capsys, clips["mp4"], "--checkpoint", weights, "--point",
+                            "0,16,24", "--precision", "bf16", "--out", tmp_path / "o",
+                            "--json", "--quiet")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["precision"] == "bf16" and result["frames"] == T
+    with pytest.raises(SystemExit) as exit_code:  # a usage error: argparse's own exit
+        run(capsys, clips["mp4"], "--checkpoint", weights, "--point", "0,16,24",
+            "--precision", "fp16", "--out", tmp_path / "p")
+    err = capsys.readouterr().err
+    assert exit_code.value.code == 2 and "fp16" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "p").exists()

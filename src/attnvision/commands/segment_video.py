@@ -4,17 +4,24 @@ Writes, in ``--out``: ``masks/00000.png``... (DAVIS indexed PNGs, object ids as 
 indices), ``masks.json`` (per frame, per object: COCO RLE, area, box), ``overlay.mp4`` and
 ``contact_sheet.png``. Every prompt, the video and the weights are checked before ``--out`` is
 created, and the folder is made only once tracking has finished, so a mistake leaves nothing.
+
+``--stream`` tracks forward only, in one pass over the video decoded frame by frame, with
+:class:`~attnvision.sam2.SAM2StreamPredictor`: memory stays bounded however long the video.
+Each object starts on its first prompted frame; frames before any prompt have no objects.
+The masks are then written as the frames come (each file whole), overlay.mp4 and masks.json
+when the video ends.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from attnvision.commands.options import add_command, common
+from attnvision.commands.options import add_command, common, precision_option
 from attnvision.errors import UserError
 
 DEFAULT_OBJ = 1
@@ -63,6 +70,11 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "0,50,40 --obj 2 --box 0,100,20,160,90 prompts objects 1 and 2")
     p.add_argument("--out", required=True,
                    help="folder for masks/*.png, masks.json, overlay.mp4 and contact_sheet.png")
+    p.add_argument("--stream", action="store_true",
+                   help="one forward pass, frames decoded one at a time and none kept: memory "
+                        "stays bounded for long videos (objects start on their first prompted "
+                        "frame; no tracking backwards)")
+    precision_option(p)
     common(p, segment_video)
     p.set_defaults(prompts=[], obj=None, objs_named=[])
 
@@ -140,6 +152,20 @@ def check_prompts(prompts: list[dict[str, Any]], num_frames: int, height: int,
             seen.add(key)
 
 
+def check_sam2_weights(command: str, model: str | None, checkpoint: str | None) -> None:
+    """A known --model name and a --checkpoint, or one line saying what to give."""
+    from attnvision.sam2.checkpoints import where_to_get
+    from attnvision.sam2.configs import SAM2_CONFIGS, resolve_name
+
+    if model is not None and resolve_name(model) is None:
+        raise UserError(f"unknown SAM 2 model {model!r}: choose one of "
+                        f"{', '.join(SAM2_CONFIGS)}")
+    if checkpoint is None:
+        name = resolve_name(model) if model else "sam2.1_hiera_tiny"
+        raise UserError(f"{command} needs SAM 2 weights (none ship yet): pass --checkpoint "
+                        f"FILE; {where_to_get(name)}")
+
+
 def _check_out(out: str) -> None:
     """Say now, before the slow part, if --out cannot be a folder (it is created later)."""
     path = Path(out)
@@ -156,88 +182,135 @@ def _check_out(out: str) -> None:
 def segment_video(args: argparse.Namespace) -> dict[str, Any]:
     import importlib.util
 
-    import numpy as np
     import torch
-    from tqdm import tqdm
 
-    from attnvision.commands.sam import bbox_xywh
-    from attnvision.data.davis import write_indexed_png
-    from attnvision.data.rle import masks_to_rle, rle_to_coco
-    from attnvision.data.video import open_video, write_video
-    from attnvision.files import ensure_dir, write_json
-    from attnvision.sam2 import build_sam2_video_predictor
-    from attnvision.sam2.checkpoints import where_to_get
-    from attnvision.sam2.configs import resolve_name
-    from attnvision.viz.overlays import mask_overlay, save_png
-    from attnvision.viz.video import contact_sheet, sample_indices
+    from attnvision.data.video import open_video
+    from attnvision.precision import autocast
+    from attnvision.sam2 import build_sam2
 
     prompts = parse_prompts(args.prompts, args.objs_named)
-    if args.model is not None and resolve_name(args.model) is None:
-        from attnvision.sam2.configs import SAM2_CONFIGS
-
-        raise UserError(f"unknown SAM 2 model {args.model!r}: choose one of "
-                        f"{', '.join(SAM2_CONFIGS)}")
-    if args.checkpoint is None:
-        name = resolve_name(args.model) if args.model else "sam2.1_hiera_tiny"
-        raise UserError(f"segment-video needs SAM 2 weights (none ship yet): pass --checkpoint "
-                        f"FILE; {where_to_get(name)}")
+    check_sam2_weights("segment-video", args.model, args.checkpoint)
     if importlib.util.find_spec("av") is None:
         raise UserError("writing overlay.mp4 needs PyAV: pip install 'attnvision[video]'")
     _check_out(args.out)
     opened = open_video(args.video)  # not found, unreadable, empty: one line, before the model
     height, width = opened.size
-    fps = opened.fps
-    if opened.length is not None:
-        check_prompts(prompts, opened.length, height, width)
+    fps, length = opened.fps, opened.length
+    if length is not None:
+        check_prompts(prompts, length, height, width)
     del opened
 
-    predictor = build_sam2_video_predictor(args.model, args.checkpoint)
-    state = predictor.init_state(args.video)
-    n = state.num_frames
-    check_prompts(prompts, n, height, width)
-    objects = list(dict.fromkeys(p["obj"] for p in prompts))  # command-line order
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # As build_sam2_video_predictor: clicked masks enter the memory thresholded.
+    model = build_sam2(args.model, args.checkpoint, device=device, apply_postprocessing=True)
+    model_name = getattr(model, "size_name", None) or args.model
+    with autocast(args.precision, model.device):
+        if args.stream:
+            written = _stream(args, model, prompts, (height, width), fps, length)
+        else:
+            written = _whole(args, model, prompts, (height, width), fps)
+    n, objects, files, mask_files = written
+    return {"command": "segment-video", "video": args.video, "size": [width, height],
+            "frames": n, "objects": objects, "prompts": prompts,
+            "model": model_name, "precision": args.precision, "stream": args.stream,
+            "weights": args.checkpoint, "files": files, "mask_files": mask_files}
+
+
+def _frame_labels(obj_ids: list[int], logits: Any, size: tuple[int, int]
+                  ) -> tuple[Any, list[dict[str, Any]]]:
+    """One frame's (H, W) uint8 object ids and its masks.json records."""
+    import numpy as np
+
+    from attnvision.commands.sam import bbox_xywh
+    from attnvision.data.rle import masks_to_rle, rle_to_coco
+
+    masks = (logits[:, 0] > 0).cpu()
+    label = np.zeros(size, np.uint8)
+    records = []
+    for obj_id, mask, rle in zip(obj_ids, masks, masks_to_rle(masks), strict=True):
+        m = mask.numpy()
+        label[m] = obj_id  # later objects on top where they overlap
+        records.append({"id": int(obj_id), "segmentation": rle_to_coco(rle),
+                        "area": int(m.sum()), "bbox": bbox_xywh(m)})
+    return label, records
+
+
+def _progress(args: argparse.Namespace, total: int | None) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="segment-video", unit="frame", file=sys.stderr,
+                disable=args.quiet)
+
+
+def _finish(args: argparse.Namespace, out: Path, n: int, objects: list[int],
+            size: tuple[int, int], records: list[list[dict[str, Any]]],
+            thumbs: dict[int, Any]) -> dict[str, str]:
+    """masks.json and the contact sheet, once every frame is done."""
+    from attnvision.files import write_json
+    from attnvision.viz.overlays import save_png
+    from attnvision.viz.video import contact_sheet
+
+    height, width = size
+    masks_json = write_json(out / "masks.json", {
+        "video": args.video, "size": [width, height], "frames": n, "objects": objects,
+        "bbox_format": "xywh",
+        "annotations": [{"frame": t, "objects": records[t]} for t in range(n)]})
+    order = sorted(thumbs)
+    sheet = save_png(contact_sheet([thumbs[t] for t in order], [f"frame {t}" for t in order]),
+                     out / "contact_sheet.png")
+    return {"masks": str(out / "masks"), "masks_json": str(masks_json),
+            "overlay": str(out / "overlay.mp4"), "contact_sheet": str(sheet)}
+
+
+def _add_prompts(add: Any, prompts: list[dict[str, Any]]) -> list[int]:
+    """Each object's prompts, one call per object and frame; the objects in command-line
+    order."""
+    objects = list(dict.fromkeys(p["obj"] for p in prompts))
     for obj in objects:
         for frame in sorted({p["frame"] for p in prompts if p["obj"] == obj}):
             here = [p for p in prompts if p["obj"] == obj and p["frame"] == frame]
             points = [p["point"] for p in here if "point" in p]
             labels = [p["label"] for p in here if "point" in p]
             box = next((p["box"] for p in here if "box" in p), None)
-            predictor.add_new_points_or_box(state, frame, obj, points=points or None,
-                                            labels=labels or None, box=box)
+            add(frame, obj, points=points or None, labels=labels or None, box=box)
+    return objects
 
+
+def _whole(args: argparse.Namespace, model: Any, prompts: list[dict[str, Any]],
+           size: tuple[int, int], fps: float) -> tuple[int, list[int], dict[str, str], list[str]]:
+    """The video predictor: forward from the first prompted frame, then back from it."""
+    import numpy as np
+    import torch
+
+    from attnvision.data.davis import write_indexed_png
+    from attnvision.data.video import open_video, write_video
+    from attnvision.files import ensure_dir
+    from attnvision.sam2 import SAM2VideoPredictor
+    from attnvision.viz.overlays import mask_overlay
+    from attnvision.viz.video import sample_indices
+
+    predictor = SAM2VideoPredictor(model)
+    state = predictor.init_state(args.video)
+    n = state.num_frames
+    check_prompts(prompts, n, *size)
+    objects = _add_prompts(functools.partial(predictor.add_new_points_or_box, state), prompts)
     start = min(p["frame"] for p in prompts)
     total = (n - start) + (start + 1 if start > 0 else 0)
-    labels_per_frame: list[np.ndarray | None] = [None] * n
-    records: list[list[dict[str, Any]] | None] = [None] * n
-    with tqdm(total=total, desc="segment-video", unit="frame", file=sys.stderr,
-              disable=args.quiet) as bar:
-        runs = [False, True] if start > 0 else [False]
-        for reverse in runs:
+    labels_per_frame: list[Any] = [None] * n
+    records: list[Any] = [None] * n
+    with _progress(args, total) as bar:
+        for reverse in [False, True] if start > 0 else [False]:
             for t, obj_ids, logits in predictor.propagate_in_video(
                     state, start_frame_idx=start, reverse=reverse):
-                masks = (logits[:, 0] > 0).cpu()
-                label = np.zeros((height, width), np.uint8)
-                frame_records = []
-                for obj_id, mask, rle in zip(obj_ids, masks, masks_to_rle(masks), strict=True):
-                    m = mask.numpy()
-                    label[m] = obj_id  # later objects on top where they overlap
-                    frame_records.append({"id": int(obj_id), "segmentation": rle_to_coco(rle),
-                                          "area": int(m.sum()), "bbox": bbox_xywh(m)})
-                labels_per_frame[t], records[t] = label, frame_records
+                labels_per_frame[t], records[t] = _frame_labels(obj_ids, logits, size)
                 bar.update(1)
-    model_name = getattr(predictor.model, "size_name", None) or args.model
     del state, predictor
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
     out = ensure_dir(args.out)  # only now: every mistake above leaves no folder
-    mask_dir = out / "masks"
-    mask_files = [str(write_indexed_png(mask_dir / f"{t:05d}.png", labels_per_frame[t]))
+    mask_files = [str(write_indexed_png(out / "masks" / f"{t:05d}.png", labels_per_frame[t]))
                   for t in range(n)]
-    masks_json = write_json(out / "masks.json", {
-        "video": args.video, "size": [width, height], "frames": n, "objects": objects,
-        "bbox_format": "xywh",
-        "annotations": [{"frame": t, "objects": records[t]} for t in range(n)]})
     sampled = set(sample_indices(n))
     thumbs: dict[int, np.ndarray] = {}
 
@@ -251,13 +324,49 @@ def segment_video(args: argparse.Namespace) -> dict[str, Any]:
                 thumbs[t] = picture
             yield picture
 
-    overlay = write_video(out / "overlay.mp4", overlays(), fps=fps)
-    order = sorted(thumbs)
-    sheet = save_png(contact_sheet([thumbs[t] for t in order], [f"frame {t}" for t in order]),
-                     out / "contact_sheet.png")
-    files = {"masks": str(mask_dir), "masks_json": str(masks_json), "overlay": str(overlay),
-             "contact_sheet": str(sheet)}
-    return {"command": "segment-video", "video": args.video, "size": [width, height],
-            "frames": n, "objects": objects, "prompts": prompts,
-            "model": model_name,
-            "weights": args.checkpoint, "files": files, "mask_files": mask_files}
+    write_video(out / "overlay.mp4", overlays(), fps=fps)
+    return n, objects, _finish(args, out, n, objects, size, records, thumbs), mask_files
+
+
+def _stream(args: argparse.Namespace, model: Any, prompts: list[dict[str, Any]],
+            size: tuple[int, int], fps: float, length: int | None
+            ) -> tuple[int, list[int], dict[str, str], list[str]]:
+    """The stream predictor: one forward pass, each frame written as it comes."""
+    import numpy as np
+
+    from attnvision.data.davis import write_indexed_png
+    from attnvision.data.video import open_video, write_video
+    from attnvision.files import ensure_dir
+    from attnvision.sam2 import SAM2StreamPredictor
+    from attnvision.viz.overlays import mask_overlay
+    from attnvision.viz.video import sample_indices
+
+    stream = SAM2StreamPredictor(model)
+    objects = _add_prompts(stream.add_prompt, prompts)
+    # A video of unknown length is sampled every 50 frames.
+    sampled = set(sample_indices(length)) if length else set(range(0, 400, 50))
+    out = ensure_dir(args.out)  # every prompt and the video are checked above
+    records: list[list[dict[str, Any]]] = []
+    mask_files: list[str] = []
+    thumbs: dict[int, np.ndarray] = {}
+
+    def overlays():
+        with _progress(args, length) as bar:
+            # The video is decoded twice, side by side: once for the tracker, which keeps
+            # no frame, once for the overlay; decoding costs little beside the model.
+            tracked = stream.track(open_video(args.video))
+            for (t, obj_ids, logits), frame in zip(tracked, open_video(args.video),
+                                                    strict=False):
+                label, frame_records = _frame_labels(obj_ids, logits, size)
+                records.append(frame_records)
+                mask_files.append(str(write_indexed_png(out / "masks" / f"{t:05d}.png",
+                                                        label)))
+                picture = np.asarray(mask_overlay(frame, [label == obj for obj in objects]))
+                if t in sampled:
+                    thumbs[t] = picture
+                bar.update(1)
+                yield picture
+
+    write_video(out / "overlay.mp4", overlays(), fps=fps)
+    n = len(records)
+    return n, objects, _finish(args, out, n, objects, size, records, thumbs), mask_files
