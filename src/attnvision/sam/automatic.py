@@ -17,16 +17,21 @@ same masks (tests/reference/), computed with less work:
 Records are dicts with ``segmentation`` (per ``output_mode``), ``area``, ``bbox`` (XYWH, the
 official convention: w = x1 - x0 with x1 the last pixel), ``predicted_iou``, ``point_coords``,
 ``stability_score`` and ``crop_box`` (XYWH).
+
+SAM 2's generator (:mod:`attnvision.sam2.automatic`) is this pipeline with another model: what
+differs (the predictor, prompt coordinates, the decoder's inputs, the upscaling) sits in the
+small methods marked "model-specific" below, which it overrides.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from attnvision.data.rle import masks_to_rle, rle_area, rle_to_coco, rle_to_mask
 from attnvision.sam.masks import (
@@ -51,6 +56,17 @@ class _Crop:
     box: list[int]  # XYXY in the image
     size: tuple[int, int]  # (h, w) of the crop
     input_size: tuple[int, int]  # (h, w) of the crop resized for the encoder
+
+
+@dataclass
+class _DecoderInputs:
+    """What the mask decoder reads for the current crop, whatever the model."""
+
+    prompt_encoder: nn.Module
+    decoder: nn.Module
+    embedding: Tensor  # (1, D, h, w)
+    context: Any  # the decoder's prompt-independent work on this image (an ImageContext)
+    high_res: list[Tensor] | None = None  # SAM 2's finer feature maps
 
 
 @dataclass
@@ -102,7 +118,6 @@ class SamAutomaticMaskGenerator:
             raise ValueError(f"point_grids holds {len(point_grids)} grids; crop_n_layers="
                              f"{crop_n_layers} needs one per layer ({crop_n_layers + 1})")
         self.point_grids = [np.asarray(g, dtype=np.float64).reshape(-1, 2) for g in point_grids]
-        self.predictor = SamPredictor(model)
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
@@ -114,6 +129,9 @@ class SamAutomaticMaskGenerator:
         self.crop_n_points_downscale_factor = crop_n_points_downscale_factor
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
+        # The official SAM generator cuts logits at the model's threshold; SAM 2's takes one.
+        self.mask_threshold = model.mask_threshold
+        self.predictor = self._new_predictor(model)
 
     @property
     def model(self) -> Sam:
@@ -141,7 +159,7 @@ class SamAutomaticMaskGenerator:
                                              torch.zeros_like(found.crop),
                                              self.crop_nms_thresh))
 
-        if self.min_mask_region_area > 0:
+        if self.min_mask_region_area > 0 and self.small_regions_after_nms:
             rles, found = self._remove_small_regions(found, crops, size)
             segmentations, areas = self._encode_rles(rles)
         else:
@@ -149,19 +167,55 @@ class SamAutomaticMaskGenerator:
         return [self._record(found, i, crops, segmentations[i], areas[i])
                 for i in range(len(segmentations))]
 
+    # --- model-specific (SAM 2's generator overrides these) ---------------------------
+
+    # (x, y) prompts as the official generator keeps them for the records.
+    point_dtype: type = np.float64
+    # min_mask_region_area cleans the final masks, then NMS runs again (SAM 2 does otherwise).
+    small_regions_after_nms: bool = True
+
+    def _new_predictor(self, model: Sam) -> SamPredictor:
+        return SamPredictor(model)
+
+    def _embed_crop(self, pixels: np.ndarray) -> tuple[int, int]:
+        """Encode one crop; the (h, w) of the encoder's input it was resized to."""
+        self.predictor.set_image(pixels)
+        return tuple(self.predictor.input_size)
+
+    def _forget_crop(self) -> None:
+        self.predictor.reset_image()
+
+    def _input_coords(self, points: np.ndarray, crop: _Crop) -> Tensor:
+        """(B, 2) (x, y) in the crop's pixels -> float32 in the encoder input's pixels."""
+        coords = self.predictor.transform.apply_coords(points, crop.size)
+        return torch.as_tensor(coords, dtype=torch.float32, device=self.predictor.device)
+
+    def _decoder_inputs(self) -> _DecoderInputs:
+        model = self.model
+        return _DecoderInputs(model.prompt_encoder, model.mask_decoder, self.predictor.features,
+                              self.predictor.decoder_context())
+
+    def _autocast(self) -> AbstractContextManager:
+        return self.model.autocast()
+
+    def _upscale(self, logits: Tensor, crop: _Crop) -> Tensor:
+        """(k, 4h, 4w) decoder logits -> (k, H, W) logits at the crop's size."""
+        # One image of k channels: the resize runs once over all of them.
+        return self.model.postprocess_masks(logits[None], crop.input_size, crop.size)[0]
+
     # --- one crop ------------------------------------------------------------------------------
 
     def _process_crop(self, image: np.ndarray, box: list[int], layer: int, index: int,
                       size: tuple[int, int]) -> tuple[_Crop, _Candidates]:
         x0, y0, x1, y1 = box
         pixels = image[y0:y1, x0:x1]
-        self.predictor.set_image(pixels)  # the one encoder pass of this crop
         crop = _Crop(box=list(box), size=(y1 - y0, x1 - x0),
-                     input_size=tuple(self.predictor.input_size))
-        points = self.point_grids[layer] * np.array([x1 - x0, y1 - y0], dtype=np.float64)
+                     input_size=self._embed_crop(pixels))  # the one encoder pass of this crop
+        points = (self.point_grids[layer] * np.array([x1 - x0, y1 - y0], dtype=np.float64)
+                  ).astype(self.point_dtype)
         parts = [self._process_batch(points[i:i + self.points_per_batch], crop, size)
                  for i in range(0, len(points), self.points_per_batch)]
-        self.predictor.reset_image()
+        self._forget_crop()
         found = _Candidates.cat(parts)
         # Duplicates inside the crop: keep the higher predicted IoU (boxes in the crop frame).
         keep = batched_nms(found.boxes.float(), found.iou,
@@ -176,27 +230,25 @@ class SamAutomaticMaskGenerator:
     def _process_batch(self, points: np.ndarray, crop: _Crop,
                        size: tuple[int, int]) -> _Candidates:
         # points: (B, 2) (x, y) in the crop's pixels
-        coords = self.predictor.transform.apply_coords(points, crop.size)
-        coords_t = torch.as_tensor(coords, dtype=torch.float32, device=self.predictor.device)
+        coords_t = self._input_coords(points, crop)
         # Prompts are independent: on a CPU a few at a time keep the decoder's per-prompt
         # image tokens (4 MB each for SAM) in cache; a GPU takes the whole batch at once.
-        step = (self.model.mask_decoder.cpu_prompt_chunk if coords_t.device.type == "cpu"
-                else len(points))
+        step = (self._decoder_inputs().decoder.cpu_prompt_chunk
+                if coords_t.device.type == "cpu" else len(points))
         parts = [self._decode(coords_t[i:i + step]) for i in range(0, len(points), step)]
         logits = torch.cat([p[0] for p in parts])
         iou = torch.cat([p[1] for p in parts])
-        keep = torch.cat([p[2] for p in parts])  # (B, 3): masks that passed the IoU filter
+        keep = torch.cat([p[2] for p in parts])  # (B, C): masks that passed the IoU filter
         points_t = torch.as_tensor(points, device=iou.device)
         points_t = points_t.repeat_interleave(keep.sum(dim=1), dim=0)  # one per mask kept
-        model = self.model
         stability, boxes, kept = [], [], []
         for start in range(0, len(iou), UPSAMPLE_CHUNK):
             full = self._upscale(logits[start:start + UPSAMPLE_CHUNK], crop)  # (k, h, w)
-            score = stability_score(full, model.mask_threshold, self.stability_score_offset)
+            score = stability_score(full, self.mask_threshold, self.stability_score_offset)
             ok = (score >= self.stability_score_thresh if self.stability_score_thresh > 0
                   else torch.ones_like(score, dtype=torch.bool))
             stability.append(score[ok])
-            boxes.append(masks_to_boxes(full[ok] > model.mask_threshold))
+            boxes.append(masks_to_boxes(full[ok] > self.mask_threshold))
             kept.append(torch.nonzero(ok)[:, 0] + start)
             del full
         dev = iou.device
@@ -210,26 +262,30 @@ class SamAutomaticMaskGenerator:
 
     def _decode(self, coords: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One positive point each (B, 2) -> the logits (K, 4h, 4w) and predicted IoU (K,) of
-        the K masks whose IoU passes the filter, point-major, and the (B, 3) filter."""
-        model = self.model
-        decoder, features = model.mask_decoder, self.predictor.features
+        the K masks whose IoU passes the filter, point-major, and the (B, 3) filter (SAM 2's
+        generator may give one mask per point: (B, 1))."""
+        d = self._decoder_inputs()
         labels = torch.ones(len(coords), 1, dtype=torch.int, device=coords.device)
         multimask = slice(1, None)  # the three ambiguous masks of every point
-        with model.autocast():
-            sparse, dense = model.prompt_encoder(points=(coords[:, None], labels),
-                                                 boxes=None, masks=None)
-            tokens, image = decoder.run_transformer(
-                features, model.prompt_encoder.get_dense_pe(), sparse, dense,
-                context=self.predictor.decoder_context())
-            iou = decoder.iou_from(tokens, multimask).float()  # (B, 3)
+        with self._autocast():
+            sparse, dense = d.prompt_encoder(points=(coords[:, None], labels),
+                                             boxes=None, masks=None)
+            tokens, image = d.decoder.run_transformer(
+                d.embedding, d.prompt_encoder.get_dense_pe(), sparse, dense, context=d.context)
+            iou = d.decoder.iou_from(tokens, multimask).float()  # (B, 3)
             # The predicted IoU needs no pixels: filter before any mask is computed, and
             # upscale the image tokens only for the points with a mask left.
-            keep = (iou > self.pred_iou_thresh if self.pred_iou_thresh > 0
-                    else torch.ones_like(iou, dtype=torch.bool))
+            keep = self._passes_iou(iou)
             alive = keep.any(dim=1)
-            logits = decoder.masks_from(tokens[alive], image[alive] if len(image) > 1 else image,
-                                        features.shape[-2:], multimask).float()
+            logits = d.decoder.masks_from(tokens[alive],
+                                          image[alive] if len(image) > 1 else image,
+                                          d.embedding.shape[-2:], multimask, d.high_res).float()
         return logits[keep[alive]], iou[keep], keep
+
+    def _passes_iou(self, iou: Tensor) -> Tensor:
+        """The predicted-IoU filter (strictly above the threshold; 0 keeps everything)."""
+        return (iou > self.pred_iou_thresh if self.pred_iou_thresh > 0
+                else torch.ones_like(iou, dtype=torch.bool))
 
     @staticmethod
     def _cut_by_crop_edge(boxes: Tensor, crop: _Crop, size: tuple[int, int]) -> Tensor:
@@ -243,16 +299,11 @@ class SamAutomaticMaskGenerator:
             CROP_EDGE_TOLERANCE)
         return (crop_edge & ~image_edge).any(dim=1)
 
-    def _upscale(self, logits: Tensor, crop: _Crop) -> Tensor:
-        """(k, 4h, 4w) decoder logits -> (k, H, W) logits at the crop's size."""
-        # One image of k channels: the resize runs once over all of them.
-        return self.model.postprocess_masks(logits[None], crop.input_size, crop.size)[0]
-
     # --- the survivors ------------------------------------------------------------------------
 
     def _full_masks(self, found: _Candidates, crops: list[_Crop], size: tuple[int, int]):
         """Yield (indices, (k, H, W) bool masks in the image frame) over chunks of ``found``."""
-        threshold = self.model.mask_threshold
+        threshold = self.mask_threshold
         for start in range(0, len(found.iou), UPSAMPLE_CHUNK):
             idx = torch.arange(start, min(start + UPSAMPLE_CHUNK, len(found.iou)),
                                device=found.crop.device)

@@ -8,8 +8,11 @@ video parts (memory encoder, memory attention, object pointers), and
 (``track_step`` on a caller-owned ``MemoryBank``), on which ``SAM2VideoPredictor`` (built by
 ``build_sam2_video_predictor``, the official names) tracks prompted objects through a video;
 ``SAM2StreamPredictor`` tracks them through a stream of frames in bounded memory.
+``SAM2AutomaticMaskGenerator`` segments everything in an image from a grid of point prompts
+(SAM's generator, :mod:`attnvision.sam.automatic`, run with SAM 2).
 """
 
+from attnvision.sam2.automatic import SAM2AutomaticMaskGenerator
 from attnvision.sam2.build import build_sam2, sam2_from_config
 from attnvision.sam2.checkpoints import save_sam2
 from attnvision.sam2.configs import SAM2_CONFIGS, HieraConfig, SAM2Config
@@ -18,6 +21,6 @@ from attnvision.sam2.model import SAM2
 from attnvision.sam2.streaming import SAM2StreamPredictor
 from attnvision.sam2.video_predictor import SAM2VideoPredictor, build_sam2_video_predictor
 
-__all__ = ["SAM2", "SAM2_CONFIGS", "HieraConfig", "SAM2Config", "SAM2ImagePredictor",
-           "SAM2StreamPredictor", "SAM2VideoPredictor", "build_sam2",
+__all__ = ["SAM2", "SAM2_CONFIGS", "HieraConfig", "SAM2AutomaticMaskGenerator", "SAM2Config",
+           "SAM2ImagePredictor", "SAM2StreamPredictor", "SAM2VideoPredictor", "build_sam2",
            "build_sam2_video_predictor", "sam2_from_config", "save_sam2"]
