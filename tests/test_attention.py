@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attnvision.nn import MultiHeadAttention, SelfAttention, scaled_dot_product_attention
+from attnvision.nn.attention import banded_attention
 
 
 def copy_into_torch_mha(ours: MultiHeadAttention, ref: torch.nn.MultiheadAttention) -> None:
@@ -74,6 +75,24 @@ def test_sdpa_path_equals_explicit_path_and_rows_sum_to_one(b, h, nq, nk, d, mas
     torch.testing.assert_close(attn.sum(-1), torch.ones(b, h, nq))
     if mask is not None:
         assert torch.all(attn[..., ~mask] == 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(b=st.integers(1, 3), h=st.integers(1, 3), nq=st.integers(1, 30), nk=st.integers(1, 30),
+       d=st.integers(1, 12), dv=st.integers(1, 12), chunk=st.integers(1, 2000))
+def test_banded_attention_is_the_formula_for_any_band(b, h, nq, nk, d, dv, chunk):
+    """Bands of query rows, or of whole (batch, head) slices, whatever the chunk size; values
+    of another width than the keys."""
+    gen = torch.Generator().manual_seed(b * 1000 + nq * 10 + nk + chunk)
+    q, k = torch.randn(b, h, nq, d, generator=gen), torch.randn(b, h, nk, d, generator=gen)
+    v = torch.randn(b, h, nk, dv, generator=gen)
+    expected = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d), dim=-1) @ v
+    torch.testing.assert_close(banded_attention(q, k, v, chunk_elems=chunk), expected,
+                               atol=1e-5, rtol=1e-4)
+    # bf16 products, float32 softmax: within bf16's rounding of the float32 result
+    low = banded_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), chunk_elems=chunk)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), expected, atol=0.05, rtol=0.05)
 
 
 def test_explicit_path_is_the_formula():

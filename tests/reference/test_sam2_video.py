@@ -27,12 +27,12 @@ SIZE, T, H, W = 256, 16, 120, 160
 MIN_AGREEMENT = 0.999
 
 
-def official_video_predictor(name: str, seed: int = 0) -> torch.nn.Module:
+def official_video_predictor(name: str, seed: int = 0, size: int = SIZE) -> torch.nn.Module:
     from sam2.build_sam import build_sam2_video_predictor
 
     torch.manual_seed(seed)
     model = build_sam2_video_predictor(OFFICIAL_CONFIGS[name], device="cpu",
-                                       hydra_overrides_extra=[f"++model.image_size={SIZE}"])
+                                       hydra_overrides_extra=[f"++model.image_size={size}"])
     perturb(model, seed + 1)
     with torch.no_grad():  # as official_sam2(sharpen=True), and the tracking test's slots
         for mlp in model.sam_mask_decoder.output_hypernetworks_mlps:

@@ -26,7 +26,9 @@ def window_partition(x: Tensor, window_size: int, pad_value: Tensor | None = Non
         x = padded
     nh, nw = hp // window_size, wp // window_size
     windows = x.view(b, nh, window_size, nw, window_size, c).transpose(2, 3)
-    return windows.reshape(b * nh * nw, window_size, window_size, c), (hp, wp)
+    # Contiguous even where a view would do (one row of windows): a linear layer on the
+    # strided view runs as a batched product with its weight copied for every window.
+    return windows.reshape(b * nh * nw, window_size, window_size, c).contiguous(), (hp, wp)
 
 
 def window_unpartition(windows: Tensor, window_size: int, pad_hw: tuple[int, int],

@@ -25,7 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnvision.nn.attention import merge_heads, scaled_dot_product_attention
+from attnvision.nn.attention import (
+    banded_attention,
+    merge_heads,
+    scaled_dot_product_attention,
+)
 from attnvision.nn.windows import window_partition, window_unpartition
 from attnvision.sam.mask_decoder import HeadMLP
 from attnvision.sam2.configs import HieraConfig
@@ -50,19 +54,30 @@ class MultiScaleAttention(nn.Module):
         self.qkv = nn.Linear(dim, dim_out * 3)
         self.proj = nn.Linear(dim_out, dim_out)
 
+    # In bf16 / fp16 on a CPU, attention over this many keys or more (the global blocks) takes
+    # the banded low-precision path; windows of a few dozen tokens are faster fused.
+    banded_min_keys: int = 1024
+
     def forward(self, x: Tensor, return_attention: bool = False
                 ) -> Tensor | tuple[Tensor, Tensor]:
         # x: (B', h, w, dim) -> (B', h', w', dim_out) [, attention (B', heads, h'w', hw)]
-        b = x.shape[0]
-        q, k, v = self.qkv(x).split(self.dim_out, dim=-1)  # each (B', h, w, dim_out)
-        if self.q_stride:
-            q = pool_grid(q, self.q_stride)  # the queries of the coarser grid
-        h_out, w_out = q.shape[1:3]
+        b, h, w, _ = x.shape
         heads, hd = self.num_heads, self.dim_out // self.num_heads
-        q, k, v = (t.reshape(b, -1, heads, hd).transpose(1, 2) for t in (q, k, v))
+        # Views into the one qkv output, heads split without copies: (3, B', heads, hw, hd).
+        qkv = self.qkv(x).view(b, h * w, 3, heads, hd).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        h_out, w_out = h, w
+        if self.q_stride:  # the queries of the coarser grid
+            s = self.q_stride
+            q = F.max_pool2d(q.reshape(b * heads, h, w, hd).permute(0, 3, 1, 2), s, s)
+            h_out, w_out = q.shape[-2:]
+            q = q.flatten(2).transpose(1, 2).reshape(b, heads, h_out * w_out, hd)
         attn = None
         if return_attention:
             out, attn = scaled_dot_product_attention(q, k, v, return_attention=True)
+        elif (q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16)
+              and k.shape[2] >= self.banded_min_keys):
+            out = banded_attention(q, k, v)
         else:
             out = scaled_dot_product_attention(q, k, v)  # (B', heads, h'w', hd)
         out = self.proj(merge_heads(out).view(b, h_out, w_out, self.dim_out))
@@ -86,8 +101,28 @@ class MultiScaleBlock(nn.Module):
         if dim != dim_out:
             self.proj = nn.Linear(dim, dim_out)
 
+    # Rows of tokens per MLP band in global blocks on a CPU (module doc of forward).
+    mlp_band_rows: int = 8
+
     def forward(self, x: Tensor) -> Tensor:
         # x: (B, H, W, dim) -> (B, H', W', dim_out); H' = H // q_stride at a stage change
+        # Outside attention every token is on its own, and a windowed block attends only
+        # inside its row of windows: so on a CPU the block runs on horizontal bands of the
+        # grid, as SAM's encoder does. The same arithmetic on small bands keeps temporaries
+        # (the 4x-wide MLP layer above all) in cache and reused by the allocator; whole
+        # grids of the first stage (256 x 256 tokens at 1024 px) spend more time in copies
+        # and page faults than in arithmetic. A GPU wants the opposite: few, large kernels.
+        if x.device.type != "cpu":
+            return self._mlp(self._attend(x))
+        if self.window_size > 0:
+            return torch.cat([self._mlp(self._attend(band))
+                              for band in x.split(self.window_size, dim=1)], dim=1)
+        x = self._attend(x)
+        return torch.cat([self._mlp(band) for band in x.split(self.mlp_band_rows, dim=1)],
+                         dim=1)
+
+    def _attend(self, x: Tensor) -> Tensor:
+        # x: (B, H, W, dim) -> (B, H', W', dim_out): the residual plus attention
         shortcut = x
         x = self.norm1(x)
         if self.dim != self.dim_out:
@@ -108,7 +143,9 @@ class MultiScaleBlock(nn.Module):
             out = window_unpartition(out, ws_out, pad_out, (h_out, w_out))
         else:
             out = self.attn(x)
-        x = shortcut + out
+        return shortcut + out
+
+    def _mlp(self, x: Tensor) -> Tensor:
         return x + self.mlp(self.norm2(x))
 
 
