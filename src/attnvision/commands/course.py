@@ -18,6 +18,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--patch-size", type=int, default=16, help="patch width P in pixels")
     p.add_argument("--size", type=int, default=224,
                    help="the image is centre-cropped and resized to SIZE x SIZE")
+    p.add_argument("--sam2-checkpoint", metavar="FILE",
+                   help="a SAM 2 checkpoint (official sam2.1_hiera_*.pt or ours): also write "
+                        "memory_attention.png, where a query of a tracked clip's last frame "
+                        "attends in each memory frame")
     common(p, figures)
 
 
@@ -27,12 +31,33 @@ def figures(args: argparse.Namespace) -> dict[str, Any]:
     from attnvision.viz.course import check_geometry, course_figures
 
     check_geometry(args.patch_size, args.size)
+    # The checkpoint is read before anything is written: a bad file leaves no folder behind.
+    model = None if args.sam2_checkpoint is None else _sam2(args.sam2_checkpoint)
     ensure_dir(args.out)
     if args.image is None:
         print("attnvision: using the built-in sample image 'astronaut' (pass --image for yours)",
               file=sys.stderr)
     image = None if args.image is None else load_image(args.image)
+    if model is None:
+        print("attnvision: the memory-attention picture needs --sam2-checkpoint FILE (a SAM 2 "
+              "checkpoint): skipped", file=sys.stderr)
     files = course_figures(args.out, image=image, patch_size=args.patch_size, size=args.size,
                            progress=not args.quiet)
+    if model is not None:
+        from attnvision.viz.memory_attention import memory_attention_figure, sample_clip
+
+        clip = sample_clip()
+        files["memory_attention"] = memory_attention_figure(
+            model, clip.frames, clip.click, clip.query, Path(args.out) / "memory_attention.png",
+            progress=not args.quiet, clip_name=clip.name)
     return {"command": "figures", "out": str(Path(args.out)),
             "files": {k: str(v) for k, v in files.items()}}
+
+
+def _sam2(checkpoint: str) -> Any:
+    """The SAM 2 of the checkpoint, on the GPU when there is one (one-line errors)."""
+    import torch
+
+    from attnvision.sam2 import build_sam2
+
+    return build_sam2(None, checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")

@@ -11,13 +11,16 @@ A frame's stride-16 features first attend to the memory bank (:func:`conditioned
   of how far back each pointer is (signed, over the 15-frame span) projected to 64 wide,
   2.0 none.
 
-The first conditioning frame has no memory to read: the learned ``no_mem_embed`` is added
-instead, as on a still image. SAM's heads then run on the conditioned features
-(:func:`sam_heads`), with any clicks or box; the mask decoder's object score says whether the
-object is there at all: if not, the mask becomes "absent" everywhere (-1024) and the pointer
-is the learned ``no_obj_ptr``. A mask given by the user is taken as the output itself
-(:func:`mask_as_output`); the decoder only turns it into a pointer. Last, the memory encoder
-fuses the frame's features with its mask (:func:`encode_memory`) into the frame's memory.
+:func:`assemble_memory` lays these out as keys and values; :func:`memory_attention_maps`
+reads them back through the attention's weights (where a frame's queries look in each memory
+frame, for pictures). The first conditioning frame has no memory to read: the learned
+``no_mem_embed`` is added instead, as on a still image. SAM's heads then run on the
+conditioned features (:func:`sam_heads`), with any clicks or box; the mask decoder's object
+score says whether the object is there at all: if not, the mask becomes "absent" everywhere
+(-1024) and the pointer is the learned ``no_obj_ptr``. A mask given by the user is taken as
+the output itself (:func:`mask_as_output`); the decoder only turns it into a pointer. Last,
+the memory encoder fuses the frame's features with its mask (:func:`encode_memory`) into the
+frame's memory.
 
 The memory bank (:class:`MemoryBank`) belongs to the caller: a video predictor decides which
 frames are conditioning ones, what to forget when streaming (:meth:`MemoryBank.prune`), and in
@@ -138,21 +141,23 @@ def pointer_time_code(offsets: Tensor, dim: int, temperature: float = 10000.0) -
 
 
 def _memory_frames(bank: MemoryBank, frame_idx: int, num_maskmem: int, reverse: bool
-                   ) -> list[tuple[int, FrameMemory]]:
-    """(slot of maskmem_tpos_enc, memory): conditioning frames, then the previous frames,
-    farthest first."""
-    chosen = [(num_maskmem - 1, m) for _, m in sorted(bank.conditioning.items())
+                   ) -> list[tuple[int, int, FrameMemory]]:
+    """(frame index, slot of maskmem_tpos_enc, memory): conditioning frames, then the
+    previous frames, farthest first."""
+    chosen = [(t, num_maskmem - 1, m) for t, m in sorted(bank.conditioning.items())
               if m.maskmem is not None]
     for back in range(num_maskmem - 1, 0, -1):
-        memory = bank.tracked.get(frame_idx + back if reverse else frame_idx - back)
+        t = frame_idx + back if reverse else frame_idx - back
+        memory = bank.tracked.get(t)
         if memory is not None and memory.maskmem is not None:
-            chosen.append((back - 1, memory))
+            chosen.append((t, back - 1, memory))
     return chosen
 
 
 def _pointers(bank: MemoryBank, frame_idx: int, max_ptrs: int, num_frames: int | None,
-              reverse: bool, signed: bool) -> list[tuple[int, Tensor]]:
-    """(time offset, pointer (B, D)): past conditioning frames, then previous frames."""
+              reverse: bool, signed: bool) -> list[tuple[int, int, Tensor]]:
+    """(frame index, time offset, pointer (B, D)): past conditioning frames, then previous
+    frames."""
     direction = -1 if reverse else 1  # +1: earlier frames are behind
     chosen = []
     for t, memory in sorted(bank.conditioning.items()):
@@ -160,55 +165,63 @@ def _pointers(bank: MemoryBank, frame_idx: int, max_ptrs: int, num_frames: int |
         # one far ahead would pull the start of the track towards a later appearance.
         if (t - frame_idx) * direction <= 0:
             offset = (frame_idx - t) * direction
-            chosen.append((offset if signed else abs(offset), memory.obj_ptr))
+            chosen.append((t, offset if signed else abs(offset), memory.obj_ptr))
     for back in range(1, max_ptrs):
         t = frame_idx - back * direction
         if t < 0 or (num_frames is not None and t >= num_frames):
             break
         memory = bank.tracked.get(t)
         if memory is not None:
-            chosen.append((back, memory.obj_ptr))
+            chosen.append((t, back, memory.obj_ptr))
     return chosen
 
 
-def conditioned_features(model: SAM2, frame_idx: int, features: FrameFeatures, bank: MemoryBank,
-                         is_init_cond_frame: bool, num_frames: int | None = None,
-                         reverse: bool = False) -> Tensor:
-    """The frame's stride-16 features after attending to the bank: (B, D, h, w).
+@dataclass
+class AssembledMemory:
+    """What a frame's memory attention reads, laid out as its keys and values."""
 
-    ``is_init_cond_frame``: the first prompted frame, which reads no memory. ``num_frames``:
-    the video's length (None while streaming). ``reverse``: tracking backwards in time.
-    """
+    tokens: Tensor  # (B, M, mem_dim): each memory frame's h*w tokens, then the pointer tokens
+    pos: Tensor  # (B, M, mem_dim) their position and time codes
+    frames: list[int]  # the frame of each spatial memory, in order
+    conditioning: list[bool]  # whether it is a conditioning (prompted) frame
+    pointer_frames: list[int]  # the frame of each object pointer, in order
+    num_ptr_tokens: int  # the last tokens: D / mem_dim per pointer
+
+
+def assemble_memory(model: SAM2, frame_idx: int, features: FrameFeatures, bank: MemoryBank,
+                    num_frames: int | None = None, reverse: bool = False) -> AssembledMemory:
+    """The memories and object pointers that frame ``frame_idx`` reads (module doc), in the
+    features' dtype and on their device. ``num_frames``: the video's length (None while
+    streaming). ``reverse``: tracking backwards in time."""
     # features.vision: (B, D, h, w); memories (B, mem_dim, h, w); pointers (B, D)
     vision = features.vision
     b, d, h, w = vision.shape
-    if is_init_cond_frame:
-        return vision + model.no_mem_embed.view(1, d, 1, 1)
     if not bank.conditioning:
         raise ValueError("a frame can be tracked only after a conditioning (prompted) frame; "
                          "give the first prompted frame is_init_cond_frame=True")
     video = model.config.video
     mem_dim = video.mem_dim
 
-    memory, memory_pos = [], []
+    memory, memory_pos, frames = [], [], []
     # One grid code for every memory; the slot's learned code tells the frames apart.
     grid_pos = sine_position_encoding(h, w, mem_dim, vision.device).to(vision.dtype)
     grid_pos = grid_pos.flatten(2).transpose(1, 2)  # (1, hw, mem_dim)
-    for slot, frame in _memory_frames(bank, frame_idx, video.num_maskmem, reverse):
+    for t, slot, frame in _memory_frames(bank, frame_idx, video.num_maskmem, reverse):
         assert frame.maskmem is not None  # _memory_frames skips frames without one
         # Stored in any dtype (bfloat16 to save memory); read in the features' dtype.
         maskmem = frame.maskmem.to(vision.device, vision.dtype)
         memory.append(maskmem.flatten(2).transpose(1, 2))  # (B, hw, mem_dim)
         memory_pos.append((grid_pos + model.maskmem_tpos_enc[slot].view(1, 1, mem_dim))
                           .expand(b, -1, -1))
+        frames.append(t)
 
     max_ptrs = video.max_obj_ptrs if num_frames is None else min(num_frames, video.max_obj_ptrs)
     pointers = _pointers(bank, frame_idx, max_ptrs, num_frames, reverse,
                          video.use_signed_tpos_enc_to_obj_ptrs)
     num_ptr_tokens = 0
     if pointers:
-        offsets = torch.tensor([o for o, _ in pointers], device=vision.device)
-        ptrs = torch.stack([p.to(vision.device, vision.dtype) for _, p in pointers],
+        offsets = torch.tensor([o for _, o, _ in pointers], device=vision.device)
+        ptrs = torch.stack([p.to(vision.device, vision.dtype) for _, _, p in pointers],
                            dim=1)  # (B, P, D)
         if video.add_tpos_enc_to_obj_ptrs:
             # Offsets over the pointer span, so codes do not depend on the video's length
@@ -225,13 +238,85 @@ def conditioned_features(model: SAM2, frame_idx: int, features: FrameFeatures, b
         memory_pos.append(time.to(vision.dtype).repeat_interleave(pieces, dim=0)
                           .expand(b, -1, -1))
         num_ptr_tokens = len(pointers) * pieces
+    return AssembledMemory(torch.cat(memory, dim=1), torch.cat(memory_pos, dim=1), frames,
+                           [t in bank.conditioning for t in frames],
+                           [t for t, _, _ in pointers], num_ptr_tokens)
 
+
+def _attend_memory(model: SAM2, features: FrameFeatures, memory: AssembledMemory,
+                   return_attention: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
+    """The memory attention on the frame's flattened tokens: (B, hw, D) [, weights]."""
+    vision = features.vision
+    b, _, h, w = vision.shape
     x = vision.flatten(2).transpose(1, 2)  # (B, hw, D)
     x_pos = features.pos.to(vision.dtype).flatten(2).transpose(1, 2).expand(b, -1, -1)
-    out = model.memory_attention(x, x_pos, torch.cat(memory, dim=1),
-                                 torch.cat(memory_pos, dim=1),
-                                 num_obj_ptr_tokens=num_ptr_tokens, grid=(h, w))
+    return model.memory_attention(x, x_pos, memory.tokens, memory.pos,
+                                  num_obj_ptr_tokens=memory.num_ptr_tokens, grid=(h, w),
+                                  return_attention=return_attention)
+
+
+def conditioned_features(model: SAM2, frame_idx: int, features: FrameFeatures, bank: MemoryBank,
+                         is_init_cond_frame: bool, num_frames: int | None = None,
+                         reverse: bool = False) -> Tensor:
+    """The frame's stride-16 features after attending to the bank: (B, D, h, w).
+
+    ``is_init_cond_frame``: the first prompted frame, which reads no memory. ``num_frames``:
+    the video's length (None while streaming). ``reverse``: tracking backwards in time.
+    """
+    # features.vision: (B, D, h, w)
+    vision = features.vision
+    b, d, h, w = vision.shape
+    if is_init_cond_frame:
+        return vision + model.no_mem_embed.view(1, d, 1, 1)
+    memory = assemble_memory(model, frame_idx, features, bank, num_frames, reverse)
+    out = _attend_memory(model, features, memory)
+    assert isinstance(out, Tensor)
     return out.transpose(1, 2).reshape(b, d, h, w)
+
+
+@dataclass
+class MemoryAttentionMaps:
+    """Where a frame's queries attend in each memory frame, layer by layer.
+
+    The weights of a query over all memory tokens sum to 1: ``maps`` summed over frames and
+    cells, plus ``pointer_share``, give 1 for every layer, head and query.
+    """
+
+    maps: Tensor  # (L, B, H, Q, F, h, w): the weight on each cell of each memory frame
+    pointer_share: Tensor  # (L, B, H, Q): the total weight on the object-pointer tokens
+    frames: list[int]  # the F memory frames' indices, in the order of ``maps``
+    conditioning: list[bool]  # whether each is a conditioning (prompted) frame
+    pointer_frames: list[int]  # the frames whose object pointers were read
+    queries: Tensor  # (Q,) the queries' flat indices in the frame's (h, w) grid
+    grid: tuple[int, int]  # (h, w)
+
+
+@torch.no_grad()
+def memory_attention_maps(model: SAM2, frame_idx: int, features: FrameFeatures,
+                          bank: MemoryBank, num_frames: int | None = None,
+                          reverse: bool = False, queries: Tensor | list[int] | None = None
+                          ) -> MemoryAttentionMaps:
+    """The memory attention's cross-attention weights for frame ``frame_idx`` (tracked, not
+    the first prompted frame: that one reads no memory), split by memory frame.
+
+    ``queries``: flat indices into the frame's (h, w) grid to keep (default: every query);
+    the weights of all queries are computed anyway (a 1024 px model: 4096 x up to 7 x 4096
+    per layer), so keep few to hold less.
+    """
+    # features.vision: (B, D, h, w)
+    _, _, h, w = features.vision.shape
+    memory = assemble_memory(model, frame_idx, features, bank, num_frames, reverse)
+    kept = (torch.arange(h * w) if queries is None
+            else torch.as_tensor(queries, dtype=torch.long).reshape(-1))
+    _, weights = _attend_memory(model, features, memory, return_attention=True)
+    n_spatial = len(memory.frames) * h * w
+    maps, shares = [], []
+    for attn in weights:  # (B, H, hw, M)
+        attn = attn[:, :, kept.to(attn.device)].float()  # (B, H, Q, M)
+        maps.append(attn[..., :n_spatial].unflatten(-1, (len(memory.frames), h, w)).cpu())
+        shares.append(attn[..., n_spatial:].sum(-1).cpu())
+    return MemoryAttentionMaps(torch.stack(maps), torch.stack(shares), memory.frames,
+                               memory.conditioning, memory.pointer_frames, kept, (h, w))
 
 
 def _prompt_points(points: Points | None, boxes: Tensor | None, batch: int,
