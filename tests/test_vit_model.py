@@ -95,6 +95,10 @@ def test_bad_files(tmp_path):
     (tmp_path / "w.txt").write_text("x")
     with pytest.raises(UserError, match="unknown checkpoint format"):
         load_checkpoint(tmp_path / "w.txt")
+    for text in ["hello", "not a checkpoint"]:  # torch's unpickler fails differently
+        (tmp_path / "text.pt").write_text(text)
+        with pytest.raises(UserError, match="corrupt"):
+            load_checkpoint(tmp_path / "text.pt")
 
 
 def test_pickled_code_is_refused(tmp_path):

@@ -22,8 +22,9 @@ from attnvision.errors import UserError
 from attnvision.files import atomic_path
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+# KeyError: torch's weights-only unpickler on a file that is not a pickle at all (text).
 _LOAD_ERRORS = (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, OSError,
-                ValueError)
+                ValueError, KeyError)
 
 
 def corrupt(path: Path, error: BaseException) -> UserError:
