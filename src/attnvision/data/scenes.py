@@ -156,6 +156,14 @@ def _shape_mask(shape: str, size: int, rng: np.random.Generator,
     r = size * rng.uniform(*radius)
     lo, hi = (r, size - r) if inside else (0, size)
     cx, cy = rng.uniform(lo, hi), rng.uniform(lo, hi)
+    _draw_shape(draw, shape, cx, cy, r, rng)
+    return np.asarray(canvas) > 127
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float,
+                rng: np.random.Generator) -> None:
+    """Fill one shape of radius about r around (cx, cy) with 255. Apart from :func:`_shape_mask`
+    the moving scenes draw their sprites with it, each centred in a canvas of its own."""
     if shape == "ellipse" or shape == "ring":
         rx, ry = r, r * rng.uniform(0.55, 1.0)
         draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=255)
@@ -172,7 +180,6 @@ def _shape_mask(shape: str, size: int, rng: np.random.Generator,
             draw.polygon(part, fill=255)
     else:
         draw.polygon(_outline(shape, cx, cy, r, rng), fill=255)
-    return np.asarray(canvas) > 127
 
 
 ROWS = ("top", "middle", "bottom")
