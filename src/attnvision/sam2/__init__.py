@@ -10,12 +10,16 @@ video parts (memory encoder, memory attention, object pointers), and
 ``SAM2StreamPredictor`` tracks them through a stream of frames in bounded memory.
 ``SAM2AutomaticMaskGenerator`` segments everything in an image from a grid of point prompts
 (SAM's generator, :mod:`attnvision.sam.automatic`, run with SAM 2).
+
+Ours: ``sam2_tiny``, SAM 2 with the ViT encoder of SAM's shipped ``sam_tiny``, started from
+it by ``sam2_from_sam(load_shipped())`` (:mod:`attnvision.sam2.from_sam`).
 """
 
 from attnvision.sam2.automatic import SAM2AutomaticMaskGenerator
 from attnvision.sam2.build import build_sam2, sam2_from_config
 from attnvision.sam2.checkpoints import save_sam2
 from attnvision.sam2.configs import SAM2_CONFIGS, HieraConfig, SAM2Config
+from attnvision.sam2.from_sam import copy_sam_weights, sam2_from_sam
 from attnvision.sam2.image_predictor import SAM2ImagePredictor
 from attnvision.sam2.model import SAM2
 from attnvision.sam2.streaming import SAM2StreamPredictor
@@ -23,4 +27,5 @@ from attnvision.sam2.video_predictor import SAM2VideoPredictor, build_sam2_video
 
 __all__ = ["SAM2", "SAM2_CONFIGS", "HieraConfig", "SAM2AutomaticMaskGenerator", "SAM2Config",
            "SAM2ImagePredictor", "SAM2StreamPredictor", "SAM2VideoPredictor", "build_sam2",
-           "build_sam2_video_predictor", "sam2_from_config", "save_sam2"]
+           "build_sam2_video_predictor", "copy_sam_weights", "sam2_from_config",
+           "sam2_from_sam", "save_sam2"]

@@ -3,28 +3,53 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import torch
 
 from attnvision.errors import UserError
+from attnvision.sam.image_encoder import EncoderConfig, ImageEncoderViT
 from attnvision.sam.prompt_encoder import PromptEncoder
 from attnvision.sam2.checkpoints import load_sam2_weights, read_sam2_weights, where_to_get
 from attnvision.sam2.configs import SAM2_CONFIGS, SAM2Config, resolve_name
 from attnvision.sam2.hiera import Hiera
-from attnvision.sam2.image_encoder import ImageEncoder
+from attnvision.sam2.image_encoder import ImageEncoder, ViTImageEncoder
 from attnvision.sam2.mask_decoder import SAM2MaskDecoder, SAM2TwoWayTransformer
 from attnvision.sam2.model import SAM2
 from attnvision.sam2.neck import FpnNeck
 
 
-def sam2_from_config(config: SAM2Config) -> SAM2:
-    """A SAM 2 image model of ``config`` with freshly initialised weights."""
+def _image_encoder(config: SAM2Config) -> ImageEncoder | ViTImageEncoder:
+    """The config's trunk: a Hiera with its FPN neck, or SAM's ViT (module doc of
+    :mod:`attnvision.sam2.image_encoder`)."""
+    trunk = config.trunk
+    if isinstance(trunk, EncoderConfig):
+        # The memory encoder brings masks down 16x, to the grid of stride-16 features.
+        if trunk.patch_size != 16 or config.backbone_stride != 16 or config.image_size % 16:
+            raise UserError(f"a SAM 2 with a ViT encoder needs 16 px patches, backbone_stride "
+                            f"16 and an image size that is a multiple of 16 (the memory "
+                            f"encoder's stride), not {trunk.patch_size}, "
+                            f"{config.backbone_stride} and {config.image_size}")
+        if trunk.out_chans != config.d_model:
+            raise UserError(f"the ViT's neck gives {trunk.out_chans} channels; the SAM 2 "
+                            f"decoder is {config.d_model} wide: set out_chans = d_model")
+        if config.use_high_res_features_in_sam:
+            raise UserError("a ViT encoder gives one (stride-16) level: set "
+                            "use_high_res_features_in_sam=False")
+        # Built at the SAM 2 config's image size (see SAM2Config).
+        return ViTImageEncoder(ImageEncoderViT(**{**asdict(trunk),
+                                                  "img_size": config.image_size}))
     if config.image_size % 32:
         raise UserError(f"a SAM 2 image size must be a multiple of 32 pixels (four stages of "
                         f"2x pooling after a stride-4 patch embedding), not {config.image_size}")
-    trunk = Hiera(config.trunk)
-    neck = FpnNeck(config.d_model, trunk.channel_list, config.fpn_top_down_levels)
+    hiera = Hiera(trunk)
+    neck = FpnNeck(config.d_model, hiera.channel_list, config.fpn_top_down_levels)
+    return ImageEncoder(hiera, neck, config.scalp)
+
+
+def sam2_from_config(config: SAM2Config) -> SAM2:
+    """A SAM 2 image model of ``config`` with freshly initialised weights."""
+    image_encoder = _image_encoder(config)
     grid = config.image_size // config.backbone_stride
     decoder = SAM2MaskDecoder(
         transformer_dim=config.d_model,
@@ -41,7 +66,7 @@ def sam2_from_config(config: SAM2Config) -> SAM2:
     prompt_encoder = PromptEncoder(embed_dim=config.d_model, image_embedding_size=(grid, grid),
                                    input_image_size=(config.image_size, config.image_size),
                                    mask_in_chans=16)
-    return SAM2(ImageEncoder(trunk, neck, config.scalp), prompt_encoder, decoder, config)
+    return SAM2(image_encoder, prompt_encoder, decoder, config)
 
 
 def _config_name(name: str) -> str:
@@ -63,7 +88,8 @@ def build_sam2(name: str | None = None, checkpoint: str | os.PathLike[str] | Non
     falls back to the best multimask output when it is unstable, and (as the official video
     predictor) clicked frames enter the memory as thresholded masks. ``config`` replaces the
     named config (small test models); a checkpoint must then fit it. The official ``.pt``
-    files and ours (``save_sam2``) are read, every key strictly.
+    files and ours (``save_sam2``, float32 or float16: weights load as float32) are read,
+    every key strictly.
     """
     if name is not None:
         name = _config_name(name)

@@ -10,11 +10,20 @@ decoder, sigmoid IoU head, an object-score token with an MLP head, the "no memor
 added to the image features) and is built by the official ``build_sam2`` with the dynamic
 multimask fallback on; they are fields here, not forty constructor flags, so that a test or a
 new model can turn one off.
+
+Beside the released models, ours: ``sam2_tiny``, a SAM 2 whose image encoder is the ViT of
+SAM's shipped ``sam_tiny`` (:class:`~attnvision.sam.image_encoder.EncoderConfig` as its
+trunk, one stride-16 level, no high-resolution features), initialised from ``sam_tiny`` by
+:func:`attnvision.sam2.from_sam.sam2_from_sam` and trained here. It lives in the same dict, so
+names, lists and command lines know it as they know the official ones; ``OFFICIAL_NAMES``
+tells the released models apart (what parity tests and download hints are about).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+
+from attnvision.sam.image_encoder import ENCODER_CONFIGS, EncoderConfig
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,9 @@ class VideoConfig:
     num_maskmem: int = 7  # memory slots: the conditioning frames' + the 6 previous frames
     mem_dim: int = 64
     memory_attention_layers: int = 4
+    # Hidden width of each memory-attention layer's MLP (every released model: 2048; ours
+    # narrower, as the MLPs are most of the memory attention's weights).
+    dim_feedforward: int = 2048
     max_obj_ptrs: int = 16  # object pointers attended to (frames back, or the video's length)
     # The official video predictor (apply_postprocessing=True): on clicked frames the memory
     # encoder sees the thresholded 0/1 mask, not its sigmoid.
@@ -79,10 +91,17 @@ SAM20_VIDEO = VideoConfig(no_obj_embed_spatial=False, add_tpos_enc_to_obj_ptrs=F
 
 @dataclass(frozen=True)
 class SAM2Config:
-    """One SAM 2 model: its trunk, neck, prompt/decoder width and the image-side flags."""
+    """One SAM 2 model: its trunk, neck, prompt/decoder width and the image-side flags.
 
-    version: str  # "2.1" or "2.0"
-    trunk: HieraConfig
+    The trunk is a Hiera (the released models: four stages and an FPN neck, then
+    ``fpn_top_down_levels`` and ``scalp`` apply) or SAM's ViT (ours: its own neck gives the
+    one stride-16 level, ``backbone_stride`` = its patch size). A ViT is built at
+    ``image_size`` whatever its config's ``img_size`` says, as a Hiera is, so a smaller test
+    model changes one number.
+    """
+
+    version: str  # "2.1" or "2.0" (the video side's version)
+    trunk: HieraConfig | EncoderConfig
     image_size: int = 1024
     d_model: int = 256  # neck width = prompt embeddings = mask decoder width
     fpn_top_down_levels: tuple[int, ...] = (2, 3)  # levels fused with the level below
@@ -125,6 +144,20 @@ SAM2_CONFIGS: dict[str, SAM2Config] = {
     **{f"sam2_hiera_{size}": SAM2Config(version="2.0", trunk=trunk, video=SAM20_VIDEO)
        for size, trunk in _TRUNKS.items()},
 }
+# The released models (official checkpoints and yaml files exist for these only).
+OFFICIAL_NAMES: tuple[str, ...] = tuple(SAM2_CONFIGS)
+
+# Ours: SAM's shipped sam_tiny encoder (run at 256 px, a 16x16 grid) with its prompt encoder
+# and mask decoder, and a 2.1 video side with a lighter memory attention (2 layers, MLPs 1024
+# wide: 1.9M parameters instead of the released 4 x 2048's 5.9M), 12.1M parameters in all:
+# 24.3 MB as float16 safetensors (48.5 MB float32), within the package's 25 MB. The IoU head
+# stays linear (sam_tiny's was trained so); the object-score token and head are SAM 2's, new.
+# One level of features: no FPN (fpn_top_down_levels, scalp unused), no high-res features.
+SAM2_CONFIGS["sam2_tiny"] = SAM2Config(
+    version="2.1", trunk=ENCODER_CONFIGS["sam_tiny"], image_size=256,
+    fpn_top_down_levels=(), scalp=0, backbone_stride=ENCODER_CONFIGS["sam_tiny"].patch_size,
+    use_high_res_features_in_sam=False, iou_prediction_use_sigmoid=False,
+    video=VideoConfig(memory_attention_layers=2, dim_feedforward=1024))
 
 # The official config file names ("configs/sam2.1/sam2.1_hiera_t.yaml", "sam2_hiera_b+")
 # name the same models.
@@ -138,5 +171,7 @@ def resolve_name(name: str) -> str | None:
     if stem in SAM2_CONFIGS:
         return stem
     prefix, _, size = stem.rpartition("_")
+    if not prefix.endswith("_hiera"):  # short names are the official yaml files' only
+        return None
     full = f"{prefix}_{_SHORT.get(size, size)}"
     return full if full in SAM2_CONFIGS else None

@@ -8,6 +8,13 @@ features.
 
 The output keeps the official names (``backbone_fpn``, ``vision_pos_enc``,
 ``vision_features``), which the video side reads as well.
+
+:class:`ViTImageEncoder` puts SAM's ViT encoder (:mod:`attnvision.sam.image_encoder`, its own
+neck included) in the Hiera's place, as the official SAM 2 allows an encoder without
+high-resolution features (``use_high_res_features_in_sam=False``): one level, the ViT's
+stride-16 embedding, with the sine code the FPN neck gives its stride-16 level. Its weights
+sit under ``image_encoder.trunk.`` with SAM's own names (``image_encoder.trunk.blocks.0.attn
+.qkv``, ``image_encoder.trunk.neck.0``), so a SAM checkpoint maps in by one prefix.
 """
 
 from __future__ import annotations
@@ -16,15 +23,17 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from attnvision.sam.image_encoder import ImageEncoderViT
 from attnvision.sam2.hiera import Hiera
-from attnvision.sam2.neck import FpnNeck
+from attnvision.sam2.neck import FpnNeck, position_codes
 
 
 @dataclass
 class BackboneOutput:
     """The encoder's feature maps, finest first, and their position codes (or None)."""
 
-    backbone_fpn: list[Tensor]  # [(B, 256, S/4, S/4), (B, 256, S/8, S/8), (B, 256, S/16, S/16)]
+    # Hiera: [(B, 256, S/4, S/4), (B, 256, S/8, S/8), (B, 256, S/16, S/16)]; ViT: the last only
+    backbone_fpn: list[Tensor]
     vision_pos_enc: list[Tensor] | None
 
     @property
@@ -52,4 +61,21 @@ class ImageEncoder(nn.Module):
         if self.scalp > 0:
             features = features[:-self.scalp]
         pos = self.neck.position_encoding(features) if positions else None
+        return BackboneOutput(backbone_fpn=features, vision_pos_enc=pos)
+
+
+class ViTImageEncoder(nn.Module):
+    """SAM's ViT encoder as SAM 2's: ``forward(x)`` returns a one-level
+    :class:`BackboneOutput`, the (B, 256, S/16, S/16) embedding and its sine code."""
+
+    def __init__(self, trunk: ImageEncoderViT) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.d_model = trunk.neck[-1].weight.shape[0]  # the neck's last LayerNorm2d: out_chans
+
+    def forward(self, x: Tensor, positions: bool = True) -> BackboneOutput:
+        # x: (B, 3, S, S) normalised pixels; positions: also return the sine code
+        embed = self.trunk(x)  # (B, 256, S/16, S/16)
+        features = [embed]
+        pos = position_codes(features, self.d_model) if positions else None
         return BackboneOutput(backbone_fpn=features, vision_pos_enc=pos)

@@ -10,7 +10,9 @@ tracked with them is :mod:`attnvision.sam2.tracking`.
 
 On an image, SAM 2 is SAM with a better encoder: the frame has no memory to attend to, so the
 learned "no memory" embedding is added to the image embedding instead (what the video model
-does on a first frame), and the decoder also sees the stride-4 and stride-8 feature maps.
+does on a first frame), and the decoder also sees the stride-4 and stride-8 feature maps
+(with ``use_high_res_features_in_sam``; an encoder of one level, as SAM's ViT in our
+``sam2_tiny``, gives none).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import Tensor, nn
 from attnvision.sam.mask_decoder import HeadMLP
 from attnvision.sam.prompt_encoder import PromptEncoder
 from attnvision.sam2.configs import SAM2Config
-from attnvision.sam2.image_encoder import BackboneOutput, ImageEncoder
+from attnvision.sam2.image_encoder import BackboneOutput, ImageEncoder, ViTImageEncoder
 from attnvision.sam2.mask_decoder import SAM2MaskDecoder
 from attnvision.sam2.memory_attention import MemoryAttention
 from attnvision.sam2.memory_encoder import MemoryEncoder
@@ -33,7 +35,8 @@ class SAM2(nn.Module):
 
     mask_threshold: float = 0.0
 
-    def __init__(self, image_encoder: ImageEncoder, sam_prompt_encoder: PromptEncoder,
+    def __init__(self, image_encoder: ImageEncoder | ViTImageEncoder,
+                 sam_prompt_encoder: PromptEncoder,
                  sam_mask_decoder: SAM2MaskDecoder, config: SAM2Config) -> None:
         super().__init__()
         self.config = config
@@ -49,7 +52,8 @@ class SAM2(nn.Module):
 
         # The video parts (see attnvision.sam2.tracking for how they are used).
         self.memory_attention = MemoryAttention(hidden, video.memory_attention_layers,
-                                                kv_dim=mem_dim)
+                                                kv_dim=mem_dim,
+                                                dim_feedforward=video.dim_feedforward)
         self.memory_encoder = MemoryEncoder(hidden, mem_dim)
         # A user's 0/1 mask (full image size) -> a stride-4 mask prompt on the logit scale,
         # so the decoder can turn a mask given as output into an object pointer.
@@ -100,7 +104,8 @@ class SAM2(nn.Module):
     def image_features(self, images: Tensor) -> dict[str, Tensor | list[Tensor]]:
         """What the mask decoder reads for images without memory, in the official
         predictor's layout: ``image_embed`` (B, D, S/16, S/16) with the no-memory embedding
-        added, and ``high_res_feats`` [(B, D/8, S/4, S/4), (B, D/4, S/8, S/8)]."""
+        added, and ``high_res_feats`` [(B, D/8, S/4, S/4), (B, D/4, S/8, S/8)] (empty
+        without ``use_high_res_features_in_sam``)."""
         # images: (B, 3, S, S) normalised
         fpn = self.forward_image(images, positions=False).backbone_fpn
         embed = fpn[-1]

@@ -93,5 +93,13 @@ class FpnNeck(nn.Module):
 
     def position_encoding(self, features: Sequence[Tensor]) -> list[Tensor]:
         """The sine code of each feature map's grid: (B, d_model, H, W) per level."""
-        return [sine_position_encoding(f.shape[-2], f.shape[-1], self.d_model, f.device)
-                .to(f.dtype).expand(f.shape[0], -1, -1, -1) for f in features]
+        return position_codes(features, self.d_model)
+
+
+def position_codes(features: Sequence[Tensor], dim: int) -> list[Tensor]:
+    """The sine code of each (B, C, H, W) feature map's grid: (B, dim, H, W), in its dtype
+    and on its device (a view expanded over the batch). The neck's codes; an image encoder
+    without this neck (SAM's ViT in :class:`~attnvision.sam2.image_encoder.ViTImageEncoder`)
+    gives its level the same code."""
+    return [sine_position_encoding(f.shape[-2], f.shape[-1], dim, f.device)
+            .to(f.dtype).expand(f.shape[0], -1, -1, -1) for f in features]

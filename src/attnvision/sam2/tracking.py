@@ -56,7 +56,9 @@ class FrameFeatures:
 
     vision: Tensor  # (B, D, h, w) stride-16 features, no memory or no-memory embedding
     pos: Tensor  # (B or 1, D, h, w) their sine position code
-    high_res: list[Tensor]  # [(B, D/8, 4h, 4w), (B, D/4, 2h, 2w)], projected for the decoder
+    # [(B, D/8, 4h, 4w), (B, D/4, 2h, 2w)], projected for the decoder; [] for a model without
+    # high-resolution features (its decoder reads none)
+    high_res: list[Tensor]
 
 
 @dataclass
@@ -127,8 +129,10 @@ def frame_features(model: SAM2, images: Tensor) -> FrameFeatures:
     # images: (B, 3, S, S)
     out = model.forward_image(images, positions=True)
     assert out.vision_pos_enc is not None
+    high_res = (list(out.backbone_fpn[:-1]) if model.config.use_high_res_features_in_sam
+                else [])
     return FrameFeatures(vision=out.backbone_fpn[-1], pos=out.vision_pos_enc[-1],
-                         high_res=list(out.backbone_fpn[:-1]))
+                         high_res=high_res)
 
 
 def pointer_time_code(offsets: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
