@@ -27,6 +27,7 @@ from attnvision.sam2 import (
     sam2_from_sam,
     save_sam2,
 )
+from attnvision.sam2.from_sam import OBJECT_PRESENT_LOGIT
 from attnvision.sam2.image_encoder import ViTImageEncoder
 from attnvision.sam2.neck import sine_position_encoding
 
@@ -167,30 +168,25 @@ def clip(n=6):
 
 
 def test_video_and_stream_predictors_run_on_one_level(model):
-    present = model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.detach().clone()
+    # The fresh object-score head starts at "present", so the untrained model shows its masks.
+    bias = model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias
+    assert torch.all(bias == OBJECT_PRESENT_LOGIT)
     frames, truth = clip()
-    try:
-        with torch.no_grad():  # the fresh object-score head may call the object absent
-            model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
-        video = SAM2VideoPredictor(model)
-        state = video.init_state(frames)
-        _, ids, masks = video.add_new_points_or_box(state, 0, 1, points=[[75, 115]],
-                                                    labels=[1])
-        assert ids == [1] and masks.shape == (1, 1, S, S)
-        tracked = {t: m for t, _, m in video.propagate_in_video(state)}
-        assert sorted(tracked) == list(range(len(frames)))
-        assert all(m.shape == (1, 1, S, S) for m in tracked.values())
-        first = (tracked[0][0, 0] > 0).numpy()
-        assert (first & truth[0]).sum() / (first | truth[0]).sum() > 0.8  # sam_tiny's mask
+    video = SAM2VideoPredictor(model)
+    state = video.init_state(frames)
+    _, ids, masks = video.add_new_points_or_box(state, 0, 1, points=[[75, 115]], labels=[1])
+    assert ids == [1] and masks.shape == (1, 1, S, S)
+    tracked = {t: m for t, _, m in video.propagate_in_video(state)}
+    assert sorted(tracked) == list(range(len(frames)))
+    assert all(m.shape == (1, 1, S, S) for m in tracked.values())
+    first = (tracked[0][0, 0] > 0).numpy()
+    assert (first & truth[0]).sum() / (first | truth[0]).sum() > 0.8  # sam_tiny's mask
 
-        stream = SAM2StreamPredictor(model)
-        stream.add_prompt(frame_idx=0, obj_id=1, points=[[75, 115]], labels=[1])
-        for t, ids, m in stream.track(frames):
-            assert ids == [1]
-            torch.testing.assert_close(m, tracked[t], rtol=1e-4, atol=1e-3)
-    finally:
-        with torch.no_grad():
-            model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.copy_(present)
+    stream = SAM2StreamPredictor(model)
+    stream.add_prompt(frame_idx=0, obj_id=1, points=[[75, 115]], labels=[1])
+    for t, ids, m in stream.track(frames):
+        assert ids == [1]
+        torch.testing.assert_close(m, tracked[t], rtol=1e-4, atol=1e-3)
 
 
 def outputs(model, x):
