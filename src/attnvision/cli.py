@@ -25,6 +25,7 @@ from attnvision.commands import (
     export_onnx,
     sam,
     sam2_eval,
+    sam2_train,
     sam_train,
     segment_all,
     segment_video,
@@ -58,7 +59,15 @@ def _human(result: dict[str, Any]) -> list[str]:
             lines.append(f"{name:<24} {seq['J&F']:6.3f} {seq['J']:6.3f} {seq['F']:6.3f}")
         lines.append(f"{'mean over ' + str(result['objects']) + ' objects':<24} "
                      f"{result['J&F']:6.3f} {result['J']:6.3f} {result['F']:6.3f}")
+        lines += result.get("summary", [])  # --synthetic: hidden objects found again, speed
         return lines + [f"wrote {f}" for f in result["files"].values()]
+    if result.get("command") == "train sam2":
+        best = result["best"]
+        chosen = (f"best J&F {best['jf']:.3f} (epoch {best['epoch']})" if best
+                  else "no validation (--eval-clips 0)")
+        return [f"trained {result['epochs']} epochs in {result['seconds']:.0f} s; last loss "
+                f"{result['train_loss']:.4f}; {chosen}"] + [
+            f"wrote {f}" for f in result["files"].values()]
     lines = []
     if "accuracy" in result:
         lines.append(f"{result['dataset']} test accuracy: {result['accuracy']:.2%}")
@@ -117,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = _group(commands, "train", "train a model")
     vit.register_train(train)
     sam_train.register_train(train)
+    sam2_train.register_train(train)
     evaluate = _group(commands, "eval", "evaluate a model")
     vit.register_eval(evaluate)
     sam_train.register_eval(evaluate)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 SAM_SIZES = ["vit_b", "vit_l", "vit_h", "sam_tiny"]  # attnvision.sam.image_encoder.ENCODER_CONFIGS
@@ -62,3 +63,51 @@ def training_options(p: argparse.ArgumentParser, *, epochs: str, batch_size: str
     p.add_argument("--out", required=True, help="folder for checkpoints and metrics")
     p.add_argument("--no-resume", action="store_true",
                    help="start over even if --out holds an interrupted run")
+
+
+def train_log(message: str) -> None:
+    """A trainer's line on stderr, from the main process only under torchrun."""
+    import sys
+
+    from attnvision.train.ddp import is_main_process
+
+    if is_main_process():
+        print(message, file=sys.stderr)
+
+
+def parse_freeze(text: str | None, parts: tuple[str, ...], all_frozen: str) -> tuple[str, ...]:
+    """``--freeze a,b``: the named parts, each one of ``parts``; freezing them all is refused
+    with ``all_frozen`` (what would be left to train)."""
+    from attnvision.errors import UserError
+
+    names = tuple(p.strip() for p in (text or "").split(",") if p.strip())
+    unknown = [p for p in names if p not in parts]
+    if unknown:
+        raise UserError(f"--freeze {text!r}: unknown part {unknown[0]!r}; choose from "
+                        f"{', '.join(parts)} (comma-separated)")
+    if set(names) == set(parts):
+        raise UserError(f"--freeze leaves {all_frozen} to train: drop one of the parts")
+    return names
+
+
+def check_resumable(out: Path, metadata: dict[str, Any], model: str) -> None:
+    """A run about to resume in ``out`` must have the settings ``metadata`` it was started
+    with (the training loop compares its own; these are the ``model`` trainer's): one line
+    naming what changed otherwise."""
+    import json
+
+    from attnvision.errors import UserError
+
+    state, info = out / "train_state.pt", out / "model.json"
+    if not (state.exists() and info.exists()):
+        return
+    try:
+        saved = json.loads(info.read_text()).get("metadata", {})
+    except (OSError, json.JSONDecodeError):
+        return  # the loop itself says what is wrong with the folder
+    changed = [f"{k} {saved[k]!r} -> {v!r}" for k, v in metadata.items()
+               if k in saved and saved[k] != v]
+    if changed:
+        raise UserError(f"{out} holds a run with other {model} settings "
+                        f"({'; '.join(changed)}): use another --out, or --no-resume to start "
+                        "over")

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attnvision.commands.options import (
     SAM_SIZES,
     add_command,
+    check_resumable,
     common,
     img_size_option,
+    parse_freeze,
+    train_log,
     training_options,
 )
 from attnvision.errors import UserError
@@ -120,24 +121,6 @@ def register_eval(models: argparse._SubParsersAction) -> None:
     common(p, evaluate)
 
 
-def log(message: str) -> None:
-    from attnvision.train.ddp import is_main_process
-
-    if is_main_process():
-        print(message, file=sys.stderr)
-
-
-def parse_freeze(text: str | None) -> tuple[str, ...]:
-    parts = tuple(p.strip() for p in (text or "").split(",") if p.strip())
-    unknown = [p for p in parts if p not in PARTS]
-    if unknown:
-        raise UserError(f"--freeze {text!r}: unknown part {unknown[0]!r}; choose from "
-                        f"{', '.join(PARTS)} (comma-separated)")
-    if set(parts) == set(PARTS):
-        raise UserError("--freeze leaves nothing to train: drop one of the parts")
-    return parts
-
-
 def sam_of(module: torch.nn.Module) -> Sam:
     """A Sam sharing the parts (and device) of a training module, or a Sam itself."""
     from attnvision.sam.model import Sam
@@ -188,10 +171,10 @@ def _model(args: argparse.Namespace) -> tuple[Sam, str, dict[str, Any]]:
                         text_dim=TEXT_DIM if args.text else None)
     else:
         sam = build_sam(args.size, args.init, img_size=args.img_size)
-        log(f"attnvision train sam: starting from {args.init}")
+        train_log(f"attnvision train sam: starting from {args.init}")
         if args.text and sam.prompt_encoder.text_projection is None:
             sam.prompt_encoder.add_text(TEXT_DIM)  # the rest of the model keeps its weights
-            log("attnvision train sam: added a new text projection to the prompt encoder")
+            train_log("attnvision train sam: added a new text projection to the prompt encoder")
     build = dict(sam.build_options)
     if sam.prompt_encoder.text_dim is not None:
         build["text_dim"] = sam.prompt_encoder.text_dim
@@ -204,22 +187,6 @@ def _memory_bytes() -> int | None:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
         return None
-
-
-def _check_resumable(out: Path, metadata: dict[str, Any]) -> None:
-    """The training loop compares its own settings on resume; these are SAM's."""
-    state, info = out / "train_state.pt", out / "model.json"
-    if not (state.exists() and info.exists()):
-        return
-    try:
-        saved = json.loads(info.read_text()).get("metadata", {})
-    except (OSError, json.JSONDecodeError):
-        return  # the loop itself says what is wrong with the folder
-    changed = [f"{k} {saved[k]!r} -> {v!r}" for k, v in metadata.items()
-               if k in saved and saved[k] != v]
-    if changed:
-        raise UserError(f"{out} holds a run with other SAM settings ({'; '.join(changed)}): "
-                        "use another --out, or --no-resume to start over")
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
@@ -242,7 +209,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError("--epochs, --batch-size and --rounds must be >= 1 and --lr > 0")
     if not 0 < args.text_share <= 1:
         raise UserError(f"--text-share must be in (0, 1], got {args.text_share}")
-    freeze = parse_freeze(args.freeze)
+    freeze = parse_freeze(args.freeze, PARTS, "nothing")
     if args.encode_once and "image_encoder" not in freeze:
         raise UserError("--encode-once keeps one embedding per image, which a trained encoder "
                         "would outdate: add --freeze image_encoder")
@@ -252,7 +219,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     for part in freeze:
         getattr(sam, part).requires_grad_(False)
     trained = sum(p.numel() for p in sam.parameters() if p.requires_grad)
-    log(f"attnvision train sam: {name}, {trained:,} of "
+    train_log(f"attnvision train sam: {name}, {trained:,} of "
         f"{sum(p.numel() for p in sam.parameters()):,} parameters trained"
         f"{' (frozen: ' + ', '.join(freeze) + ')' if freeze else ''}; {described}")
     augment = SceneAugment(flips=args.coco is None)
@@ -292,7 +259,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 "freeze": list(freeze), "rounds": args.rounds, "encode_once": args.encode_once,
                 "text_share": args.text_share if args.text else 0}
     if not args.no_resume:
-        _check_resumable(out, metadata)
+        check_resumable(out, metadata, "SAM")
     result = fit(net, train_set, eval_set, config, out, augment=augment,
                  loss_fn=lambda loss, _targets: loss, evaluate=evaluate, best_metric="miou",
                  progress=not args.quiet, resume=not args.no_resume, metadata=metadata)
@@ -315,8 +282,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             save_sam(export, files["export"], name, build, dtype=torch.float16,
                      extra={"from": chosen.name, "data": described, "seed": args.seed,
                             "eval": result["best"] if "best" in files else result["eval"]})
-            log(f"attnvision train sam: wrote {files['export']} (float16, from {chosen.name}, "
-                f"{files['export'].stat().st_size / 1e6:.1f} MB)")
+            train_log(f"attnvision train sam: wrote {files['export']} (float16, from "
+                      f"{chosen.name}, {files['export'].stat().st_size / 1e6:.1f} MB)")
     return {"command": "train sam", "model": name, "data": described, "frozen": list(freeze),
             "parameters_trained": trained, "epochs": result["epochs"],
             "seconds": result["seconds"], "train_loss": result["train_loss"],

@@ -112,9 +112,11 @@ class ImagePredictor(Protocol):
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
-def held_out_clips(count: int = 50, frames: int = 24, size: int = 256, first_seed: int = 0
-                   ) -> list[Clip]:
-    """``count`` clips of the test split, seeds ``first_seed``, ``first_seed + 1``, ...:
+def held_out_clips(count: int = 50, frames: int = 24, size: int = 256, first_seed: int = 0,
+                   split: str = "test") -> list[Clip]:
+    """``count`` clips of ``split`` (the test split's photos are never trained on; a trainer
+    picks its epochs on unseen seeds of the train split instead, so the test split stays for
+    the figures reported), seeds ``first_seed``, ``first_seed + 1``, ...:
     ``frames`` frames of ``size`` x ``size``, 1 to 3 objects (an occluded clip: 2 or 3, one
     of them the occluder; one clip in three adds a look-alike); the first, third, ... with a
     forced occlusion, the others with none (module doc). Deterministic: the same arguments
@@ -124,7 +126,7 @@ def held_out_clips(count: int = 50, frames: int = 24, size: int = 256, first_see
     if isinstance(frames, bool) or not isinstance(frames, int) or frames < MIN_OCCLUSION_FRAMES:
         raise UserError(f"held-out clips need {MIN_OCCLUSION_FRAMES} frames or more (visible, "
                         f"hidden 3 frames, visible again), not {frames!r}")
-    return [make_clip(first_seed + k, split="test", size=size, frames=frames,
+    return [make_clip(first_seed + k, split=split, size=size, frames=frames,
                       n_objects=N_OBJECTS, occlusion=k % 2 == 0) for k in range(count)]
 
 

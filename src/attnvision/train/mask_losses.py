@@ -8,6 +8,11 @@ the IoU of each predicted mask with the ground truth by mean squared error.
     focal(p, t) = mean over pixels of −α_t (1 − p_t)^γ log p_t,   p = σ(logit),
                   p_t = p if t else 1 − p,  α_t = α if t else 1 − α   (α = 0.25, γ = 2)
     dice(p, t)  = 1 − (2 Σ p t + 1) / (Σ p + Σ t + 1)
+
+SAM 2 (:func:`sam2_loss`, its released training configs) keeps focal + dice 20:1 on the best
+candidate, learns every candidate's IoU by L1 instead of MSE, adds a binary cross-entropy on
+the decoder's object score (is the object in the frame at all), and counts the mask and IoU
+terms only on frames where the object is present.
 """
 
 from __future__ import annotations
@@ -69,3 +74,49 @@ def sam_loss(mask_logits: Tensor, iou_pred: Tensor, targets: Tensor,
     return loss, {"focal": focal[rows, best].mean().detach(),
                   "dice": dice[rows, best].mean().detach(), "iou_mse": iou_mse.detach(),
                   "best": best, "iou": actual[rows, best]}
+
+
+# SAM 2's weights (the official training configs): mask focal 20, dice 1, IoU 1, object score 1.
+IOU_WEIGHT = 1.0
+OBJECT_SCORE_WEIGHT = 1.0
+
+
+def object_score_loss(logits: Tensor, present: Tensor) -> Tensor:
+    """Binary cross-entropy of SAM 2's object-score logits (N, 1) against whether the object
+    has any pixel in the frame (N,) bool: (N,). (The official loss is a focal loss with
+    γ = 0 and no α, which is this.)"""
+    return F.binary_cross_entropy_with_logits(logits.float().reshape(-1), present.float(),
+                                              reduction="none")
+
+
+def sam2_loss(mask_logits: Tensor, iou_pred: Tensor, object_score_logits: Tensor,
+              targets: Tensor, present: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """SAM 2's loss for one decoder answer on one frame, per object: (N,) and its parts.
+
+    mask_logits: (N, M, H, W) every candidate the decoder gave (M = 3 or 1), iou_pred: (N, M),
+    object_score_logits: (N, 1), targets: (N, H, W) {0, 1} at the masks' resolution,
+    present: (N,) bool, the object has pixels in the frame (at full resolution).
+
+    As the official SAM 2 recipe: focal + dice (20:1) on the candidate of lowest focal + dice;
+    the IoU head learns every candidate's IoU by L1 (``supervise_all_iou``, ``iou_use_l1_loss``:
+    its prediction picks the mask on every tracked frame, and L1 keeps pushing on the small
+    differences that decide that pick where MSE's gradient fades); mask and IoU terms count
+    only where the object is present (an absent object has no mask to learn; the object
+    score says so); the object score learns presence everywhere.
+    """
+    t = targets[:, None].expand_as(mask_logits)
+    focal, dice = sigmoid_focal_loss(mask_logits, t), dice_loss(mask_logits, t)  # (N, M)
+    per_mask = FOCAL_WEIGHT * focal + dice
+    best = per_mask.argmin(dim=1)  # (N,)
+    rows = torch.arange(len(best), device=best.device)
+    with torch.no_grad():
+        actual = mask_iou(mask_logits, t)  # (N, M)
+    iou_l1 = (iou_pred.float() - actual).abs().mean(dim=1)  # (N,)
+    weight = present.float()
+    mask_term = per_mask[rows, best] * weight
+    iou_term = IOU_WEIGHT * iou_l1 * weight
+    object_term = OBJECT_SCORE_WEIGHT * object_score_loss(object_score_logits, present)
+    return mask_term + iou_term + object_term, {
+        "focal": (focal[rows, best] * weight).detach(), "dice": (dice[rows, best] * weight)
+        .detach(), "iou_l1": iou_term.detach(), "object": object_term.detach(), "best": best,
+        "iou": actual[rows, best]}
