@@ -187,7 +187,8 @@ def plan_sequences(root: str | os.PathLike[str], names: Iterable[str] | None = N
     return [plan_sequence(s, max_frames) for s in chosen]
 
 
-def _logits(x: Any) -> np.ndarray:
+def numpy_logits(x: Any) -> np.ndarray:
+    """Logits as float32 numpy, from a torch tensor on any device or an array."""
     if hasattr(x, "detach"):  # a torch tensor, on any device
         x = x.detach().float().cpu().numpy()
     return np.asarray(x, np.float32)
@@ -197,7 +198,7 @@ def best_object(obj_ids: list[Hashable], logits: Any, active: list[bool]
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Per pixel of (N, 1, H, W) logits: the highest logit of an active object (-inf where
     none is) and that object's id, as (H, W) float32 and uint8."""
-    scores = _logits(logits)[:, 0]
+    scores = numpy_logits(logits)[:, 0]
     scores[~np.asarray(active, bool)] = -np.inf
     best = scores.argmax(0)
     ids = np.asarray(obj_ids, np.uint8)[best]

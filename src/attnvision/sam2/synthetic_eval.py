@@ -75,7 +75,7 @@ from tqdm import tqdm
 from attnvision.data.moving_scenes import MIN_OCCLUSION_FRAMES, Clip, make_clip
 from attnvision.errors import UserError
 from attnvision.sam.evaluation import interior_point, tight_box
-from attnvision.sam2.evaluation import label_map
+from attnvision.sam2.evaluation import label_map, numpy_logits
 from attnvision.sam2.image_predictor import SAM2ImagePredictor
 from attnvision.sam2.metrics import region_similarity, sequence_scores
 from attnvision.sam2.model import SAM2
@@ -173,12 +173,6 @@ def first_frame_prompts(clip: Clip, prompt: str = "click", min_share: float = MI
 # Tracking: (T, H, W) uint8 label maps and the seconds spent
 
 
-def _numpy(logits: Any) -> np.ndarray:
-    if isinstance(logits, torch.Tensor):
-        return logits.detach().float().cpu().numpy()
-    return np.asarray(logits, np.float32)
-
-
 def track_with_memory(predictor: VideoPredictor, clip: Clip, prompts: dict[int, Prompt]
                       ) -> tuple[np.ndarray, float]:
     """Every object prompted on frame 0 in one session, tracked to the end: the (T, H, W)
@@ -192,7 +186,7 @@ def track_with_memory(predictor: VideoPredictor, clip: Clip, prompts: dict[int, 
     start = time.perf_counter()
     # Timed: the tracking and the logits' way to the CPU (a GPU sync), not the scoring.
     for t, obj_ids, logits in predictor.propagate_in_video(state):
-        outputs.append((t, list(obj_ids), _numpy(logits)))
+        outputs.append((t, list(obj_ids), numpy_logits(logits)))
     seconds = time.perf_counter() - start
     del state
     done = set()

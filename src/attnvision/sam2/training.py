@@ -73,9 +73,9 @@ from attnvision.sam2.tracking import (
     mask_as_output,
     sam_heads,
 )
-from attnvision.sam2.transforms import IMAGENET_MEAN, IMAGENET_STD
+from attnvision.sam2.transforms import normalise
 from attnvision.sam2.video_state import REFINE_CLAMP
-from attnvision.train.mask_losses import sam2_loss
+from attnvision.train.mask_losses import mask_iou, sam2_loss
 
 if TYPE_CHECKING:
     from attnvision.data.moving_scenes import Clip
@@ -88,10 +88,7 @@ DEFAULT_SHARES = (0.5, 0.25, 0.25)  # click, box, mask
 def normalised_frames(frames: Tensor) -> Tensor:
     """(..., 3, S, S) uint8 -> float32 image-encoder input, as the video predictors make it
     (/255, then the ImageNet mean and standard deviation)."""
-    x = frames.float() / 255
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
-    return (x - mean) / std
+    return normalise(frames.float() / 255)
 
 
 def encode_frames(model: SAM2, images: Tensor, encoder_learns: bool = True) -> FrameFeatures:
@@ -137,9 +134,8 @@ def correction_clicks(predicted: Tensor, targets: Tensor) -> tuple[Tensor, Tenso
 def _chosen_iou(heads: HeadsOutput, targets: Tensor) -> Tensor:
     """IoU of the answer's chosen mask with the targets (N, L, L), at their size: (N,)."""
     up = F.interpolate(heads.low_res_masks.float(), targets.shape[-2:], mode="bilinear",
-                       align_corners=False)[:, 0] > 0
-    union = (up | targets).flatten(1).sum(1)
-    return torch.where(union > 0, (up & targets).flatten(1).sum(1) / union.clamp_min(1), 1.0)
+                       align_corners=False)[:, 0]
+    return mask_iou(up, targets)
 
 
 @dataclass

@@ -22,6 +22,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def normalise(x: Tensor) -> Tensor:
+    """(..., 3, H, W) pixels in [0, 1] -> the image encoder's input: ImageNet mean and standard
+    deviation, as the official ``Normalize`` (images, video frames and training clips alike)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
+    return (x - mean) / std
+
+
 def image_to_input(image: np.ndarray, resolution: int = 1024,
                    device: torch.device | str = "cpu") -> Tensor:
     """(H, W, 3) uint8 RGB -> (3, resolution, resolution) normalised float32."""
@@ -33,9 +41,7 @@ def image_to_input(image: np.ndarray, resolution: int = 1024,
     # Resize: torchvision resizes a float tensor with F.interpolate, antialias on.
     x = F.interpolate(x[None], size=(resolution, resolution), mode="bilinear",
                       align_corners=False, antialias=True)[0]
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(-1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(-1, 1, 1)
-    return (x - mean) / std  # Normalize
+    return normalise(x)
 
 
 def transform_coords(coords: Tensor, resolution: int, orig_hw: tuple[int, int] | None = None,

@@ -18,7 +18,7 @@ from PIL import Image
 from torch import Tensor
 
 from attnvision.data.video import VideoLike, open_video
-from attnvision.sam2.transforms import IMAGENET_MEAN, IMAGENET_STD
+from attnvision.sam2.transforms import normalise
 
 
 def _to_square(frame: np.ndarray, size: int) -> np.ndarray:
@@ -32,10 +32,7 @@ def frame_to_input(frame: np.ndarray, size: int, device: torch.device) -> Tensor
     if frame.shape[:2] != (size, size):
         frame = _to_square(frame, size)
     x = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1)
-    x = x.float() / 255
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1)
-    return ((x - mean) / std)[None]
+    return normalise(x.float() / 255)[None]
 
 
 class VideoFrames:
