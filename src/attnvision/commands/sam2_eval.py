@@ -97,20 +97,10 @@ def _check_mode(args: argparse.Namespace) -> None:
 
 
 def _weights(args: argparse.Namespace) -> str:
-    """--checkpoint, else the shipped SAM 2 once :mod:`attnvision.sam2.pretrained` exists
-    (said on stderr), else a one-line error saying --checkpoint is needed."""
-    import importlib.util
-
+    """--checkpoint, after the one check segment-video makes (no SAM 2 ships yet, so it is
+    needed: a one-line error names the official files)."""
     from attnvision.commands.segment_video import check_sam2_weights
 
-    if args.checkpoint is None and importlib.util.find_spec("attnvision.sam2.pretrained"):
-        pretrained = importlib.import_module("attnvision.sam2.pretrained")
-        shipped = getattr(pretrained, "shipped_checkpoint", None)
-        if shipped is not None and args.config is None:
-            path = str(shipped())
-            print(f"eval sam2: no --checkpoint given: using the shipped SAM 2 ({path})",
-                  file=sys.stderr)
-            return path
     check_sam2_weights("eval sam2", args.config, args.checkpoint)
     return args.checkpoint
 
