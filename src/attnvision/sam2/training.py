@@ -365,14 +365,16 @@ class SAM2Train(nn.Module):
                 frame_loss = frame_loss + per_object.mean()
                 for key in sums:
                     sums[key] = sums[key] + parts[key].mean()
+            chosen_iou = _chosen_iou(heads, small[:, t])
             if label in ("tracked", "corrected"):  # how well tracking alone did
-                tracked_iou.append(torch.where(present[:, t], _chosen_iou(answers[0],
-                                                                          small[:, t]), -1.0))
+                alone = (chosen_iou if answers[0] is heads
+                         else _chosen_iou(answers[0], small[:, t]))
+                tracked_iou.append(torch.where(present[:, t], alone, -1.0))
             total = total + frame_loss
             episode.frames[t] = FrameRecord(
                 label, conditioning, len(answers), frame_loss.detach(),
-                heads.object_score_logits.detach().float().view(-1),
-                _chosen_iou(heads, small[:, t]), None if points is None else points.detach())
+                heads.object_score_logits.detach().float().view(-1), chosen_iou,
+                None if points is None else points.detach())
         episode.loss = total
         episode.parts = {k: float(v) for k, v in sums.items()}
         seen = torch.cat(tracked_iou) if tracked_iou else torch.zeros(0)
