@@ -70,8 +70,15 @@ class Sequence:
     frames: tuple[Path, ...]  # every frame, in order
     masks: dict[int, Path]  # frame index -> its mask, where one is given
 
-    def mask(self, index: int) -> np.ndarray:
-        return read_indexed_png(self.masks[index])
+    def mask(self, index: int, frame_size: tuple[int, int] | None = None) -> np.ndarray:
+        """Frame ``index``'s (H, W) ids; with ``frame_size`` (height, width of its frame),
+        a one-line error if the mask's size differs."""
+        labels = read_indexed_png(self.masks[index])
+        if frame_size is not None and labels.shape != tuple(frame_size):
+            raise UserError(f"{self.masks[index]} is {labels.shape[1]}x{labels.shape[0]}, the "
+                            f"frames of {self.name} are {frame_size[1]}x{frame_size[0]}: a "
+                            "mask must match its frame")
+        return labels
 
     def object_ids(self) -> list[int]:
         """The objects of the sequence: ids (not 0 or void) in any of its masks."""

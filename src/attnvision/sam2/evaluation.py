@@ -151,11 +151,7 @@ def plan_sequence(sequence: DavisSequence, max_frames: int | None = None) -> Seq
     starts: dict[int, int] = {}
     annotated = [t for t in sequence.masks if t < n]
     for t in annotated:
-        labels = sequence.mask(t)
-        if labels.shape != (height, width):
-            raise UserError(f"{sequence.masks[t]} is {labels.shape[1]}x{labels.shape[0]}, "
-                            f"the frames of {name} are {width}x{height}: a mask must match "
-                            "its frame")
+        labels = sequence.mask(t, (height, width))  # every frame is frame 0's size
         for obj in np.unique(labels).tolist():
             if obj not in (0, VOID):
                 starts.setdefault(int(obj), t)

@@ -191,11 +191,8 @@ class DavisClips(_Epochs, Dataset):
                 break
         frames, labels = [], []
         for t in range(start, start + self.frames):
-            frame, mask = load_image(sequence.frames[t]), sequence.mask(t)
-            if frame.shape[:2] != mask.shape:
-                raise UserError(f"{sequence.masks[t]} is {mask.shape[1]}x{mask.shape[0]}, its "
-                                f"frame {sequence.frames[t].name} is {frame.shape[1]}x"
-                                f"{frame.shape[0]}: a mask must match its frame")
+            frame = load_image(sequence.frames[t])
+            mask = sequence.mask(t, frame.shape[:2])
             frames.append(_square_frame(frame, self.size))
             labels.append(_square_labels(mask, self.size))
         return clip_example(np.stack(frames), np.stack(labels), ids, self.max_objects)
