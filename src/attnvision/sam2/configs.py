@@ -75,6 +75,10 @@ class VideoConfig:
     # Hidden width of each memory-attention layer's MLP (every released model: 2048; ours
     # narrower, as the MLPs are most of the memory attention's weights).
     dim_feedforward: int = 2048
+    # Dropout in the memory attention while training (every released model: 0.1; ours 0:
+    # a few thousand steps on a CPU underfit rather than overfit, and without dropout the
+    # attention runs in the fused kernel).
+    memory_attention_dropout: float = 0.1
     max_obj_ptrs: int = 16  # object pointers attended to (frames back, or the video's length)
     # The official video predictor (apply_postprocessing=True): on clicked frames the memory
     # encoder sees the thresholded 0/1 mask, not its sigmoid.
@@ -157,7 +161,8 @@ SAM2_CONFIGS["sam2_tiny"] = SAM2Config(
     version="2.1", trunk=ENCODER_CONFIGS["sam_tiny"], image_size=256,
     fpn_top_down_levels=(), scalp=0, backbone_stride=ENCODER_CONFIGS["sam_tiny"].patch_size,
     use_high_res_features_in_sam=False, iou_prediction_use_sigmoid=False,
-    video=VideoConfig(memory_attention_layers=2, dim_feedforward=1024))
+    video=VideoConfig(memory_attention_layers=2, dim_feedforward=1024,
+                      memory_attention_dropout=0.0))
 
 # The official config file names ("configs/sam2.1/sam2.1_hiera_t.yaml", "sam2_hiera_b+")
 # name the same models.

@@ -14,11 +14,13 @@ What SAM has and SAM 2 does not is left out: the text prompts of our SAM
 the text locator's dense prompt would stand in for the mask prompt the video side feeds).
 What SAM 2 has and SAM does not keeps its fresh initialisation: the decoder's object-score
 token and head (and the high-resolution projections of a model that has them), and every video
-part (memory attention, memory encoder, object pointers, time codes). Two exceptions: the
-"no memory" embedding starts at zero, not at random, so that on a still image (and on a
-video's first prompted frame) the new model reads exactly SAM's image embedding; and the
-object-score head's last bias starts at "present" (:data:`OBJECT_PRESENT_LOGIT`), so that the
-new model shows its masks before it has learnt when an object is gone. Training moves both.
+part (memory attention, memory encoder, object pointers, time codes). Three exceptions: the
+memory attention's residual branches end in zeroed projections, so that the fresh memory
+attention passes the frame's features through; the "no memory" embedding starts at zero, not
+at random, so that on a still image (and on a video's first prompted frame) the new model
+reads exactly SAM's image embedding; and the object-score head's last bias starts at
+"present" (:data:`OBJECT_PRESENT_LOGIT`), so that the new model shows its masks before it has
+learnt when an object is gone. Training moves all three.
 
 A SAM 2 with a Hiera encoder takes SAM's prompt encoder and mask decoder only; its encoder
 stays fresh. A SAM run at another input size than the SAM 2's has its grid-sized position
@@ -96,6 +98,14 @@ def copy_sam_weights(model: SAM2, sam: Sam) -> list[str]:
     for key, value in mapped.items():
         target[key].copy_(value)  # cast to the model's dtype (a float16 SAM loads as float32)
     model.no_mem_embed.zero_()
+    # Each memory-attention layer's residual branches end at zero (ReZero-style), so the
+    # fresh memory attention passes the frame's features through (up to its final norm)
+    # instead of scrambling them: tracked frames start from SAM's features, and training
+    # grows what the memories add.
+    for layer in model.memory_attention.layers:
+        for out in (layer.self_attn.out_proj, layer.cross_attn_image.out_proj, layer.linear2):
+            out.weight.zero_()
+            out.bias.zero_()
     # A fresh object-score head answers about 0, which the tracker reads as "absent" and
     # blanks every mask (a converted sam_tiny then scored J&F 0.15 on held-out clips, all
     # from frames where the object is truly gone). Starting it at "present" (sigmoid(4) =

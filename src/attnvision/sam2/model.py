@@ -53,7 +53,8 @@ class SAM2(nn.Module):
         # The video parts (see attnvision.sam2.tracking for how they are used).
         self.memory_attention = MemoryAttention(hidden, video.memory_attention_layers,
                                                 kv_dim=mem_dim,
-                                                dim_feedforward=video.dim_feedforward)
+                                                dim_feedforward=video.dim_feedforward,
+                                                dropout=video.memory_attention_dropout)
         self.memory_encoder = MemoryEncoder(hidden, mem_dim)
         # A user's 0/1 mask (full image size) -> a stride-4 mask prompt on the logit scale,
         # so the decoder can turn a mask given as output into an object pointer.
