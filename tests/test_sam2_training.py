@@ -364,6 +364,17 @@ def test_train_sam2_from_the_shipped_sam_then_resume(tmp_path, capsys, small_sam
     lines = capsys.readouterr().out.splitlines()
     assert "best J&F 0.200 (epoch 2)" in lines[0] and lines[-1].endswith("best.safetensors")
 
+    # --export: the best epoch in float16 (how the shipped model is written), same weights.
+    shipped = tmp_path / "sam2_tiny.safetensors"
+    assert main([*argv, "--quiet", "--export", str(shipped)]) == 0
+    capsys.readouterr()
+    with safe_open(shipped, "pt") as f:
+        assert json.loads(f.metadata()["extra"])["from"] == "best.safetensors"
+        assert f.get_tensor("memory_attention.norm.weight").dtype == torch.float16
+    best = build_sam2(None, result["files"]["best"]).state_dict()
+    for key, value in build_sam2(None, shipped).state_dict().items():
+        torch.testing.assert_close(value, best[key], atol=1e-3, rtol=1e-3)
+
     # Another recipe on the same --out: one line, exit 2.
     code = main([*argv[:5], "4", *argv[6:]])  # --frames 4
     assert code == 2 and "other SAM 2 settings" in capsys.readouterr().err

@@ -90,6 +90,9 @@ def register_train(models: argparse._SubParsersAction) -> None:
     training_options(p, epochs="default: 10 (synthetic) / 20 (DAVIS)",
                      batch_size="clips per step (default 2)", lr="1e-4 / 2e-5",
                      weight_decay=0.05, warmup_epochs=0.5)
+    p.add_argument("--export", metavar="PATH",
+                   help="also write the best epoch's weights in float16 to PATH (how the "
+                        "shipped sam2_tiny was made)")
     common(p, train)
 
 
@@ -168,6 +171,8 @@ def _resumed_epoch(out: Path, resume: bool) -> int:
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
     from attnvision.files import ensure_dir
     from attnvision.sam2.checkpoints import save_sam2
     from attnvision.sam2.training import SAM2Train, evaluate_tracking
@@ -256,6 +261,16 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             save_sam2(best, files["best"], name,
                       extra={"epoch": result["best"]["epoch"], "eval": result["best"],
                              "data": described})
+        if args.export is not None:  # the best epoch's weights, half the size
+            chosen = files.get("best", files["checkpoint"])
+            files["export"] = Path(args.export)
+            export = copy.deepcopy(weights)
+            export.load_state_dict(read_weights(chosen)[0])
+            save_sam2(export, files["export"], name, dtype=torch.float16,
+                      extra={"from": chosen.name, "data": described, "seed": args.seed,
+                             "eval": result["best"] if "best" in files else result["eval"]})
+            train_log(f"attnvision train sam2: wrote {files['export']} (float16, from "
+                      f"{chosen.name}, {files['export'].stat().st_size / 1e6:.1f} MB)")
     return {"command": "train sam2", "model": name, "init": source, "data": described,
             "frozen": list(freeze), "parameters_trained": trained,
             "epochs": result["epochs"], "seconds": result["seconds"],
