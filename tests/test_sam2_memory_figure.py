@@ -1,5 +1,6 @@
 """The memory-attention picture: weights out of MemoryAttention, split by memory frame, drawn
-by ``attnvision figures --sam2-checkpoint``. A tiny random-weight SAM 2 at 128 px (8 x 8 grid)."""
+by ``attnvision figures`` (``--sam2-checkpoint``'s model, else the shipped sam2_tiny). A tiny
+random-weight SAM 2 at 128 px (8 x 8 grid)."""
 
 import json
 from dataclasses import replace
@@ -158,13 +159,27 @@ def test_figures_draws_memory_attention_with_a_checkpoint(tmp_path, capsys, chec
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.png" for n in files)
 
 
-def test_figures_without_a_checkpoint_says_so_and_draws_the_rest(tmp_path, capsys):
+def test_figures_without_a_checkpoint_uses_the_shipped_sam2_and_says_so(tmp_path, capsys):
+    out = tmp_path / "figs"
+    assert main(["figures", "--out", str(out), "--json", "--quiet"]) == 0
+    stdout, err = capsys.readouterr()
+    assert set(json.loads(stdout)["files"]) == FIGURES | {"memory_attention"}
+    notes = [line for line in err.splitlines() if "--sam2-checkpoint" in line]
+    assert len(notes) == 1 and "shipped sam2_tiny" in notes[0]
+    assert (out / "memory_attention.png").is_file()
+
+
+def test_figures_without_shipped_weights_says_so_and_draws_the_rest(tmp_path, capsys,
+                                                                    monkeypatch):
+    import attnvision.sam2.pretrained as pretrained
+
+    monkeypatch.setattr(pretrained, "SHIPPED", "missing.safetensors")
     out = tmp_path / "figs"
     assert main(["figures", "--out", str(out), "--json", "--quiet"]) == 0
     stdout, err = capsys.readouterr()
     assert set(json.loads(stdout)["files"]) == FIGURES
     notes = [line for line in err.splitlines() if "--sam2-checkpoint" in line]
-    assert len(notes) == 1 and "memory-attention picture" in notes[0]
+    assert len(notes) == 1 and "skipped" in notes[0]
     assert not (out / "memory_attention.png").exists()
 
 

@@ -330,7 +330,7 @@ def test_eval_sam2_synthetic_for_a_person(weights, small_config, tmp_path, capsy
     (["--synthetic", "--frames", "4"], "--frames 4"),
     (["--synthetic", "--prompt", "scribble"], "invalid choice"),
     (["--synthetic", "--size", "8"], "clip size"),
-    (["--synthetic"], "needs SAM 2 weights"),
+    (["--synthetic", "--model", "sam2.1_hiera_tiny"], "needs SAM 2 weights"),
     (["--synthetic", "--out", "{file}"], "existing file"),
 ])
 def test_bad_flags_are_one_line_and_write_nothing(weights, small_config, tmp_path, capsys,

@@ -150,7 +150,7 @@ def test_bad_videos_and_missing_weights(clips, weights, tmp_path, capsys):
              ([empty, "--checkpoint", weights], "no JPEG or PNG"),
              ([garbage, "--checkpoint", weights], "garbage.mp4"),
              ([zero, "--checkpoint", weights], "zero.mp4"),
-             ([clips["folder"]], "dl.fbaipublicfiles.com"),
+             ([clips["folder"], "--model", "sam2.1_hiera_tiny"], "dl.fbaipublicfiles.com"),
              ([clips["folder"], "--checkpoint", tmp_path / "nope.pt"], "nope.pt"),
              ([clips["folder"], "--checkpoint", weights, "--model", "sam9"], "unknown SAM 2")]
     for argv, words in cases:

@@ -1,4 +1,9 @@
-"""``attnvision figures``: the course's figures from the library's own functions."""
+"""``attnvision figures``: the course's figures from the library's own functions.
+
+The memory-attention picture tracks a clip with SAM 2: ``--sam2-checkpoint``'s, else the
+shipped ``sam2_tiny``; an install without it skips that picture (said on stderr) and draws the
+rest.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +24,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=224,
                    help="the image is centre-cropped and resized to SIZE x SIZE")
     p.add_argument("--sam2-checkpoint", metavar="FILE",
-                   help="a SAM 2 checkpoint (official sam2.1_hiera_*.pt or ours): also write "
+                   help="the SAM 2 checkpoint (official sam2.1_hiera_*.pt or ours) of "
                         "memory_attention.png, where a query of a tracked clip's last frame "
-                        "attends in each memory frame")
+                        "attends in each memory frame (default: the shipped sam2_tiny)")
     common(p, figures)
 
 
@@ -32,15 +37,14 @@ def figures(args: argparse.Namespace) -> dict[str, Any]:
 
     check_geometry(args.patch_size, args.size)
     # The checkpoint is read before anything is written: a bad file leaves no folder behind.
-    model = None if args.sam2_checkpoint is None else _sam2(args.sam2_checkpoint)
+    model, note = _sam2(args.sam2_checkpoint)
     ensure_dir(args.out)
     if args.image is None:
         print("attnvision: using the built-in sample image 'astronaut' (pass --image for yours)",
               file=sys.stderr)
     image = None if args.image is None else load_image(args.image)
-    if model is None:
-        print("attnvision: the memory-attention picture needs --sam2-checkpoint FILE (a SAM 2 "
-              "checkpoint): skipped", file=sys.stderr)
+    if note:  # only now: a mistake above is the one line on stderr
+        print(note, file=sys.stderr)
     files = course_figures(args.out, image=image, patch_size=args.patch_size, size=args.size,
                            progress=not args.quiet)
     if model is not None:
@@ -54,10 +58,24 @@ def figures(args: argparse.Namespace) -> dict[str, Any]:
             "files": {k: str(v) for k, v in files.items()}}
 
 
-def _sam2(checkpoint: str) -> Any:
-    """The SAM 2 of the checkpoint, on the GPU when there is one (one-line errors)."""
+def _sam2(checkpoint: str | None) -> tuple[Any, str | None]:
+    """The SAM 2 of the checkpoint (one-line errors), else the shipped sam2_tiny, else None
+    (the other figures need no SAM 2), on the GPU when there is one; and the note to say on
+    stderr when the checkpoint was not given."""
     import torch
 
+    from attnvision.errors import UserError
     from attnvision.sam2 import build_sam2
+    from attnvision.sam2.pretrained import shipped_checkpoint
 
-    return build_sam2(None, checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if checkpoint is not None:
+        return build_sam2(None, checkpoint, device=device), None
+    try:
+        path = shipped_checkpoint()
+    except UserError:
+        return None, ("attnvision: the memory-attention picture needs SAM 2 weights and this "
+                      "install ships none: pass --sam2-checkpoint FILE; skipped")
+    return build_sam2(None, path, device=device), (
+        "attnvision: the memory-attention picture uses the shipped sam2_tiny; pass "
+        "--sam2-checkpoint for another SAM 2")

@@ -17,6 +17,8 @@ ones, the share of hidden objects found again, frames per second. With ``--out``
 ``contact_sheet.png`` (the first clips: true masks, then each run's predictions). The plain
 text table lists each run as a row (the report's ``sequences``, which the table prints), then
 the ``summary`` lines.
+
+Either mode runs the shipped ``sam2_tiny`` when no ``--checkpoint`` is given.
 """
 
 from __future__ import annotations
@@ -48,13 +50,13 @@ def register_eval(models: argparse._SubParsersAction) -> None:
                         help="held-out synthetic clips (the test split of the moving scenes, "
                              "half with an object hidden for 3+ frames)")
     p.add_argument("--checkpoint", metavar="FILE",
-                   help="SAM 2 weights (required until one ships): an official "
-                        "sam2.1_hiera_*.pt or ours (.safetensors)")
+                   help="SAM 2 weights: an official sam2.1_hiera_*.pt or ours (.safetensors) "
+                        "(default: the shipped sam2_tiny)")
     # Not dest="model": that holds the eval group's MODEL ("sam2"), which names the command
     # in error messages.
     p.add_argument("--model", dest="config", metavar="NAME",
-                   help="SAM 2 model, e.g. sam2.1_hiera_tiny (default: read from the "
-                        "checkpoint)")
+                   help="SAM 2 model, e.g. sam2.1_hiera_tiny, which needs its --checkpoint "
+                        "(default: read from the checkpoint, or the shipped sam2_tiny)")
     p.add_argument("--sequences", metavar="A,B",
                    help="with --annotations: comma-separated sequences to measure (default: "
                         "all)")
@@ -97,12 +99,18 @@ def _check_mode(args: argparse.Namespace) -> None:
 
 
 def _weights(args: argparse.Namespace) -> str:
-    """--checkpoint, after the one check segment-video makes (no SAM 2 ships yet, so it is
-    needed: a one-line error names the official files)."""
-    from attnvision.commands.segment_video import check_sam2_weights
+    """--checkpoint, or the shipped sam2_tiny: the one choice segment-video makes (its note
+    is said by :func:`_shipped_note`, once the inputs are checked)."""
+    from attnvision.commands.segment_video import sam2_weights
 
-    check_sam2_weights("eval sam2", args.config, args.checkpoint)
-    return args.checkpoint
+    return sam2_weights("eval sam2", args.config, args.checkpoint)
+
+
+def _shipped_note(args: argparse.Namespace) -> None:
+    from attnvision.commands.segment_video import SHIPPED_NOTE
+
+    if args.checkpoint is None:
+        print(SHIPPED_NOTE, file=sys.stderr)
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -185,6 +193,7 @@ def evaluate_annotations(args: argparse.Namespace) -> dict[str, Any]:
     if args.out is not None and Path(args.out).is_file():
         raise UserError(f"output folder {args.out} is an existing file: choose another --out")
     plans = plan_sequences(args.annotations, _names(args.sequences), args.max_frames)
+    _shipped_note(args)
     predictor = build_sam2_video_predictor(args.config, weights)
     out = ensure_dir(args.out) if args.out is not None else None  # only now: inputs are good
     masks_dir = out / "masks" if out is not None else None
@@ -337,6 +346,7 @@ def evaluate_synthetic(args: argparse.Namespace) -> dict[str, Any]:
     weights = _weights(args)
     clips = held_out_clips(clips_n, frames, size)  # a bad --size is one line from here
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    _shipped_note(args)
     model = build_sam2(args.config, weights, device=device)
     out = ensure_dir(args.out) if args.out is not None else None  # only now: inputs are good
 

@@ -4,6 +4,7 @@ Writes, in ``--out``: ``masks/00000.png``... (DAVIS indexed PNGs, object ids as 
 indices), ``masks.json`` (per frame, per object: COCO RLE, area, box), ``overlay.mp4`` and
 ``contact_sheet.png``. Every prompt, the video and the weights are checked before ``--out`` is
 created, and the folder is made only once tracking has finished, so a mistake leaves nothing.
+Without ``--checkpoint`` the shipped ``sam2_tiny`` tracks (:mod:`attnvision.sam2.pretrained`).
 
 ``--stream`` tracks forward only, in one pass over the video decoded frame by frame, with
 :class:`~attnvision.sam2.SAM2StreamPredictor`: memory stays bounded however long the video.
@@ -24,6 +25,9 @@ from typing import Any
 from attnvision.commands.options import add_command, common, precision_option
 from attnvision.errors import UserError
 
+# Said on stderr when the shipped model runs, once every input has been checked.
+SHIPPED_NOTE = ("attnvision: using the shipped sam2_tiny; pass --checkpoint for an official "
+                "SAM 2")
 DEFAULT_OBJ = 1
 MAX_OBJ = 254  # palette indices of the PNGs; 255 is DAVIS's "void"
 
@@ -53,10 +57,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("video", metavar="VIDEO", help="a video file (mp4, webm, mov, mkv, avi) or a "
                                                   "folder of JPEG/PNG frames")
     p.add_argument("--checkpoint", metavar="FILE",
-                   help="SAM 2 weights (required): an official sam2.1_hiera_*.pt or ours")
+                   help="SAM 2 weights: an official sam2.1_hiera_*.pt or ours (default: the "
+                        "shipped sam2_tiny)")
     p.add_argument("--model", metavar="NAME",
-                   help="SAM 2 model, e.g. sam2.1_hiera_tiny (default: read from the "
-                        "checkpoint)")
+                   help="SAM 2 model, e.g. sam2.1_hiera_tiny, which needs its --checkpoint "
+                        "(default: read from the checkpoint, or the shipped sam2_tiny)")
     p.add_argument("--point", dest="point", action=_PromptAction, metavar="FRAME,X,Y[,LABEL]",
                    help="a click on frame FRAME (0 = first) in pixels; LABEL 1 = object "
                         "(default), 0 = background; repeatable")
@@ -152,18 +157,25 @@ def check_prompts(prompts: list[dict[str, Any]], num_frames: int, height: int,
             seen.add(key)
 
 
-def check_sam2_weights(command: str, model: str | None, checkpoint: str | None) -> None:
-    """A known --model name and a --checkpoint, or one line saying what to give."""
+def sam2_weights(command: str, model: str | None, checkpoint: str | None) -> str:
+    """The weights file to load: --checkpoint, or the shipped sam2_tiny when none is given
+    and --model is unset or sam2_tiny. A --model that names another model needs its file:
+    one line saying where to get it, as does an unknown name."""
     from attnvision.sam2.checkpoints import where_to_get
     from attnvision.sam2.configs import SAM2_CONFIGS, resolve_name
+    from attnvision.sam2.pretrained import shipped_checkpoint
 
-    if model is not None and resolve_name(model) is None:
+    name = None if model is None else resolve_name(model)
+    if model is not None and name is None:
         raise UserError(f"unknown SAM 2 model {model!r}: choose one of "
                         f"{', '.join(SAM2_CONFIGS)}")
-    if checkpoint is None:
-        name = resolve_name(model) if model else "sam2.1_hiera_tiny"
-        raise UserError(f"{command} needs SAM 2 weights (none ship yet): pass --checkpoint "
-                        f"FILE; {where_to_get(name)}")
+    if checkpoint is not None:
+        return checkpoint
+    if name not in (None, "sam2_tiny"):
+        raise UserError(f"{command} --model {model} needs SAM 2 weights: pass --checkpoint "
+                        f"FILE (or drop --model for the shipped sam2_tiny); "
+                        f"{where_to_get(name)}")
+    return str(shipped_checkpoint())
 
 
 def _check_out(out: str) -> None:
@@ -189,7 +201,7 @@ def segment_video(args: argparse.Namespace) -> dict[str, Any]:
     from attnvision.sam2 import build_sam2
 
     prompts = parse_prompts(args.prompts, args.objs_named)
-    check_sam2_weights("segment-video", args.model, args.checkpoint)
+    weights = sam2_weights("segment-video", args.model, args.checkpoint)
     if importlib.util.find_spec("av") is None:
         raise UserError("writing overlay.mp4 needs PyAV: pip install 'attnvision[video]'")
     _check_out(args.out)
@@ -201,8 +213,10 @@ def segment_video(args: argparse.Namespace) -> dict[str, Any]:
     del opened
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.checkpoint is None:
+        print(SHIPPED_NOTE, file=sys.stderr)
     # As build_sam2_video_predictor: clicked masks enter the memory thresholded.
-    model = build_sam2(args.model, args.checkpoint, device=device, apply_postprocessing=True)
+    model = build_sam2(args.model, weights, device=device, apply_postprocessing=True)
     model_name = getattr(model, "size_name", None) or args.model
     with autocast(args.precision, model.device):
         if args.stream:
@@ -213,7 +227,7 @@ def segment_video(args: argparse.Namespace) -> dict[str, Any]:
     return {"command": "segment-video", "video": args.video, "size": [width, height],
             "frames": n, "objects": objects, "prompts": prompts,
             "model": model_name, "precision": args.precision, "stream": args.stream,
-            "weights": args.checkpoint, "files": files, "mask_files": mask_files}
+            "weights": weights, "files": files, "mask_files": mask_files}
 
 
 def _frame_labels(obj_ids: list[int], logits: Any, size: tuple[int, int]

