@@ -1,0 +1,26 @@
+"""CoTracker3 (point tracking): many points tracked jointly through a video.
+
+The official names work here: ``build_cotracker("scaled_offline.pth")`` (or
+``offline=False`` with ``scaled_online.pth``) builds the model from the official weights,
+strictly, with every width read from the file; the model is called as the official one,
+``coords, vis, conf = model(video=video, queries=queries, iters=6)``, and the online model
+with ``init_video_online_processing()`` then ``is_online=True`` on successive chunks.
+``CoTrackerPredictor`` / ``CoTrackerOnlinePredictor`` (the official names and arguments)
+track points in videos of any size, given as queries, a grid or a mask.
+
+Modules: :mod:`~attnvision.cotracker.encoder` (the CNN, ``fnet``),
+:mod:`~attnvision.cotracker.correlation` (the 4-level correlation of 7x7 neighbourhoods),
+:mod:`~attnvision.cotracker.update_transformer` (``updateformer``: time attention and
+attention through virtual tracks), :mod:`~attnvision.cotracker.model` (the iterations, the
+offline and online ways to run them).
+"""
+
+from attnvision.cotracker.build import build_cotracker, cotracker_from_config
+from attnvision.cotracker.checkpoints import config_from_weights
+from attnvision.cotracker.configs import COTRACKER_CONFIGS, CoTrackerConfig
+from attnvision.cotracker.model import CoTracker3, OnlineState, TrackerOutput
+from attnvision.cotracker.predictor import CoTrackerOnlinePredictor, CoTrackerPredictor
+
+__all__ = ["COTRACKER_CONFIGS", "CoTracker3", "CoTrackerConfig", "CoTrackerOnlinePredictor",
+           "CoTrackerPredictor", "OnlineState", "TrackerOutput", "build_cotracker",
+           "config_from_weights", "cotracker_from_config"]

@@ -1,0 +1,98 @@
+"""Correlation features: how well the neighbourhood of a track's current guess matches the
+neighbourhood of its query point, at four scales.
+
+The CNN features of every frame are averaged 2x2 three times (a pyramid of strides 4, 8, 16
+and 32 input pixels). At each level a track's query point contributes a 7x7 patch of features
+(sampled once, in the query's frame), and every frame's current guess another 7x7 patch. The
+dot products of every feature of one patch with every feature of the other, 49 x 49 = 2401
+numbers per level, are what the correlation MLP embeds: comparing whole patches rather than
+one vector with a patch lets the model see how the neighbourhood moved, not only where the
+best match is. The coarse levels see far (a 7x7 patch at stride 32 spans 224 pixels); the fine
+ones see precisely.
+
+Coordinates are in feature cells of level 0 (input pixels / stride), (x, y), and are halved
+per level. Samples between cells are bilinear; samples outside the grid take the border value
+(the official ``bilinear_sampler``'s conventions: 0 is the centre of the first cell).
+A patch's first axis steps in x and its second in y, as the official grid is laid out (the
+checkpoints' correlation MLP was trained on that order).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def bilinear_sample(input: Tensor, coords: Tensor) -> Tensor:
+    """``grid_sample`` with coordinates in cells rather than in [-1, 1].
+
+    input (B, C, H, W) with coords (B, ..., 2) as (x, y), or input (B, C, T, H, W) with coords
+    (B, ..., 3) as (t, x, y). 0 is the centre of the first cell, size - 1 the centre of the
+    last; outside the grid the border value is repeated. Returns (B, C, ...).
+    """
+    sizes = input.shape[2:]
+    if len(sizes) == 3:
+        coords = coords[..., [1, 2, 0]]  # (t, x, y) -> grid_sample's (x, y, t)
+    scale = torch.tensor([2 / max(s - 1, 1) for s in reversed(sizes)], device=coords.device,
+                         dtype=coords.dtype)
+    grid = coords * scale - 1
+    return F.grid_sample(input, grid, align_corners=True, padding_mode="border")
+
+
+def feature_pyramid(fmaps: Tensor, levels: int) -> list[Tensor]:
+    """``levels`` feature maps, each the previous one averaged over 2x2 cells.
+
+    fmaps: (B, T, C, H, W) -> [(B, T, C, H / 2^i, W / 2^i) for i < levels]
+    """
+    b, t, c = fmaps.shape[:3]
+    pyramid = [fmaps]
+    for _ in range(levels - 1):
+        pooled = F.avg_pool2d(pyramid[-1].flatten(0, 1), 2, stride=2)
+        pyramid.append(pooled.reshape(b, t, c, *pooled.shape[-2:]))
+    return pyramid
+
+
+def patch_offsets(radius: int, device: torch.device | None = None) -> Tensor:
+    """(2r+1, 2r+1, 2) offsets (dx, dy) of a patch's cells: dx along the first axis."""
+    d = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
+    side = len(d)
+    return torch.stack([d[:, None].expand(side, side), d[None, :].expand(side, side)], dim=-1)
+
+
+def query_patches(fmaps: Tensor, frames: Tensor, coords: Tensor, radius: int) -> Tensor:
+    """Each query's (2r+1)^2 patch of features, in its own frame.
+
+    fmaps: (B, T, C, H, W), frames: (B, N) frame indices, coords: (B, N, 2) in cells of
+    ``fmaps`` -> (B, N, (2r+1)^2, C). Frames outside [0, T) read the nearest frame.
+    """
+    b, n = frames.shape
+    offsets = patch_offsets(radius, coords.device).reshape(1, 1, -1, 2)
+    points = coords[:, :, None, :] + offsets  # (B, N, P, 2)
+    # The time coordinate joins the 3-D sampler so each query reads its own frame.
+    t = frames.to(coords.dtype)[:, :, None, None].expand(b, n, points.shape[2], 1)
+    samples = bilinear_sample(fmaps.transpose(1, 2), torch.cat([t, points], dim=-1)[..., None, :])
+    return samples[..., 0].permute(0, 2, 3, 1)  # (B, C, N, P, 1) -> (B, N, P, C)
+
+
+def track_patches(fmaps: Tensor, coords: Tensor, radius: int) -> Tensor:
+    """Every frame's (2r+1)^2 patch of features around each track's position in that frame.
+
+    fmaps: (B, T, C, H, W), coords: (B, T, N, 2) in cells of ``fmaps`` ->
+    (B, T, N, (2r+1)^2, C).
+    """
+    b, t, c, h, w = fmaps.shape
+    n = coords.shape[2]
+    offsets = patch_offsets(radius, coords.device).reshape(1, 1, -1, 2)
+    points = coords.reshape(b * t, n, 1, 2) + offsets  # (B T, N, P, 2)
+    samples = bilinear_sample(fmaps.reshape(b * t, c, h, w), points)  # (B T, C, N, P)
+    return samples.reshape(b, t, c, n, -1).permute(0, 1, 3, 4, 2)
+
+
+def correlation(track: Tensor, query: Tensor) -> Tensor:
+    """Dot products of every feature of a track's patch with every feature of its query's.
+
+    track: (B, T, N, P, C), query: (B, N, P, C) -> (B, T, N, P * P), the track's cell first.
+    """
+    volume = track @ query[:, None].transpose(-1, -2)  # (B, T, N, P, P)
+    return volume.flatten(-2)

@@ -1,0 +1,307 @@
+"""CoTracker3: many points tracked jointly through a video by iterative refinement.
+
+Every track starts where its query point is, invisible and unsure, in every frame. Each
+iteration builds one token per track per frame from
+- the visibility and confidence logits so far,
+- the correlation of the track's current neighbourhood with its query's neighbourhood, at
+  four scales, embedded by ``corr_mlp`` (:mod:`attnvision.cotracker.correlation`),
+- the motion to the previous and next frame, Fourier-encoded,
+plus a sin-cos embedding of the frame's time, and the update transformer
+(:mod:`attnvision.cotracker.update_transformer`) answers how to move each point and how to
+change its logits. The correlations are sampled again at the moved points, and so on.
+
+The same weights run two ways, as the official ``CoTrackerThreeOffline`` and
+``CoTrackerThreeOnline`` do:
+- offline (``config.offline``): the whole video is one window; the time embedding, made for
+  ``window_len`` frames, is linearly interpolated to the video's length;
+- windows (the online model): windows of ``window_len`` frames that move by half a window; a
+  window starts its tracks from the previous window's predictions in the frames they share.
+  Called with ``is_online=True`` on successive chunks of a stream it runs one window per
+  call and keeps what later windows need in ``online_state`` (reset by
+  :meth:`CoTracker3.init_video_online_processing`, the official name).
+
+Coordinates are input pixels at the model's resolution, (x, y); queries are (t, x, y).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnvision.cotracker.configs import CoTrackerConfig
+from attnvision.cotracker.correlation import (
+    correlation,
+    feature_pyramid,
+    query_patches,
+    track_patches,
+)
+from attnvision.cotracker.encoder import FeatureEncoder
+from attnvision.cotracker.update_transformer import UpdateTransformer
+from attnvision.nn.encoder import MLP
+from attnvision.nn.positional import sinusoidal_frequencies
+
+# Frames through the CNN at once: bounds the memory of the CNN's activations on long videos
+# (the official value; the features do not depend on it).
+FMAPS_CHUNK = 200
+
+
+class TrackerOutput(NamedTuple):
+    """What the model predicts for every frame and track (a tuple: ``coords, vis, conf =``)."""
+
+    coords: Tensor  # (B, T, N, 2) pixels (x, y) at the model's resolution
+    vis: Tensor  # (B, T, N) probability that the point is visible
+    conf: Tensor  # (B, T, N) probability that the point is within a few pixels of the truth
+
+
+@dataclass
+class OnlineState:
+    """What the online model carries from one window to the next.
+
+    ``support``: every level's query patches, each added in the window where its query frame
+    first appears (a query cannot be sampled before its frame has been seen);
+    ``coords`` (B, T, N, 2) pixels, ``vis`` and ``conf`` (B, T, N) logits: the predictions for
+    every frame seen so far, where the next window starts from.
+    """
+
+    ind: int = 0  # first frame of the next window
+    support: list[Tensor] | None = None
+    coords: Tensor | None = None
+    vis: Tensor | None = None
+    conf: Tensor | None = None
+
+
+def time_embedding(num_frames: int, dim: int) -> Tensor:
+    """(1, T, D) [sin(w_k t) for all k, cos(w_k t) for all k], w_k = 1 / 10000^(2k/D).
+
+    The frequencies of :func:`attnvision.nn.positional.sinusoidal_frequencies`, with the sines
+    and cosines in two halves rather than interleaved, as the official buffer holds them.
+    """
+    t = torch.linspace(0, num_frames - 1, num_frames).double()
+    angles = t[:, None] * sinusoidal_frequencies(dim)[None, :]  # (T, D/2)
+    return torch.cat([angles.sin(), angles.cos()], dim=1)[None].float()
+
+
+def fourier_encode(x: Tensor, octaves: int = 10) -> Tensor:
+    """[x, sin(2^i x), cos(2^i x) for i < octaves]: (..., C) -> (..., C + 2 C octaves).
+
+    The sines come first for every octave and coordinate (octave-major), then the cosines,
+    computed as sin(. + pi/2) as the official ``posenc`` does.
+    """
+    scales = 2.0 ** torch.arange(octaves, dtype=x.dtype, device=x.device)
+    xb = (x[..., None, :] * scales[:, None]).flatten(-2)  # (..., octaves * C)
+    return torch.cat([x, torch.sin(torch.cat([xb, xb + 0.5 * torch.pi], dim=-1))], dim=-1)
+
+
+class CoTracker3(nn.Module):
+    """The CoTracker3 network; see the module docstring for how it runs."""
+
+    def __init__(self, config: CoTrackerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.fnet = FeatureEncoder(config.latent_dim, config.stride)
+        self.updateformer = UpdateTransformer(
+            config.input_dim, config.hidden_size, config.num_heads, config.time_depth,
+            config.space_depth, config.num_virtual_tracks, config.mlp_ratio)
+        self.corr_mlp = MLP(config.corr_side ** 4, config.corr_mlp_hidden, config.corr_emb_dim,
+                            activation="gelu")
+        # A buffer in the official checkpoints, so loaded with them.
+        self.register_buffer("time_emb", time_embedding(config.window_len, config.input_dim))
+        self.online_state: OnlineState | None = None
+
+    # The official attribute names, which the predictors and users read.
+    @property
+    def window_len(self) -> int:
+        return self.config.window_len
+
+    @property
+    def model_resolution(self) -> tuple[int, int]:
+        return self.config.model_resolution
+
+    @property
+    def stride(self) -> int:
+        return self.config.stride
+
+    def init_video_online_processing(self) -> None:
+        """Forget the previous stream: the next ``is_online`` call starts a new video."""
+        self.online_state = OnlineState()
+
+    def forward(self, video: Tensor, queries: Tensor, iters: int = 4,
+                is_online: bool = False) -> TrackerOutput:
+        """Tracks of ``queries`` through ``video``.
+
+        video: (B, T, 3, H, W) values in [0, 255], H and W multiples of the stride (the
+        predictors resize to ``model_resolution``); queries: (B, N, 3) as (t, x, y) in its
+        pixels. ``is_online`` (online model only): ``video`` is the next chunk of a stream
+        (at most ``window_len`` frames, starting half a window after the previous chunk).
+        """
+        # video: (B, T, 3, H, W), queries: (B, N, 3)
+        h, w = video.shape[-2:]
+        if h % self.stride or w % self.stride:
+            raise ValueError(f"frames must be a multiple of {self.stride} pixels on each side, "
+                             f"not {h}x{w}")
+        # uint8 frames and integer queries are welcome; float ones keep their precision.
+        video = video if video.is_floating_point() else video.float()
+        queries = queries if queries.is_floating_point() else queries.float()
+        if self.config.offline:
+            if is_online:
+                raise ValueError("an offline CoTracker has no online mode: build it with "
+                                 "offline=False")
+            return self._forward_offline(video, queries, iters)
+        return self._forward_windows(video, queries, iters, is_online)
+
+    # -- pieces shared by both ways --------------------------------------------------------
+
+    def _features(self, video: Tensor) -> Tensor:
+        """Unit-length CNN features of every frame: (B, T, 3, H, W) -> (B, T, C, H/s, W/s)."""
+        b, t = video.shape[:2]
+        video = 2 * (video / 255.0) - 1.0
+        frames = video.flatten(0, 1)
+        fmaps = torch.cat([self.fnet(frames[i:i + FMAPS_CHUNK])
+                           for i in range(0, len(frames), FMAPS_CHUNK)])
+        # Unit length, so a correlation is a cosine similarity (clamped: all-zero features).
+        norm = fmaps.square().sum(dim=1, keepdim=True).clamp_min(1e-12).sqrt()
+        fmaps = fmaps / norm
+        return fmaps.reshape(b, t, *fmaps.shape[1:])
+
+    def _query_patches(self, pyramid: list[Tensor], frames: Tensor, coords: Tensor
+                       ) -> list[Tensor]:
+        """Every level's patch around each query: [(B, N, P, C)]; coords in level-0 cells."""
+        return [query_patches(fmaps, frames, coords / 2 ** i, self.config.corr_radius)
+                for i, fmaps in enumerate(pyramid)]
+
+    def _time_embedding(self, num_frames: int) -> Tensor:
+        """(1, T, D): the stored embedding, linearly resampled when T is not its length."""
+        if num_frames == self.time_emb.shape[1]:
+            return self.time_emb
+        resized = F.interpolate(self.time_emb.float().transpose(1, 2), size=num_frames,
+                                mode="linear")
+        return resized.transpose(1, 2).to(self.time_emb.dtype)
+
+    def _refine(self, pyramid: list[Tensor], support: list[Tensor], coords: Tensor,
+                vis: Tensor, conf: Tensor, iters: int) -> tuple[Tensor, Tensor, Tensor]:
+        """``iters`` updates of one window's tracks.
+
+        pyramid: [(B, T, C, h_i, w_i)], support: [(B, N, P, C)], coords: (B, T, N, 2) in
+        level-0 cells, vis and conf: (B, T, N) logits. Returns the updated three.
+        """
+        t = coords.shape[1]
+        res_h, res_w = self.config.model_resolution
+        # Motion is measured in units of the model's whole frame, so its encoding's octaves
+        # cover displacements from the frame size down to a few thousandths of it.
+        frame_size = torch.tensor([res_w, res_h], device=coords.device) / self.stride
+        time_emb = self._time_embedding(t)  # (1, T, D)
+        radius = self.config.corr_radius
+        for _ in range(iters):
+            coords = coords.detach()  # each iteration learns its own step (training)
+            corr = torch.cat([
+                self.corr_mlp(correlation(track_patches(fmaps, coords / 2 ** i, radius),
+                                          support[i]))
+                for i, fmaps in enumerate(pyramid)], dim=-1)  # (B, T, N, levels * E)
+            forward = F.pad(coords[:, :-1] - coords[:, 1:], (0, 0, 0, 0, 0, 1))
+            backward = F.pad(coords[:, 1:] - coords[:, :-1], (0, 0, 0, 0, 1, 0))
+            motion = fourier_encode(torch.cat([forward, backward], dim=-1) / frame_size.repeat(2))
+            x = torch.cat([vis[..., None], conf[..., None], corr, motion], dim=-1)
+            x = x.transpose(1, 2) + time_emb  # (B, N, T, D)
+            delta = self.updateformer(x).transpose(1, 2)  # (B, T, N, 4)
+            coords = coords + delta[..., :2]
+            vis = vis + delta[..., 2]
+            conf = conf + delta[..., 3]
+        return coords, vis, conf
+
+    # -- offline: the whole video at once --------------------------------------------------
+
+    def _forward_offline(self, video: Tensor, queries: Tensor, iters: int) -> TrackerOutput:
+        b, t = video.shape[:2]
+        n = queries.shape[1]
+        frames = queries[:, :, 0].long()
+        start = queries[..., 1:3] / self.stride  # (B, N, 2) cells
+        pyramid = feature_pyramid(self._features(video), self.config.corr_levels)
+        support = self._query_patches(pyramid, frames, start)
+        coords = start[:, None].expand(b, t, n, 2).float()
+        vis = video.new_zeros(b, t, n)
+        coords, vis, conf = self._refine(pyramid, support, coords, vis, vis.clone(), iters)
+        return TrackerOutput(coords * self.stride, vis.sigmoid(), conf.sigmoid())
+
+    # -- windows: the online model ---------------------------------------------------------
+
+    def _forward_windows(self, video: Tensor, queries: Tensor, iters: int,
+                         is_online: bool) -> TrackerOutput:
+        b, t = video.shape[:2]
+        n = queries.shape[1]
+        s = self.window_len
+        step = s // 2
+        state = self.online_state
+        if is_online:
+            if state is None:
+                raise ValueError("call init_video_online_processing() before the first "
+                                 "online chunk")
+            if t > s:
+                raise ValueError(f"an online chunk holds at most {s} frames, not {t}")
+        # Pad with copies of the last frame: to one whole window online, else to a whole
+        # number of windows.
+        pad = s - t if is_online else (-t) % s
+        if pad:
+            video = torch.cat([video, video[:, -1:].expand(b, pad, *video.shape[2:])], dim=1)
+        frames = queries[:, :, 0].long()
+        start = queries[..., 1:3] / self.stride  # (B, N, 2) cells
+        pyramid = feature_pyramid(self._features(video), self.config.corr_levels)
+        offset = state.ind if is_online else 0
+        support = self._query_patches(pyramid, frames - offset, start)
+
+        coords_pred = video.new_zeros(b, t, n, 2)
+        vis_pred = video.new_zeros(b, t, n)
+        conf_pred = video.new_zeros(b, t, n)
+        if is_online:
+            # Queries whose frame is new in this window: the first window's frames, then the
+            # second half of each later one.
+            left = 0 if state.ind == 0 else state.ind + step
+            new = ((frames >= left) & (frames < state.ind + s))[:, :, None, None]
+            if state.support is None:
+                state.support = [torch.zeros_like(p) for p in support]
+            state.support = [acc + p * new for acc, p in zip(state.support, support,
+                                                             strict=True)]
+            support = state.support
+            if state.coords is not None:  # the predictions so far, with room for new frames
+                more = min(step, t - step)
+                coords_pred = F.pad(state.coords, (0, 0, 0, 0, 0, more))
+                vis_pred = F.pad(state.vis, (0, 0, 0, more))
+                conf_pred = F.pad(state.conf, (0, 0, 0, more))
+
+        coords = start[:, None].expand(b, s, n, 2).float()
+        vis = video.new_zeros(b, s, n)
+        conf = video.new_zeros(b, s, n)
+        # The official count gives no window at all for t <= step; one window covers those.
+        num_windows = max(1, (t - s + step - 1) // step + 1)
+        for ind in [state.ind] if is_online else range(0, step * num_windows, step):
+            if ind > 0:
+                # Tracks already queried start from the previous window's predictions in the
+                # shared frames (the last one repeated over the new ones).
+                overlap = s - step
+                carry = (frames < ind + overlap)[:, None, :]  # (B, 1, N)
+
+                def previous(pred: Tensor, ind: int = ind, overlap: int = overlap) -> Tensor:
+                    prev = pred[:, ind:ind + overlap]
+                    return torch.cat([prev, prev[:, -1:].expand(-1, step, *prev.shape[2:])],
+                                     dim=1)
+
+                coords = torch.where(carry[..., None], previous(coords_pred) / self.stride,
+                                     coords)
+                vis = torch.where(carry, previous(vis_pred), vis)
+                conf = torch.where(carry, previous(conf_pred), conf)
+            # Tracks whose query lies after this window have no query patch yet.
+            seen = (frames < ind + s)[:, :, None, None]  # (B, N, 1, 1)
+            window = pyramid if is_online else [f[:, ind:ind + s] for f in pyramid]
+            new_coords, new_vis, new_conf = self._refine(
+                window, [p * seen for p in support], coords, vis, conf, iters)
+            keep = t if is_online else min(t - ind, s)
+            coords_pred[:, ind:ind + s] = new_coords[:, :keep] * self.stride
+            vis_pred[:, ind:ind + s] = new_vis[:, :keep]
+            conf_pred[:, ind:ind + s] = new_conf[:, :keep]
+        if is_online:
+            state.ind += step
+            state.coords, state.vis, state.conf = coords_pred, vis_pred, conf_pred
+        return TrackerOutput(coords_pred, vis_pred.sigmoid(), conf_pred.sigmoid())

@@ -1,0 +1,148 @@
+"""The update transformer (``updateformer``): one token per track per frame, refined jointly.
+
+Attention alternates between two axes:
+- time: each track's T tokens attend to each other (a track is smooth, and an occluded frame
+  learns from its neighbours);
+- space: tracks exchange information through a few learnt *virtual tracks*. Virtual tokens
+  first read from every track (cross attention), then attend among themselves, then every
+  track reads from them. With V virtual tracks this costs N * V instead of N * N per frame,
+  so thousands of tracks stay affordable, yet tracks of one object still move together.
+
+The output per token is (dx, dy, d visibility logit, d confidence logit). Parameter names are
+the official ones, including the misspelt ``virual_tracks``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from attnvision.nn.attention import attend_heads, split_heads
+from attnvision.nn.encoder import MLP
+
+
+class TanhGeluMLP(MLP):
+    """The course's MLP with GELU's tanh approximation, which the official blocks use."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__(dim, hidden_dim, activation="gelu")
+        self.act = nn.GELU(approximate="tanh")
+
+
+class Attention(nn.Module):
+    """Multi-head attention with the official layout: ``to_q``, a fused ``to_kv``, ``to_out``.
+
+    Self attention when called with one input, cross attention with a ``context``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, context_dim: int | None = None) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.to_q = nn.Linear(dim, dim)
+        self.to_kv = nn.Linear(dim if context_dim is None else context_dim, 2 * dim)
+        self.to_out = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, context: Tensor | None = None,
+                return_attention: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        # x: (B, N1, D), context: (B, N2, Dc)
+        k, v = self.to_kv(x if context is None else context).chunk(2, dim=-1)
+        q, k, v = (split_heads(t, self.num_heads) for t in (self.to_q(x), k, v))
+        return attend_heads(q, k, v, self.to_out, None, None, return_attention, 0.0)
+
+
+def _norm(dim: int) -> nn.LayerNorm:
+    # The official pre-norms have no scale and shift (so no checkpoint keys).
+    return nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+
+
+class AttnBlock(nn.Module):
+    """Pre-LN self-attention block: x + attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.norm1 = _norm(dim)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = _norm(dim)
+        self.mlp = TanhGeluMLP(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: (B, N, D)
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class CrossAttnBlock(nn.Module):
+    """Pre-LN cross-attention block: x + attn(LN(x), LN'(context)), then x + MLP(LN(x)).
+
+    The context's norm is a default LayerNorm (learnt scale and shift, eps 1e-5), as the
+    official one; the others have none.
+    """
+
+    def __init__(self, dim: int, context_dim: int, num_heads: int,
+                 mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.norm1 = _norm(dim)
+        self.norm_context = nn.LayerNorm(context_dim)
+        self.cross_attn = Attention(dim, num_heads, context_dim=context_dim)
+        self.norm2 = _norm(dim)
+        self.mlp = TanhGeluMLP(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        # x: (B, N1, D), context: (B, N2, Dc)
+        x = x + self.cross_attn(self.norm1(x), context=self.norm_context(context))
+        return x + self.mlp(self.norm2(x))
+
+
+class UpdateTransformer(nn.Module):
+    """Tokens (B, N, T, input_dim) -> updates (B, N, T, 4): dx, dy, d vis, d conf."""
+
+    def __init__(self, input_dim: int, hidden_size: int, num_heads: int, time_depth: int,
+                 space_depth: int, num_virtual_tracks: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.num_virtual_tracks = num_virtual_tracks
+        self.input_transform = nn.Linear(input_dim, hidden_size)
+        self.flow_head = nn.Linear(hidden_size, 2)
+        self.vis_conf_head = nn.Linear(hidden_size, 2)
+        self.virual_tracks = nn.Parameter(torch.randn(1, num_virtual_tracks, 1, hidden_size))
+        self.time_blocks = nn.ModuleList(
+            AttnBlock(hidden_size, num_heads, mlp_ratio) for _ in range(time_depth))
+        self.space_virtual_blocks = nn.ModuleList(
+            AttnBlock(hidden_size, num_heads, mlp_ratio) for _ in range(space_depth))
+        self.space_point2virtual_blocks = nn.ModuleList(
+            CrossAttnBlock(hidden_size, hidden_size, num_heads, mlp_ratio)
+            for _ in range(space_depth))
+        self.space_virtual2point_blocks = nn.ModuleList(
+            CrossAttnBlock(hidden_size, hidden_size, num_heads, mlp_ratio)
+            for _ in range(space_depth))
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """The official initialisation (for training from scratch): Xavier linears, and heads
+        that start near zero so the first updates barely move the tracks."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.trunc_normal_(self.flow_head.weight, std=0.001)
+        nn.init.trunc_normal_(self.vis_conf_head.weight, std=0.001)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: (B, N, T, input_dim)
+        tokens = self.input_transform(x)  # (B, N, T, D)
+        b, n, t, d = tokens.shape
+        v = self.num_virtual_tracks
+        tokens = torch.cat([tokens, self.virual_tracks.expand(b, v, t, d)], dim=1)
+        every = len(self.time_blocks) // len(self.space_virtual_blocks)
+        for i, time_block in enumerate(self.time_blocks):
+            tokens = time_block(tokens.reshape(b * (n + v), t, d)).view(b, n + v, t, d)
+            if i % every:
+                continue
+            j = i // every
+            space = tokens.transpose(1, 2).reshape(b * t, n + v, d)  # (B T, N + V, D)
+            points, virtual = space[:, :n], space[:, n:]
+            virtual = self.space_virtual2point_blocks[j](virtual, points)
+            virtual = self.space_virtual_blocks[j](virtual)
+            points = self.space_point2virtual_blocks[j](points, virtual)
+            tokens = torch.cat([points, virtual], dim=1).view(b, t, n + v, d).transpose(1, 2)
+        tokens = tokens[:, :n]
+        return torch.cat([self.flow_head(tokens), self.vis_conf_head(tokens)], dim=-1)
