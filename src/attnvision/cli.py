@@ -30,6 +30,8 @@ from attnvision.commands import (
     segment_all,
     segment_video,
     serve,
+    track,
+    track_eval,
     vit,
 )
 from attnvision.commands.options import Command, add_command
@@ -61,6 +63,13 @@ def _human(result: dict[str, Any]) -> list[str]:
                      f"{result['J&F']:6.3f} {result['J']:6.3f} {result['F']:6.3f}")
         lines += result.get("summary", [])  # --synthetic: hidden objects found again, speed
         return lines + [f"wrote {f}" for f in result["files"].values()]
+    if result.get("command") == "track":
+        points = f"{result['points']} point{'s' if result['points'] != 1 else ''}"
+        return [f"tracked {points} through {result['frames']} frames in "
+                f"{result['seconds']:.1f} s ({result['visible']:.0%} visible)"] + [
+            f"wrote {f}" for f in result["files"].values()]
+    if result.get("command") == "eval track":
+        return result["summary"] + [f"wrote {f}" for f in result["files"].values()]
     if result.get("command") == "train sam2":
         best = result["best"]
         chosen = (f"best J&F {best['jf']:.3f} (epoch {best['epoch']})" if best
@@ -131,9 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     vit.register_eval(evaluate)
     sam_train.register_eval(evaluate)
     sam2_eval.register_eval(evaluate)
+    track_eval.register_eval(evaluate)
     vit.register(commands)
     sam.register(commands)
     segment_video.register(commands)
+    track.register(commands)
     segment_all.register(commands)
     export_onnx.register(commands)
     serve.register(commands)

@@ -11,7 +11,9 @@ a command (tests/test_cli.py checks it).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import math
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,53 @@ def training_options(p: argparse.ArgumentParser, *, epochs: str, batch_size: str
     p.add_argument("--out", required=True, help="folder for checkpoints and metrics")
     p.add_argument("--no-resume", action="store_true",
                    help="start over even if --out holds an interrupted run")
+
+
+def check_out_dir(out: str | os.PathLike[str]) -> None:
+    """Say now, before the slow part, if --out cannot be a folder (it is created later, once
+    everything has worked, so that a mistake leaves nothing)."""
+    from attnvision.errors import UserError
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output folder {path} is an existing file: choose another --out")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"output folder {path} cannot be written ({parent} is not writable): "
+                        "choose another --out")
+
+
+def frame_numbers(option: str, text: str, counts: tuple[int, ...], form: str,
+                  example: str) -> list[float]:
+    """``--point FRAME,X,Y``-style text as numbers: ``counts`` of them, the first a whole
+    frame number; one line naming the option, the expected ``form`` and an ``example``."""
+    from attnvision.errors import UserError
+
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in counts or not all(math.isfinite(v) for v in values):
+        raise UserError(f"--{option} {text!r} is not {form} (e.g. {example})")
+    if values[0] != int(values[0]):
+        raise UserError(f"--{option} {text!r}: the frame must be a whole number (0 = first)")
+    return values
+
+
+def check_on_frame(what: str, frame: int, xs: Sequence[float], ys: Sequence[float],
+                   num_frames: int, height: int, width: int) -> None:
+    """A prompt (``what``, as the user wrote it) on a frame of the video and within its
+    pixels (0 to width, 0 to height): one line otherwise."""
+    from attnvision.errors import UserError
+
+    if not 0 <= frame < num_frames:
+        raise UserError(f"{what}: frame {frame} is out of range: the video has "
+                        f"{num_frames} frames (0 to {num_frames - 1})")
+    if any(not 0 <= x <= width for x in xs) or any(not 0 <= y <= height for y in ys):
+        raise UserError(f"{what} is off the frame: the video is {width}x{height} pixels "
+                        f"(x 0 to {width}, y 0 to {height})")
 
 
 def train_log(message: str) -> None:

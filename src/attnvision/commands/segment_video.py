@@ -17,12 +17,18 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from attnvision.commands.options import add_command, common, precision_option
+from attnvision.commands.options import (
+    add_command,
+    check_on_frame,
+    check_out_dir,
+    common,
+    frame_numbers,
+    precision_option,
+)
 from attnvision.errors import UserError
 
 # Said on stderr when the shipped model runs, once every input has been checked.
@@ -85,16 +91,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _numbers(option: str, text: str, count: tuple[int, ...], form: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if len(values) not in count:
-        raise UserError(f"--{option} {text!r} is not {form} (e.g. --point 0,120,80 or "
-                        "--box 0,10,20,200,180)")
-    if values[0] != int(values[0]):
-        raise UserError(f"--{option} {text!r}: the frame must be a whole number (0 = first)")
-    return values
+    return frame_numbers(option, text, count, form,
+                         "--point 0,120,80 or --box 0,10,20,200,180")
 
 
 def parse_prompts(prompts: list[tuple[str, str, int | None]], objs_named: list[int]
@@ -139,14 +137,8 @@ def check_prompts(prompts: list[dict[str, Any]], num_frames: int, height: int,
                 f"--box {p['frame']},{','.join(f'{c:g}' for c in p['box'])}")
         if p["obj"] != DEFAULT_OBJ:
             what += f" (object {p['obj']})"
-        if not 0 <= p["frame"] < num_frames:
-            raise UserError(f"{what}: frame {p['frame']} is out of range: the video has "
-                            f"{num_frames} frames (0 to {num_frames - 1})")
-        xs = p["point"][0::2] if "point" in p else p["box"][0::2]
-        ys = p["point"][1::2] if "point" in p else p["box"][1::2]
-        if any(not 0 <= x <= width for x in xs) or any(not 0 <= y <= height for y in ys):
-            raise UserError(f"{what} is off the frame: the video is {width}x{height} pixels "
-                            f"(x 0 to {width}, y 0 to {height})")
+        coords = p["point"] if "point" in p else p["box"]
+        check_on_frame(what, p["frame"], coords[0::2], coords[1::2], num_frames, height, width)
     seen = set()
     for p in prompts:
         if "box" in p:
@@ -178,19 +170,6 @@ def sam2_weights(command: str, model: str | None, checkpoint: str | None) -> str
     return str(shipped_checkpoint())
 
 
-def _check_out(out: str) -> None:
-    """Say now, before the slow part, if --out cannot be a folder (it is created later)."""
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"output folder {path} is an existing file: choose another --out")
-    parent = path
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"output folder {path} cannot be written ({parent} is not writable): "
-                        "choose another --out")
-
-
 def segment_video(args: argparse.Namespace) -> dict[str, Any]:
     import importlib.util
 
@@ -204,7 +183,7 @@ def segment_video(args: argparse.Namespace) -> dict[str, Any]:
     weights = sam2_weights("segment-video", args.model, args.checkpoint)
     if importlib.util.find_spec("av") is None:
         raise UserError("writing overlay.mp4 needs PyAV: pip install 'attnvision[video]'")
-    _check_out(args.out)
+    check_out_dir(args.out)
     opened = open_video(args.video)  # not found, unreadable, empty: one line, before the model
     height, width = opened.size
     fps, length = opened.fps, opened.length

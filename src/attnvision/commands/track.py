@@ -1,0 +1,353 @@
+"""``attnvision track``: CoTracker3 tracks points through a video.
+
+The points are a grid over one frame (``--grid N``, N x N, the default 10 x 10), the points
+of that grid inside a mask (``--mask MASK.png``, a grid of :data:`MASK_GRID` x
+:data:`MASK_GRID`), or points given one by one (``--point FRAME,X,Y``, each on its own
+frame). Offline (the default) the whole video is tracked at once by
+:class:`~attnvision.cotracker.CoTrackerPredictor` (``--backward`` also tracks each point
+back from its frame); ``--online`` runs :class:`~attnvision.cotracker.CoTrackerOnlinePredictor`
+over the video decoded frame by frame, in the official chunks, holding one window of frames.
+Grids are the predictors' own (laid out at the model's resolution, as the official ones
+are); masked grids and given points are tracked with the predictors' 6 x 6 support grid.
+
+Writes, in ``--out``: ``tracks.npz`` (tracks (T, N, 2) float32 (x, y) video pixels,
+visibility (T, N) bool, queries (N, 3) (t, x, y)), ``tracks.json`` (per track its query and
+per frame x, y, visible; positions to 1/1000 pixel), ``tracks.csv`` (track, frame, x, y,
+visible as 1/0), ``overlay.mp4`` (each point with a trail fading over its last 10 frames,
+coloured per track, drawn from its query frame on) and ``trajectories.png`` (the first frame
+dimmed, every track's path on it). Every option, the video, the mask and the weights are
+checked before ``--out`` is created, and the folder is made only once tracking has finished,
+so a mistake leaves nothing.
+
+No trained CoTracker3 ships yet: ``--checkpoint`` is needed (the official
+``scaled_offline.pth`` / ``scaled_online.pth``, or ours as safetensors with the same keys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from attnvision.commands.options import (
+    add_command,
+    check_on_frame,
+    check_out_dir,
+    common,
+    frame_numbers,
+)
+from attnvision.errors import UserError
+
+DEFAULT_GRID = 10  # the official demo's grid
+MASK_GRID = 30  # the grid a --mask keeps the points of
+MODEL_RESOLUTION = (384, 512)  # the released models'
+OFFICIAL_WEIGHTS = "https://huggingface.co/facebook/cotracker3"
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = add_command(commands, "track", "CoTracker3: track points through a video (a grid, "
+                                       "the grid inside a mask, or given points)")
+    p.add_argument("video", metavar="VIDEO", help="a video file (mp4, webm, mov, mkv, avi) or a "
+                                                  "folder of JPEG/PNG frames")
+    p.add_argument("--grid", type=int, metavar="N",
+                   help=f"track an N x N grid of points of frame --grid-query-frame (default: "
+                        f"{DEFAULT_GRID} when neither --point nor --mask is given)")
+    p.add_argument("--point", action="append", metavar="FRAME,X,Y",
+                   help="track the point (X, Y) of frame FRAME (0 = first), in pixels; "
+                        "repeatable")
+    p.add_argument("--mask", metavar="MASK.png",
+                   help=f"track the points of a {MASK_GRID} x {MASK_GRID} grid that fall inside "
+                        "the mask (non-black pixels; the video's size) on frame "
+                        "--grid-query-frame")
+    p.add_argument("--grid-query-frame", type=int, metavar="F",
+                   help="with --grid or --mask: the frame the points are placed on (default: 0)")
+    p.add_argument("--online", action="store_true",
+                   help="the online model, over the video in chunks of half its window, "
+                        "decoded frame by frame (use scaled_online.pth)")
+    p.add_argument("--backward", action="store_true",
+                   help="offline: also track each point back from its frame to the first "
+                        "(otherwise frames before a point's own are not drawn)")
+    p.add_argument("--checkpoint", metavar="FILE",
+                   help="CoTracker3 weights: the official scaled_offline.pth / "
+                        f"scaled_online.pth ({OFFICIAL_WEIGHTS}) or ours (.safetensors)")
+    p.add_argument("--model-resolution", metavar="H,W",
+                   help="the size frames are resized to for the model (default: 384,512, the "
+                        "released models'); multiples of 4")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for tracks.npz, tracks.json, tracks.csv, overlay.mp4 and "
+                        "trajectories.png")
+    common(p, track)
+
+
+# -- checking the options ----------------------------------------------------------------------
+
+def query_mode(args: argparse.Namespace) -> str:
+    """"grid", "points" or "mask": which one of --grid / --point / --mask was given."""
+    given = [name for name, value in (("--grid", args.grid), ("--point", args.point),
+                                      ("--mask", args.mask)) if value is not None]
+    if len(given) > 1:
+        raise UserError(f"{' and '.join(given)} were given together: choose one of --grid N, "
+                        "--point FRAME,X,Y (repeatable) or --mask MASK.png")
+    if args.grid is not None and args.grid < 1:
+        raise UserError(f"--grid {args.grid}: give 1 or more points a side (e.g. --grid 10)")
+    if args.grid_query_frame is not None and args.grid_query_frame < 0:
+        raise UserError(f"--grid-query-frame {args.grid_query_frame}: give a frame, 0 or more "
+                        "(0 = first)")
+    if args.point is not None and args.grid_query_frame is not None:
+        raise UserError("--grid-query-frame goes with --grid or --mask; each --point names its "
+                        "own frame: drop --grid-query-frame")
+    if args.online and args.backward:
+        raise UserError("--backward needs the whole video at once: drop --online (the online "
+                        "model tracks forwards only)")
+    return {"--point": "points", "--mask": "mask"}.get(given[0] if given else "", "grid")
+
+
+def parse_points(texts: list[str]) -> list[tuple[int, float, float]]:
+    """--point FRAME,X,Y options as (frame, x, y)."""
+    points = []
+    for text in texts:
+        frame, x, y = frame_numbers("point", text, (3,), "FRAME,X,Y", "--point 0,120,80")
+        if frame < 0:
+            raise UserError(f"--point {text!r}: the frame must be 0 or more (0 = first)")
+        points.append((int(frame), x, y))
+    return points
+
+
+def parse_resolution(text: str | None) -> tuple[int, int]:
+    if text is None:
+        return MODEL_RESOLUTION
+    try:
+        h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        h = w = 0
+    if h < 32 or w < 32 or h % 4 or w % 4:
+        raise UserError(f"--model-resolution {text!r} is not H,W: two whole numbers, 32 or "
+                        "more and multiples of 4 (e.g. --model-resolution 384,512)")
+    return h, w
+
+
+def weights_file(checkpoint: str | None, online: bool) -> str:
+    """--checkpoint, which is needed until a trained CoTracker3 ships: one line saying where
+    the official files are when it is missing."""
+    if checkpoint is None:
+        first, other = (("scaled_online.pth", "scaled_offline.pth without --online") if online
+                        else ("scaled_offline.pth", "scaled_online.pth for --online"))
+        raise UserError(f"no trained CoTracker3 ships yet: pass --checkpoint FILE (the official "
+                        f"weights: {OFFICIAL_WEIGHTS} : {first}, or {other})")
+    return checkpoint
+
+
+def check_points(points: list[tuple[int, float, float]], num_frames: int | None,
+                 height: int, width: int) -> None:
+    """Each point on the frame, and on a frame of the video where its length is known (a
+    stream's is checked once it has been read)."""
+    for frame, x, y in points:
+        check_on_frame(f"--point {frame},{x:g},{y:g}", frame, [x], [y],
+                       frame + 1 if num_frames is None else num_frames, height, width)
+
+
+def check_query_frame(frame: int, num_frames: int) -> None:
+    if not 0 <= frame < num_frames:
+        raise UserError(f"--grid-query-frame {frame} is out of range: the video has "
+                        f"{num_frames} frames (0 to {num_frames - 1})")
+
+
+def read_mask(path: str, size: tuple[int, int]) -> Any:
+    """(H, W) bool: the non-black pixels of the mask image, which must have the video's
+    size and at least one such pixel."""
+    from attnvision.data.images import load_image
+
+    pixels = load_image(path)  # not found, not an image: one line
+    if pixels.shape[:2] != size:
+        raise UserError(f"--mask {path} is {pixels.shape[1]}x{pixels.shape[0]}, the video "
+                        f"{size[1]}x{size[0]}: give a mask of the video's size")
+    mask = pixels.max(axis=2) > 0
+    if not mask.any():
+        raise UserError(f"--mask {path} is empty (every pixel black): mark the region to "
+                        "track in white (or any colour) on black")
+    return mask
+
+
+def grid_queries(grid: int, frame: int, size: tuple[int, int],
+                 resolution: tuple[int, int], mask: Any = None) -> Any:
+    """(N, 3) float32 (t, x, y) video pixels of the predictors' grid: ``grid`` x ``grid``
+    points laid out at the model's ``resolution`` and scaled to the video's ``size`` (corners
+    aligned, as the predictors scale), only those inside ``mask`` (read at the model's
+    resolution, nearest pixel, as the offline predictor reads a segmentation mask)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from attnvision.cotracker.predictor import get_points_on_a_grid
+
+    points = get_points_on_a_grid(grid, resolution)[0]  # (N, 2) at the model's resolution
+    if mask is not None:
+        small = F.interpolate(torch.from_numpy(mask).float()[None, None], resolution,
+                              mode="nearest")[0, 0]
+        inside = small[points[:, 1].round().long(), points[:, 0].round().long()] > 0
+        points = points[inside]
+    (h, w), (rh, rw) = size, resolution
+    scale = torch.tensor([(w - 1) / (rw - 1), (h - 1) / (rh - 1)])
+    xy = (points * scale).numpy().astype(np.float32)
+    return np.concatenate([np.full((len(xy), 1), frame, np.float32), xy], axis=1)
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+def track(args: argparse.Namespace) -> dict[str, Any]:
+    import importlib.util
+
+    import numpy as np
+    import torch
+
+    from attnvision.cotracker import build_cotracker
+    from attnvision.data.video import open_video, read_frames
+
+    mode = query_mode(args)
+    points = parse_points(args.point) if mode == "points" else []
+    grid = (args.grid or DEFAULT_GRID) if mode == "grid" else MASK_GRID
+    query_frame = args.grid_query_frame or 0
+    resolution = parse_resolution(args.model_resolution)
+    weights = weights_file(args.checkpoint, args.online)
+    if importlib.util.find_spec("av") is None:
+        raise UserError("writing overlay.mp4 needs PyAV: pip install 'attnvision[video]'")
+    check_out_dir(args.out)
+    opened = open_video(args.video)  # not found, unreadable, empty: one line, before the model
+    size, fps, length = opened.size, opened.fps, opened.length
+    del opened
+    # Offline reads the whole video now (its length known, a decoding error said before the
+    # model loads); online reads it frame by frame while tracking.
+    frames = None if args.online else read_frames(args.video)
+    if frames is not None:
+        length = len(frames)
+    _check_frames(mode, points, query_frame, length, size)
+    if mode == "points":
+        queries = np.array(points, np.float32).reshape(-1, 3)
+    else:
+        mask = read_mask(args.mask, size) if mode == "mask" else None
+        queries = grid_queries(grid, query_frame, size, resolution, mask)
+        if len(queries) == 0:
+            raise UserError(f"--mask {args.mask}: no point of the {MASK_GRID} x {MASK_GRID} "
+                            "grid falls inside it: mark a larger region, or give --point "
+                            "FRAME,X,Y")
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = build_cotracker(weights, offline=not args.online, model_resolution=resolution,
+                            device=device)
+    start = time.perf_counter()
+    if frames is None:
+        tracks, visible = _online(args, model, mode, grid, query_frame, queries, length)
+        _check_frames(mode, points, query_frame, len(tracks), size)  # a stream's length
+    else:
+        tracks, visible = _offline(args, model, frames, mode, grid, query_frame, queries)
+    seconds = time.perf_counter() - start
+    del model, frames
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+    files = _write(args, tracks, visible, queries, size, fps)
+    height, width = size
+    return {"command": "track", "video": args.video, "frames": len(tracks),
+            "size": [width, height], "points": len(queries), "seconds": seconds,
+            "queries_from": mode, "online": args.online, "backward": args.backward,
+            "model_resolution": list(resolution), "weights": weights, "device": device,
+            "visible": float(visible.mean()) if visible.size else 0.0, "files": files}
+
+
+def _check_frames(mode: str, points: list[tuple[int, float, float]], query_frame: int,
+                  num_frames: int | None, size: tuple[int, int]) -> None:
+    if mode == "points":
+        check_points(points, num_frames, *size)
+    elif num_frames is not None:
+        check_query_frame(query_frame, num_frames)
+
+
+def _progress(args: argparse.Namespace, total: int | None) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="track", unit="frame", file=sys.stderr, disable=args.quiet)
+
+
+def _offline(args: argparse.Namespace, model: Any, frames: Any, mode: str, grid: int,
+             query_frame: int, queries: Any) -> tuple[Any, Any]:
+    """The whole video at once: the predictor's own grid, or the queries with its support
+    grid."""
+    import torch
+
+    from attnvision.cotracker import CoTrackerPredictor
+    from attnvision.cotracker.synthetic_eval import video_tensor
+
+    predictor = CoTrackerPredictor(model)
+    video = video_tensor(frames, next(model.parameters()).device)
+    with _progress(args, len(frames)) as bar:
+        if mode == "grid":
+            tracks, visible = predictor(video, grid_size=grid, grid_query_frame=query_frame,
+                                        backward_tracking=args.backward)
+        else:
+            q = torch.as_tensor(queries, device=video.device)[None]
+            tracks, visible = predictor(video, queries=q, backward_tracking=args.backward)
+        bar.update(len(frames))
+    return tracks[0].float().cpu().numpy(), visible[0].cpu().numpy().astype(bool)
+
+
+def _online(args: argparse.Namespace, model: Any, mode: str, grid: int, query_frame: int,
+            queries: Any, length: int | None) -> tuple[Any, Any]:
+    """The online predictor over the video decoded frame by frame, in the official chunks."""
+    from attnvision.cotracker import CoTrackerOnlinePredictor
+    from attnvision.cotracker.synthetic_eval import track_online
+    from attnvision.data.video import open_video
+
+    predictor = CoTrackerOnlinePredictor(model)
+    kwargs: dict[str, Any] = (
+        {"grid_size": grid, "grid_query_frame": query_frame} if mode == "grid"
+        else {"queries": queries, "add_support_grid": True})
+    with _progress(args, length) as bar:
+        return track_online(predictor, open_video(args.video), on_frames=bar.update, **kwargs)
+
+
+def _write(args: argparse.Namespace, tracks: Any, visible: Any, queries: Any,
+           size: tuple[int, int], fps: float) -> dict[str, str]:
+    """Every output file, in a folder made only now that tracking has worked."""
+    import numpy as np
+
+    from attnvision.data.video import open_video, write_video
+    from attnvision.files import atomic_path, ensure_dir, write_json
+    from attnvision.viz.overlays import save_png
+    from attnvision.viz.tracks import overlay_frames, track_colours, trajectories_picture
+
+    out = ensure_dir(args.out)
+    tracks = np.asarray(tracks, np.float32)
+    visible = np.asarray(visible, bool)
+    queries = np.asarray(queries, np.float32)
+    with atomic_path(out / "tracks.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, tracks=tracks, visibility=visible, queries=queries)
+    height, width = size
+    write_json(out / "tracks.json", {
+        "video": args.video, "size": [width, height], "frames": len(tracks),
+        "coordinates": "x, y in video pixels, pixel centres at whole numbers",
+        "tracks": [{"id": i, "query": {"frame": int(q[0]), "x": round(float(q[1]), 3),
+                                       "y": round(float(q[2]), 3)},
+                    "frames": [{"frame": t, "x": round(float(tracks[t, i, 0]), 3),
+                                "y": round(float(tracks[t, i, 1]), 3),
+                                "visible": bool(visible[t, i])} for t in range(len(tracks))]}
+                   for i, q in enumerate(queries)]})
+    with atomic_path(out / "tracks.csv") as tmp, open(tmp, "w", newline="") as f:
+        f.write("track,frame,x,y,visible\n")
+        for i in range(tracks.shape[1]):
+            for t in range(len(tracks)):
+                f.write(f"{i},{t},{tracks[t, i, 0]:.3f},{tracks[t, i, 1]:.3f},"
+                        f"{int(visible[t, i])}\n")
+    colours = track_colours(queries)
+    # Before its query frame a point is a guess, unless tracked backwards too.
+    starts = np.zeros(len(queries), np.int64) if args.backward else queries[:, 0].astype(
+        np.int64)
+    write_video(out / "overlay.mp4", overlay_frames(open_video(args.video), tracks, visible,
+                                                    colours, starts), fps=fps)
+    first = next(iter(open_video(args.video)))
+    picture = save_png(trajectories_picture(first, tracks, visible, colours, starts),
+                       out / "trajectories.png")
+    return {"tracks": str(out / "tracks.npz"), "tracks_json": str(out / "tracks.json"),
+            "tracks_csv": str(out / "tracks.csv"), "overlay": str(out / "overlay.mp4"),
+            "trajectories": str(picture)}
+
