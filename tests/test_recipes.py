@@ -7,13 +7,19 @@ from pathlib import Path
 from attnvision.cli import build_parser
 from attnvision.commands.sam_train import SYNTHETIC_RECIPE
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "sam_tiny.sh"
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPE = RECIPES / "sam_tiny.sh"
 
 
-def recipe_commands() -> list[list[str]]:
-    text = RECIPE.read_text().replace("\\\n", " ")
-    lines = [line.strip() for line in text.splitlines()]
-    return [shlex.split(line)[1:] for line in lines if line.startswith("attnvision train")]
+def recipe_commands(recipe: Path = RECIPE) -> list[list[str]]:
+    """Each `attnvision train ...` line's arguments (after any VAR=value prefix)."""
+    text = recipe.read_text().replace("\\\n", " ")
+    commands = []
+    for line in text.splitlines():
+        words = shlex.split(line.strip(), comments=True)
+        if "attnvision" in words and words[words.index("attnvision") + 1:][:1] == ["train"]:
+            commands.append(words[words.index("attnvision") + 1:])
+    return commands
 
 
 def test_every_stage_parses_and_chains_to_the_shipped_file():
@@ -33,3 +39,12 @@ def test_every_stage_parses_and_chains_to_the_shipped_file():
     # Stages 6 and 7 move the model to 384 then 512 px; the others keep their --init's size.
     assert [a.img_size for a in parsed] == [None] * 5 + [384, 512, None, None]
     assert [a.export for a in parsed[:-1]] == [None] * 8  # one stage writes the package's file
+
+
+def test_the_sam2_tiny_recipe_parses_and_writes_the_shipped_file():
+    commands = recipe_commands(RECIPES / "sam2_tiny.sh")
+    assert len(commands) == 1
+    args = build_parser().parse_args(commands[0])
+    assert args.model == "sam2" and args.init is None and args.annotations is None
+    assert args.freeze == "image_encoder" and args.amp == "bf16"
+    assert args.export == "src/attnvision/sam2/weights/sam2_tiny.safetensors"
