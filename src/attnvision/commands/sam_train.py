@@ -277,8 +277,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         if args.export is not None:  # the best epoch's weights, half the size
             chosen = files.get("best", files["checkpoint"])
             files["export"] = Path(args.export)
-            export = copy.deepcopy(sam_of(sam))
-            export.load_state_dict(read_weights(chosen)[0])
+            # The weights just saved to ``chosen``, already in memory: not read back again.
+            export = best if "best" in files else sam_of(sam)
             save_sam(export, files["export"], name, build, dtype=torch.float16,
                      extra={"from": chosen.name, "data": described, "seed": args.seed,
                             "eval": result["best"] if "best" in files else result["eval"]})
