@@ -9,14 +9,13 @@ from cotracker_helpers import RESOLUTION, SMALL
 
 from attnvision.cotracker import CoTracker3, CoTrackerOnlinePredictor
 from attnvision.cotracker.metrics import THRESHOLDS
+from attnvision.cotracker.predictor import track_online, video_tensor
 from attnvision.cotracker.synthetic_eval import (
     clip_queries,
     cotracker_tracker,
     evaluate_clips,
     held_out_clips,
     score_clip,
-    track_online,
-    video_tensor,
 )
 from attnvision.errors import UserError
 

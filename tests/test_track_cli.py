@@ -20,7 +20,7 @@ from attnvision.cotracker import (
     CoTrackerPredictor,
     build_cotracker,
 )
-from attnvision.cotracker.synthetic_eval import video_tensor
+from attnvision.cotracker.predictor import video_tensor
 from attnvision.data.moving_scenes import make_clip
 from attnvision.viz.overlays import PALETTE
 from attnvision.viz.tracks import track_colours

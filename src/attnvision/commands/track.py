@@ -276,7 +276,7 @@ def _offline(args: argparse.Namespace, model: Any, frames: Any, mode: str, grid:
     import torch
 
     from attnvision.cotracker import CoTrackerPredictor
-    from attnvision.cotracker.synthetic_eval import video_tensor
+    from attnvision.cotracker.predictor import video_tensor
 
     predictor = CoTrackerPredictor(model)
     video = video_tensor(frames, next(model.parameters()).device)
@@ -295,7 +295,7 @@ def _online(args: argparse.Namespace, model: Any, mode: str, grid: int, query_fr
             queries: Any, length: int | None) -> tuple[Any, Any]:
     """The online predictor over the video decoded frame by frame, in the official chunks."""
     from attnvision.cotracker import CoTrackerOnlinePredictor
-    from attnvision.cotracker.synthetic_eval import track_online
+    from attnvision.cotracker.predictor import track_online
     from attnvision.data.video import open_video
 
     predictor = CoTrackerOnlinePredictor(model)

@@ -12,19 +12,24 @@ points in one frame (only inside ``segm_mask`` if given). Offline, a 6 x 6 grid 
 masked grid): tracks are estimated jointly, and points spread over the frame give the
 transformer's attention between tracks the camera's motion to lean on. Their tracks are
 dropped from the result.
+
+:func:`track_online` runs the online predictor's official chunk loop over frames that arrive
+one at a time (a video decoded frame by frame), holding only two chunks of them.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnvision.cotracker.build import build_cotracker
 from attnvision.cotracker.model import CoTracker3
+from attnvision.errors import UserError
 
 SUPPORT_GRID_SIZE = 6
 ITERS = 6  # refinement iterations, as the official predictors run
@@ -239,3 +244,59 @@ class CoTrackerOnlinePredictor(nn.Module):
                                        iters=ITERS, is_online=True)
         tracks, vis, conf = tracks[:, :, :self.N], vis[:, :, :self.N], conf[:, :, :self.N]
         return tracks * _pixel_scale(shape, (h, w), tracks), vis * conf > ONLINE_THRESHOLD
+
+
+def video_tensor(frames: Sequence[np.ndarray] | np.ndarray,
+                 device: str | torch.device = "cpu") -> torch.Tensor:
+    """(T, H, W, 3) uint8 frames -> the predictors' (1, T, 3, H, W) float video, 0..255."""
+    array = np.ascontiguousarray(np.stack(list(frames)) if not isinstance(frames, np.ndarray)
+                                 else frames)
+    return torch.from_numpy(array).to(device).permute(0, 3, 1, 2)[None].float()
+
+
+def track_online(predictor: CoTrackerOnlinePredictor, frames: Iterable[np.ndarray], *,
+                 queries: np.ndarray | None = None, grid_size: int = 0,
+                 grid_query_frame: int = 0, add_support_grid: bool = False,
+                 on_frames: Callable[[int], None] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The official online loop over (H, W, 3) uint8 ``frames`` read one at a time:
+    first the queries (or a grid) with ``is_first_step=True``, then the chunks
+    ``video[ind : ind + 2 * step]`` for ind in range(0, T - step, step), each sent as soon as
+    its frames have arrived, so only 2 x step frames are held; a video of ``step`` frames or
+    fewer is sent as one chunk. Returns tracks (T, N, 2) float32 in the frames' pixels and
+    visibility (T, N) bool. ``on_frames(k)``: k more frames tracked (a progress bar)."""
+    device = next(predictor.model.parameters()).device
+    stream = iter(frames)
+    first = next(stream, None)
+    if first is None:
+        raise UserError("the video gave no frames")
+    q = None if queries is None else torch.as_tensor(
+        np.asarray(queries, np.float32), device=device)[None]
+    predictor(video_tensor([first], device), is_first_step=True, queries=q,
+              grid_size=grid_size, grid_query_frame=grid_query_frame,
+              add_support_grid=add_support_grid)
+    step = predictor.step
+    buffer, total = [first], 1
+    done = 0
+    out: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def send(chunk: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        nonlocal done
+        tracks, visible = predictor(video_tensor(chunk, device))
+        if on_frames is not None:
+            on_frames(tracks.shape[1] - done)
+        done = tracks.shape[1]
+        return tracks, visible
+
+    for frame in stream:
+        buffer.append(frame)
+        total += 1
+        if len(buffer) == 2 * step:
+            out = send(buffer)
+            buffer = buffer[step:]
+    if out is None or len(buffer) > step:
+        out = send(buffer)
+    tracks, visible = out
+    if tracks.shape[1] != total:
+        raise RuntimeError(f"the online model gave {tracks.shape[1]} frames of {total}")
+    return tracks[0].float().cpu().numpy(), visible[0].cpu().numpy().astype(bool)

@@ -26,16 +26,15 @@ The tracker is a parameter (:data:`Tracker`: frames and queries in, tracks and v
 out), so the protocol is tested with fakes whose scores are known;
 :func:`cotracker_tracker` makes the real one from a model, offline
 (:class:`~attnvision.cotracker.predictor.CoTrackerPredictor`, with its support grid) or
-online (:func:`track_online`, the official chunk loop). :func:`track_online` is also what
-``attnvision track --online`` runs over a video decoded frame by frame; it lives here, beside
-its first user, as a plain function over the predictor's public interface.
+online (:func:`~attnvision.cotracker.predictor.track_online`, the official chunk loop, which
+``attnvision track --online`` also runs over a video decoded frame by frame).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -49,7 +48,12 @@ from attnvision.cotracker.metrics import (
     mean_tapvid_metrics,
 )
 from attnvision.cotracker.model import CoTracker3
-from attnvision.cotracker.predictor import CoTrackerOnlinePredictor, CoTrackerPredictor
+from attnvision.cotracker.predictor import (
+    CoTrackerOnlinePredictor,
+    CoTrackerPredictor,
+    track_online,
+    video_tensor,
+)
 from attnvision.data.moving_scenes import MIN_OCCLUSION_FRAMES, Clip, make_clip
 from attnvision.errors import UserError
 
@@ -141,62 +145,6 @@ def evaluate_clips(tracker: Tracker, clips: Sequence[Clip], points: int = 64,
 
 # ---------------------------------------------------------------------------------------------
 # The real tracker
-
-
-def video_tensor(frames: Sequence[np.ndarray] | np.ndarray,
-                 device: str | torch.device = "cpu") -> torch.Tensor:
-    """(T, H, W, 3) uint8 frames -> the predictors' (1, T, 3, H, W) float video, 0..255."""
-    array = np.ascontiguousarray(np.stack(list(frames)) if not isinstance(frames, np.ndarray)
-                                 else frames)
-    return torch.from_numpy(array).to(device).permute(0, 3, 1, 2)[None].float()
-
-
-def track_online(predictor: CoTrackerOnlinePredictor, frames: Iterable[np.ndarray], *,
-                 queries: np.ndarray | None = None, grid_size: int = 0,
-                 grid_query_frame: int = 0, add_support_grid: bool = False,
-                 on_frames: Callable[[int], None] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The official online loop over (H, W, 3) uint8 ``frames`` read one at a time:
-    first the queries (or a grid) with ``is_first_step=True``, then the chunks
-    ``video[ind : ind + 2 * step]`` for ind in range(0, T - step, step), each sent as soon as
-    its frames have arrived, so only 2 x step frames are held; a video of ``step`` frames or
-    fewer is sent as one chunk. Returns tracks (T, N, 2) float32 in the frames' pixels and
-    visibility (T, N) bool. ``on_frames(k)``: k more frames tracked (a progress bar)."""
-    device = next(predictor.model.parameters()).device
-    stream = iter(frames)
-    first = next(stream, None)
-    if first is None:
-        raise UserError("the video gave no frames")
-    q = None if queries is None else torch.as_tensor(
-        np.asarray(queries, np.float32), device=device)[None]
-    predictor(video_tensor([first], device), is_first_step=True, queries=q,
-              grid_size=grid_size, grid_query_frame=grid_query_frame,
-              add_support_grid=add_support_grid)
-    step = predictor.step
-    buffer, total = [first], 1
-    done = 0
-    out: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def send(chunk: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        nonlocal done
-        tracks, visible = predictor(video_tensor(chunk, device))
-        if on_frames is not None:
-            on_frames(tracks.shape[1] - done)
-        done = tracks.shape[1]
-        return tracks, visible
-
-    for frame in stream:
-        buffer.append(frame)
-        total += 1
-        if len(buffer) == 2 * step:
-            out = send(buffer)
-            buffer = buffer[step:]
-    if out is None or len(buffer) > step:
-        out = send(buffer)
-    tracks, visible = out
-    if tracks.shape[1] != total:
-        raise RuntimeError(f"the online model gave {tracks.shape[1]} frames of {total}")
-    return tracks[0].float().cpu().numpy(), visible[0].cpu().numpy().astype(bool)
 
 
 @contextmanager
