@@ -34,7 +34,8 @@ def official_tiny(tmp_path_factory):
     model = official_sam2("sam2.1_hiera_tiny", sharpen=False)
     path = tmp_path_factory.mktemp("sam2") / "sam2.1_hiera_tiny.pt"
     torch.save(official_state(model), path)
-    return model, path
+    yield model, path
+    path.unlink()  # 150 MB: the test machine's disk is small
 
 
 @pytest.mark.parametrize("name", [None, "sam2.1_hiera_tiny", OFFICIAL_CONFIGS["sam2.1_hiera_tiny"],

@@ -44,6 +44,7 @@ def predictors(request, tmp_path_factory):
     path = tmp_path_factory.mktemp("sam2") / f"{name}.pt"
     torch.save(official_state(ref), path)
     ours = build_sam2(None, path)  # the size and version read from the file
+    path.unlink()  # 150-300 MB each: the test machine's disk is small
     assert ours.size_name == name
     ref_predictor, our_predictor = RefPredictor(ref), SAM2ImagePredictor(ours)
     with torch.inference_mode():
