@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,10 @@ from attnvision.files import atomic_path
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 # KeyError: torch's weights-only unpickler on a file that is not a pickle at all (text).
+# What torch.load and safetensors raise on junk bytes (IndexError and struct.error: a zip whose
+# records point past the data).
 _LOAD_ERRORS = (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, OSError,
-                ValueError, KeyError)
+                ValueError, KeyError, IndexError, struct.error)
 
 
 def corrupt(path: Path, error: BaseException) -> UserError:

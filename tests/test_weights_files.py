@@ -1,0 +1,40 @@
+"""Any bytes given as a checkpoint either load or give the one-line UserError: junk, zips
+whose records point nowhere, truncated torch files, bare pickles."""
+
+import io
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attnvision.errors import UserError
+from attnvision.weights import read_weights
+
+_buf = io.BytesIO()
+torch.save({"w": torch.arange(12.0).reshape(3, 4)}, _buf)
+TORCH_FILE = _buf.getvalue()
+
+junk = st.one_of(
+    st.binary(min_size=1, max_size=200),
+    st.binary(max_size=200).map(lambda b: b"PK\x03\x04" + b),  # a zip's magic, then junk
+    st.binary(max_size=60).map(lambda b: b"\x80" + b),  # a pickle's protocol byte, then junk
+    st.integers(1, len(TORCH_FILE) - 1).map(lambda n: TORCH_FILE[:n]),
+)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@settings(max_examples=300, deadline=None)
+@given(data=junk, suffix=st.sampled_from([".pth", ".pt", ".safetensors"]))
+def test_junk_is_a_user_error_or_loads(data, suffix):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"weights{suffix}"
+        path.write_bytes(data)
+        try:
+            weights = read_weights(path)
+        except UserError as e:
+            assert "\n" not in str(e) and str(path) in str(e)
+        else:
+            assert isinstance(weights[0], dict)
