@@ -44,9 +44,10 @@ from attnvision.cotracker.update_transformer import UpdateTransformer
 from attnvision.nn.encoder import MLP
 from attnvision.nn.positional import sinusoidal_frequencies
 
-# Frames through the CNN at once: bounds the memory of the CNN's activations on long videos
-# (the official value; the features do not depend on it).
-FMAPS_CHUNK = 200
+# Frames through the CNN at once: bounds the memory of the CNN's activations (the features do
+# not depend on it). The official code takes 200, which holds the activations of a whole
+# 24-frame clip; 8 is as fast per frame on a CPU.
+FMAPS_CHUNK = 8
 
 
 class TrackerOutput(NamedTuple):
@@ -63,11 +64,19 @@ class OnlineState:
 
     ``support``: every level's query patches, each added in the window where its query frame
     first appears (a query cannot be sampled before its frame has been seen);
-    ``coords`` (B, T, N, 2) pixels, ``vis`` and ``conf`` (B, T, N) logits: the predictions for
-    every frame seen so far, where the next window starts from.
+    ``coords`` (B, T, N, 2) pixels, ``vis`` and ``conf`` (B, T, N) logits: the predictions
+    from frame ``first`` on, where the next window starts from.
+
+    ``keep_history`` (the official behaviour): every call returns, and the state keeps, the
+    predictions of every frame seen so far. Without it a call returns its window's frames
+    only (from the ``ind`` the call started at) and the state keeps only the frames the next
+    window shares, so a stream of any length runs in constant memory; a window's first
+    ``step`` frames are final once the next window has run.
     """
 
+    keep_history: bool = True
     ind: int = 0  # first frame of the next window
+    first: int = 0  # the frame coords[:, 0] is
     support: list[Tensor] | None = None
     coords: Tensor | None = None
     vis: Tensor | None = None
@@ -125,9 +134,12 @@ class CoTracker3(nn.Module):
     def stride(self) -> int:
         return self.config.stride
 
-    def init_video_online_processing(self) -> None:
-        """Forget the previous stream: the next ``is_online`` call starts a new video."""
-        self.online_state = OnlineState()
+    def init_video_online_processing(self, keep_history: bool = True) -> None:
+        """Forget the previous stream: the next ``is_online`` call starts a new video.
+
+        ``keep_history=False``: each call returns only its window's frames and memory stays
+        flat however long the stream (see :class:`OnlineState`)."""
+        self.online_state = OnlineState(keep_history=keep_history)
 
     def forward(self, video: Tensor, queries: Tensor, iters: int = 4,
                 is_online: bool = False) -> TrackerOutput:
@@ -156,16 +168,24 @@ class CoTracker3(nn.Module):
     # -- pieces shared by both ways --------------------------------------------------------
 
     def _features(self, video: Tensor) -> Tensor:
-        """Unit-length CNN features of every frame: (B, T, 3, H, W) -> (B, T, C, H/s, W/s)."""
+        """Unit-length CNN features of every frame: (B, T, 3, H, W) -> (B, T, C, H/s, W/s).
+
+        The CNN runs on :data:`FMAPS_CHUNK` frames at a time, written into one preallocated
+        tensor, so its activations (many times the size of its output) are held for a few
+        frames only, however long the video.
+        """
         b, t = video.shape[:2]
-        video = 2 * (video / 255.0) - 1.0
         frames = video.flatten(0, 1)
-        fmaps = torch.cat([self.fnet(frames[i:i + FMAPS_CHUNK])
-                           for i in range(0, len(frames), FMAPS_CHUNK)])
-        # Unit length, so a correlation is a cosine similarity (clamped: all-zero features).
-        norm = fmaps.square().sum(dim=1, keepdim=True).clamp_min(1e-12).sqrt()
-        fmaps = fmaps / norm
-        return fmaps.reshape(b, t, *fmaps.shape[1:])
+        out = None
+        for i in range(0, len(frames), FMAPS_CHUNK):
+            fmaps = self.fnet(2 * (frames[i:i + FMAPS_CHUNK] / 255.0) - 1.0)
+            # Unit length, so a correlation is a cosine similarity (clamped: zero features).
+            fmaps = fmaps / fmaps.square().sum(dim=1, keepdim=True).clamp_min(1e-12).sqrt()
+            if out is None:
+                out = fmaps.new_empty(len(frames), *fmaps.shape[1:])
+            out[i:i + FMAPS_CHUNK] = fmaps
+        assert out is not None
+        return out.reshape(b, t, *out.shape[1:])
 
     def _query_patches(self, pyramid: list[Tensor], frames: Tensor, coords: Tensor
                        ) -> list[Tensor]:
@@ -230,78 +250,108 @@ class CoTracker3(nn.Module):
 
     def _forward_windows(self, video: Tensor, queries: Tensor, iters: int,
                          is_online: bool) -> TrackerOutput:
+        if is_online:
+            return self._forward_online(video, queries, iters)
         b, t = video.shape[:2]
         n = queries.shape[1]
         s = self.window_len
         step = s // 2
-        state = self.online_state
-        if is_online:
-            if state is None:
-                raise ValueError("call init_video_online_processing() before the first "
-                                 "online chunk")
-            if t > s:
-                raise ValueError(f"an online chunk holds at most {s} frames, not {t}")
-        # Pad with copies of the last frame: to one whole window online, else to a whole
-        # number of windows.
-        pad = s - t if is_online else (-t) % s
+        # Pad with copies of the last frame to a whole number of windows.
+        pad = (-t) % s
         if pad:
             video = torch.cat([video, video[:, -1:].expand(b, pad, *video.shape[2:])], dim=1)
         frames = queries[:, :, 0].long()
         start = queries[..., 1:3] / self.stride  # (B, N, 2) cells
         pyramid = feature_pyramid(self._features(video), self.config.corr_levels)
-        offset = state.ind if is_online else 0
-        support = self._query_patches(pyramid, frames - offset, start)
+        support = self._query_patches(pyramid, frames, start)
 
         coords_pred = video.new_zeros(b, t, n, 2)
         vis_pred = video.new_zeros(b, t, n)
         conf_pred = video.new_zeros(b, t, n)
-        if is_online:
-            # Queries whose frame is new in this window: the first window's frames, then the
-            # second half of each later one.
-            left = 0 if state.ind == 0 else state.ind + step
-            new = ((frames >= left) & (frames < state.ind + s))[:, :, None, None]
-            if state.support is None:
-                state.support = [torch.zeros_like(p) for p in support]
-            state.support = [acc + p * new for acc, p in zip(state.support, support,
-                                                             strict=True)]
-            support = state.support
-            if state.coords is not None:  # the predictions so far, with room for new frames
-                more = min(step, t - step)
-                coords_pred = F.pad(state.coords, (0, 0, 0, 0, 0, more))
-                vis_pred = F.pad(state.vis, (0, 0, 0, more))
-                conf_pred = F.pad(state.conf, (0, 0, 0, more))
-
         coords = start[:, None].expand(b, s, n, 2).float()
         vis = video.new_zeros(b, s, n)
         conf = video.new_zeros(b, s, n)
         # The official count gives no window at all for t <= step; one window covers those.
         num_windows = max(1, (t - s + step - 1) // step + 1)
-        for ind in [state.ind] if is_online else range(0, step * num_windows, step):
+        for ind in range(0, step * num_windows, step):
             if ind > 0:
-                # Tracks already queried start from the previous window's predictions in the
-                # shared frames (the last one repeated over the new ones).
-                overlap = s - step
-                carry = (frames < ind + overlap)[:, None, :]  # (B, 1, N)
-
-                def previous(pred: Tensor, ind: int = ind, overlap: int = overlap) -> Tensor:
-                    prev = pred[:, ind:ind + overlap]
-                    return torch.cat([prev, prev[:, -1:].expand(-1, step, *prev.shape[2:])],
-                                     dim=1)
-
-                coords = torch.where(carry[..., None], previous(coords_pred) / self.stride,
-                                     coords)
-                vis = torch.where(carry, previous(vis_pred), vis)
-                conf = torch.where(carry, previous(conf_pred), conf)
+                carry = (frames < ind + s - step)[:, None, :]  # (B, 1, N) already queried
+                coords = torch.where(carry[..., None], _from_previous(
+                    coords_pred[:, ind:ind + s - step], step) / self.stride, coords)
+                vis = torch.where(carry, _from_previous(vis_pred[:, ind:ind + s - step], step),
+                                  vis)
+                conf = torch.where(carry, _from_previous(conf_pred[:, ind:ind + s - step],
+                                                         step), conf)
             # Tracks whose query lies after this window have no query patch yet.
             seen = (frames < ind + s)[:, :, None, None]  # (B, N, 1, 1)
-            window = pyramid if is_online else [f[:, ind:ind + s] for f in pyramid]
             new_coords, new_vis, new_conf = self._refine(
-                window, [p * seen for p in support], coords, vis, conf, iters)
-            keep = t if is_online else min(t - ind, s)
+                [f[:, ind:ind + s] for f in pyramid], [p * seen for p in support], coords,
+                vis, conf, iters)
+            keep = min(t - ind, s)
             coords_pred[:, ind:ind + s] = new_coords[:, :keep] * self.stride
             vis_pred[:, ind:ind + s] = new_vis[:, :keep]
             conf_pred[:, ind:ind + s] = new_conf[:, :keep]
-        if is_online:
-            state.ind += step
-            state.coords, state.vis, state.conf = coords_pred, vis_pred, conf_pred
         return TrackerOutput(coords_pred, vis_pred.sigmoid(), conf_pred.sigmoid())
+
+    def _forward_online(self, video: Tensor, queries: Tensor, iters: int) -> TrackerOutput:
+        """One window, at ``online_state.ind``, of a stream; see :class:`OnlineState`."""
+        state = self.online_state
+        if state is None:
+            raise ValueError("call init_video_online_processing() before the first online "
+                             "chunk")
+        b, t = video.shape[:2]
+        s = self.window_len
+        step = s // 2
+        if t > s:
+            raise ValueError(f"an online chunk holds at most {s} frames, not {t}")
+        if t < s:  # pad with copies of the last frame to one whole window
+            video = torch.cat([video, video[:, -1:].expand(b, s - t, *video.shape[2:])], dim=1)
+        n = queries.shape[1]
+        ind = state.ind
+        frames = queries[:, :, 0].long()
+        start = queries[..., 1:3] / self.stride  # (B, N, 2) cells
+        pyramid = feature_pyramid(self._features(video), self.config.corr_levels)
+        support = self._query_patches(pyramid, frames - ind, start)
+        # Queries whose frame is new in this window (the first window's frames, then the
+        # second half of each later one) add their patches, sampled in this window's frames.
+        left = 0 if ind == 0 else ind + step
+        new = ((frames >= left) & (frames < ind + s))[:, :, None, None]
+        if state.support is None:
+            state.support = [torch.zeros_like(p) for p in support]
+        state.support = [acc + p * new for acc, p in zip(state.support, support, strict=True)]
+
+        coords = start[:, None].expand(b, s, n, 2).float()
+        vis = video.new_zeros(b, s, n)
+        conf = video.new_zeros(b, s, n)
+        if state.coords is not None:
+            # Tracks already queried start from the previous window's predictions in the
+            # shared frames.
+            carry = (frames < ind + s - step)[:, None, :]  # (B, 1, N)
+            lo = ind - state.first
+            coords = torch.where(carry[..., None], _from_previous(
+                state.coords[:, lo:lo + s - step], step) / self.stride, coords)
+            vis = torch.where(carry, _from_previous(state.vis[:, lo:lo + s - step], step), vis)
+            conf = torch.where(carry, _from_previous(state.conf[:, lo:lo + s - step], step),
+                               conf)
+        seen = (frames < ind + s)[:, :, None, None]  # (B, N, 1, 1)
+        coords, vis, conf = self._refine(pyramid, [p * seen for p in state.support], coords,
+                                         vis, conf, iters)
+        coords, vis, conf = coords[:, :t] * self.stride, vis[:, :t], conf[:, :t]
+        if state.keep_history:
+            if state.coords is not None:  # frames before this window, then this window's
+                coords = torch.cat([state.coords[:, :ind], coords], dim=1)
+                vis = torch.cat([state.vis[:, :ind], vis], dim=1)
+                conf = torch.cat([state.conf[:, :ind], conf], dim=1)
+            state.coords, state.vis, state.conf = coords, vis, conf
+        else:
+            # Only the frames the next window shares; this call returns this window's frames.
+            state.first = ind + step
+            state.coords, state.vis, state.conf = (x[:, step:] for x in (coords, vis, conf))
+        state.ind += step
+        return TrackerOutput(coords, vis.sigmoid(), conf.sigmoid())
+
+
+def _from_previous(shared: Tensor, step: int) -> Tensor:
+    """A window's start from the previous window's predictions: its frames shared with the
+    previous window (B, S - step, ...), then the last of them repeated over ``step`` frames."""
+    return torch.cat([shared, shared[:, -1:].expand(-1, step, *shared.shape[2:])], dim=1)

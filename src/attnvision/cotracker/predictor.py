@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from attnvision.cotracker.build import build_cotracker
 from attnvision.cotracker.model import CoTracker3
 from attnvision.errors import UserError
+from attnvision.memory import release_freed_memory
 
 SUPPORT_GRID_SIZE = 6
 ITERS = 6  # refinement iterations, as the official predictors run
@@ -192,6 +193,10 @@ class CoTrackerOnlinePredictor(nn.Module):
     First call with ``is_first_step=True`` and the queries (or a grid), then with chunks
     ``video[ind : ind + 2 * step]`` for ind = 0, step, 2 step, ...; each call returns the
     tracks of every frame seen so far. ``step`` is half the model's window.
+
+    With ``keep_history=False`` on the first step, each call returns only its chunk's frames,
+    from frame :attr:`chunk_start` on (the first ``step`` of them final, the rest refined by
+    the next call), and memory stays flat however long the stream.
     """
 
     def __init__(self, checkpoint: str | os.PathLike[str] | Mapping[str, Tensor] | CoTracker3
@@ -205,13 +210,16 @@ class CoTrackerOnlinePredictor(nn.Module):
         self.step = self.model.window_len // 2
         self.queries: Tensor | None = None
         self.N = 0
+        self.chunk_start = 0  # the frame the last call's tracks start at
 
     @torch.no_grad()
     def forward(self, video_chunk: Tensor, is_first_step: bool = False,
                 queries: Tensor | None = None, grid_size: int = 5, grid_query_frame: int = 0,
-                add_support_grid: bool = False) -> tuple[Tensor | None, Tensor | None]:
+                add_support_grid: bool = False, *, keep_history: bool = True
+                ) -> tuple[Tensor | None, Tensor | None]:
         """First step: remember the queries, (None, None). Later: (tracks (B, T, N, 2),
-        visibility (B, T, N)) of every frame so far, T growing by ``step`` per call.
+        visibility (B, T, N)) of every frame so far, T growing by ``step`` per call (or of
+        the chunk's frames only, with ``keep_history=False`` on the first step).
 
         video_chunk: (B, T, 3, H, W) values in [0, 255]; on the first step only its size is
         read (to scale the queries).
@@ -219,7 +227,7 @@ class CoTrackerOnlinePredictor(nn.Module):
         b, _, _, h, w = video_chunk.shape
         shape = self.interp_shape
         if is_first_step:
-            self.model.init_video_online_processing()
+            self.model.init_video_online_processing(keep_history=keep_history)
             if queries is not None:
                 self.N = queries.shape[1]
                 queries = queries.clone().float()
@@ -240,6 +248,9 @@ class CoTrackerOnlinePredictor(nn.Module):
             return None, None
         if self.queries is None:
             raise ValueError("call with is_first_step=True (and the queries) first")
+        state = self.model.online_state
+        assert state is not None
+        self.chunk_start = 0 if state.keep_history else state.ind
         tracks, vis, conf = self.model(video=_resize(video_chunk, shape), queries=self.queries,
                                        iters=ITERS, is_online=True)
         tracks, vis, conf = tracks[:, :, :self.N], vis[:, :, :self.N], conf[:, :, :self.N]
@@ -262,9 +273,14 @@ def track_online(predictor: CoTrackerOnlinePredictor, frames: Iterable[np.ndarra
     """The official online loop over (H, W, 3) uint8 ``frames`` read one at a time:
     first the queries (or a grid) with ``is_first_step=True``, then the chunks
     ``video[ind : ind + 2 * step]`` for ind in range(0, T - step, step), each sent as soon as
-    its frames have arrived, so only 2 x step frames are held; a video of ``step`` frames or
-    fewer is sent as one chunk. Returns tracks (T, N, 2) float32 in the frames' pixels and
-    visibility (T, N) bool. ``on_frames(k)``: k more frames tracked (a progress bar)."""
+    its frames have arrived; a video of ``step`` frames or fewer is sent as one chunk.
+
+    Memory stays flat however long the video: only 2 x step frames are held, the model keeps
+    one window of state (``keep_history=False``), each chunk's first ``step`` frames, final
+    once the next chunk has run, join the result as NumPy arrays, and the heap is trimmed
+    after each chunk (:mod:`attnvision.memory`). Returns tracks
+    (T, N, 2) float32 in the frames' pixels and visibility (T, N) bool.
+    ``on_frames(k)``: k more frames tracked (a progress bar)."""
     device = next(predictor.model.parameters()).device
     stream = iter(frames)
     first = next(stream, None)
@@ -274,29 +290,41 @@ def track_online(predictor: CoTrackerOnlinePredictor, frames: Iterable[np.ndarra
         np.asarray(queries, np.float32), device=device)[None]
     predictor(video_tensor([first], device), is_first_step=True, queries=q,
               grid_size=grid_size, grid_query_frame=grid_query_frame,
-              add_support_grid=add_support_grid)
+              add_support_grid=add_support_grid, keep_history=False)
     step = predictor.step
     buffer, total = [first], 1
-    done = 0
-    out: tuple[torch.Tensor, torch.Tensor] | None = None
+    final_tracks: list[np.ndarray] = []  # frames no later chunk will change
+    final_visible: list[np.ndarray] = []
+    pending: tuple[int, np.ndarray, np.ndarray] | None = None  # the last chunk's answer
 
-    def send(chunk: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        nonlocal done
+    def send(chunk: list[np.ndarray]) -> None:
+        nonlocal pending
+        pending_before = pending is not None
         tracks, visible = predictor(video_tensor(chunk, device))
+        release_freed_memory()
+        start = predictor.chunk_start
+        if pending is not None:  # the previous chunk's frames before this one's start
+            first_frame, old_tracks, old_visible = pending
+            final_tracks.append(old_tracks[:start - first_frame])
+            final_visible.append(old_visible[:start - first_frame])
+        pending = (start, tracks[0].float().cpu().numpy(),
+                   visible[0].cpu().numpy().astype(bool))
         if on_frames is not None:
-            on_frames(tracks.shape[1] - done)
-        done = tracks.shape[1]
-        return tracks, visible
+            # Every chunk after the first repeats the previous one's last ``step`` frames.
+            on_frames(len(chunk) - (step if pending_before else 0))
 
     for frame in stream:
         buffer.append(frame)
         total += 1
         if len(buffer) == 2 * step:
-            out = send(buffer)
+            send(buffer)
             buffer = buffer[step:]
-    if out is None or len(buffer) > step:
-        out = send(buffer)
-    tracks, visible = out
-    if tracks.shape[1] != total:
-        raise RuntimeError(f"the online model gave {tracks.shape[1]} frames of {total}")
-    return tracks[0].float().cpu().numpy(), visible[0].cpu().numpy().astype(bool)
+    if pending is None or len(buffer) > step:
+        send(buffer)
+    assert pending is not None
+    final_tracks.append(pending[1])
+    final_visible.append(pending[2])
+    tracks_np, visible_np = np.concatenate(final_tracks), np.concatenate(final_visible)
+    if len(tracks_np) != total:
+        raise RuntimeError(f"the online model gave {len(tracks_np)} frames of {total}")
+    return tracks_np, visible_np

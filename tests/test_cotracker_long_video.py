@@ -1,0 +1,73 @@
+"""Long videos in bounded memory: the online loop over 1,000 frames holds one window of state
+and its memory stays flat; offline, the CNN runs on a few frames at a time and gives the same
+features as on all of them at once."""
+
+import os
+from dataclasses import replace
+
+import numpy as np
+import torch
+from cotracker_helpers import SMALL
+
+from attnvision.cotracker import CoTracker3, CoTrackerOnlinePredictor
+from attnvision.cotracker import model as cotracker_model
+from attnvision.cotracker.predictor import track_online
+
+H, W = SMALL.model_resolution
+FRAME = (240, 320)  # the video's frames: large enough that keeping them would show
+
+
+def rss_mb() -> float:
+    """The process's resident memory now (not its peak), from /proc."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def moving_square(count: int):
+    """``count`` frames of a bright square drifting over noise, made one at a time."""
+    rng = np.random.default_rng(0)
+    background = rng.integers(0, 80, (*FRAME, 3), dtype=np.uint8)
+    for t in range(count):
+        frame = background.copy()
+        x = 40 + 2 * (t % 100)
+        frame[80:140, x:x + 60] = 230
+        yield frame
+
+
+def test_a_thousand_frames_online_hold_one_window_and_flat_memory():
+    torch.manual_seed(0)
+    predictor = CoTrackerOnlinePredictor(CoTracker3(replace(SMALL, offline=False)).eval())
+    window = predictor.model.window_len
+    held, rss = [], {}
+    frames_done = 0
+
+    def after_chunk(k: int) -> None:
+        nonlocal frames_done
+        frames_done += k
+        state = predictor.model.online_state
+        held.append(max(state.coords.shape[1], state.vis.shape[1], state.conf.shape[1]))
+        rss[frames_done] = rss_mb()
+
+    tracks, visible = track_online(predictor, moving_square(1000), grid_size=4,
+                                   on_frames=after_chunk)
+    assert tracks.shape == (1000, 16, 2) and visible.shape == (1000, 16)
+    assert np.isfinite(tracks).all()
+    assert max(held) <= window  # never more than one window of predictions
+    # From frame 200 on, memory grows by no more than the answer itself (a few kilobytes a
+    # frame); frames kept, or the heap left untrimmed, would add 40 KB to 1 MB a frame.
+    start = rss[min(k for k in rss if k >= 200)]
+    assert max(rss.values()) - start < 10, rss
+
+
+def test_features_in_chunks_equal_features_all_at_once(monkeypatch):
+    torch.manual_seed(0)
+    model = CoTracker3(SMALL).eval()
+    video = torch.rand(1, 7, 3, H, W) * 255
+    with torch.no_grad():
+        monkeypatch.setattr(cotracker_model, "FMAPS_CHUNK", 100)
+        whole = model._features(video)
+        monkeypatch.setattr(cotracker_model, "FMAPS_CHUNK", 3)
+        chunked = model._features(video)
+    assert chunked.shape == (1, 7, SMALL.latent_dim, H // 4, W // 4)
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)
+    assert torch.allclose(chunked.norm(dim=2), torch.ones(1, 7, H // 4, W // 4), atol=1e-5)
