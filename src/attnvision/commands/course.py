@@ -2,7 +2,9 @@
 
 The memory-attention picture tracks a clip with SAM 2: ``--sam2-checkpoint``'s, else the
 shipped ``sam2_tiny``; an install without it skips that picture (said on stderr) and draws the
-rest.
+rest. The track-attention picture tracks a grid over the same clip with the offline
+CoTracker3 of ``--cotracker-checkpoint``; no trained CoTracker3 ships yet, so without the
+option it is skipped, said on stderr (:func:`_shipped_cotracker` is where one would be named).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from attnvision.commands.options import add_command, common
+
+TRACK_CLIP_FRAMES = 12  # the track-attention clip: the full model took ~40 s on 2 busy cores
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -27,6 +31,14 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="the SAM 2 checkpoint (official sam2.1_hiera_*.pt or ours) of "
                         "memory_attention.png, where a query of a tracked clip's last frame "
                         "attends in each memory frame (default: the shipped sam2_tiny)")
+    p.add_argument("--cotracker-checkpoint", metavar="FILE",
+                   help="the offline CoTracker3 weights (official scaled_offline.pth or ours, "
+                        ".safetensors) of track_attention.png, what one tracked point attends "
+                        "to in time and through the virtual tracks (no default yet: skipped "
+                        "without it)")
+    p.add_argument("--cotracker-resolution", metavar="H,W",
+                   help="the size CoTracker3 resizes the clip's frames to (default: 384,512, "
+                        "the released models'); multiples of 4")
     common(p, figures)
 
 
@@ -36,15 +48,17 @@ def figures(args: argparse.Namespace) -> dict[str, Any]:
     from attnvision.viz.course import check_geometry, course_figures
 
     check_geometry(args.patch_size, args.size)
-    # The checkpoint is read before anything is written: a bad file leaves no folder behind.
+    # The checkpoints are read before anything is written: a bad file leaves no folder behind.
     model, note = _sam2(args.sam2_checkpoint)
+    tracker, tracker_note = _cotracker(args.cotracker_checkpoint, args.cotracker_resolution)
     ensure_dir(args.out)
     if args.image is None:
         print("attnvision: using the built-in sample image 'astronaut' (pass --image for yours)",
               file=sys.stderr)
     image = None if args.image is None else load_image(args.image)
-    if note:  # only now: a mistake above is the one line on stderr
-        print(note, file=sys.stderr)
+    for line in (note, tracker_note):  # only now: a mistake above is the one line on stderr
+        if line:
+            print(line, file=sys.stderr)
     files = course_figures(args.out, image=image, patch_size=args.patch_size, size=args.size,
                            progress=not args.quiet)
     if model is not None:
@@ -54,8 +68,51 @@ def figures(args: argparse.Namespace) -> dict[str, Any]:
         files["memory_attention"] = memory_attention_figure(
             model, clip.frames, clip.click, clip.query, Path(args.out) / "memory_attention.png",
             progress=not args.quiet, clip_name=clip.name)
+    if tracker is not None:
+        from attnvision.viz.memory_attention import sample_clip
+        from attnvision.viz.track_attention import track_attention_figure
+
+        # Longer than SAM 2's clip, so the time attention has frames to choose from; the
+        # tracked point is the one nearest the click on the man's face (or the astronaut's).
+        clip = sample_clip(TRACK_CLIP_FRAMES)
+        files["track_attention"] = track_attention_figure(
+            tracker, clip.frames, Path(args.out) / "track_attention.png", point=clip.click,
+            clip_name=clip.name)
     return {"command": "figures", "out": str(Path(args.out)),
             "files": {k: str(v) for k, v in files.items()}}
+
+
+def _shipped_cotracker() -> str | None:
+    """The CoTracker3 weights shipped in the package: none yet. When one ships, return its
+    path here (as :func:`attnvision.sam2.pretrained.shipped_checkpoint` does for SAM 2) and
+    track_attention.png is drawn by default."""
+    return None
+
+
+def _cotracker(checkpoint: str | None, resolution: str | None) -> tuple[Any, str | None]:
+    """The offline CoTracker3 of the checkpoint (one-line errors), else the shipped one, else
+    None; and the note to say on stderr when the checkpoint was not given."""
+    import torch
+
+    from attnvision.commands.track import parse_resolution
+    from attnvision.cotracker import build_cotracker
+    from attnvision.errors import UserError
+
+    try:
+        size = parse_resolution(resolution)
+    except UserError as e:  # its message names track's option
+        raise UserError(str(e).replace("--model-resolution", "--cotracker-resolution")) from None
+    path, note = checkpoint, None
+    if path is None:
+        path = _shipped_cotracker()
+        if path is None:
+            return None, ("attnvision: the track-attention picture needs CoTracker3 weights and "
+                          "none ship yet: pass --cotracker-checkpoint FILE (the official "
+                          "scaled_offline.pth); skipped")
+        note = ("attnvision: the track-attention picture uses the shipped CoTracker3; pass "
+                "--cotracker-checkpoint for another")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return build_cotracker(path, offline=True, model_resolution=size, device=device), note
 
 
 def _sam2(checkpoint: str | None) -> tuple[Any, str | None]:

@@ -10,9 +10,17 @@ Attention alternates between two axes:
 
 The output per token is (dx, dy, d visibility logit, d confidence logit). Parameter names are
 the official ones, including the misspelt ``virual_tracks``.
+
+To look inside, set an :class:`AttentionRecorder` as ``recorder`` (or use :func:`recording`):
+each pass then goes through the explicit softmax path and leaves its weights there. Without
+one the blocks run the fused kernel and keep nothing.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -55,8 +63,32 @@ def _norm(dim: int) -> nn.LayerNorm:
     return nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
 
 
+@dataclass
+class AttentionRecorder:
+    """The attention weights of the update transformer's latest pass, one tensor per block.
+
+    Each pass replaces what the previous one left, so after a model call this holds the last
+    refinement iteration's weights (of the last window, for the windowed model). Heads are
+    kept apart; every row sums to 1.
+    """
+
+    # Per time block: each track's frames over its frames, (B N, heads, T, T), a row per
+    # frame that asks; the virtual tracks' own rows are left out.
+    time: list[Tensor] = field(default_factory=list)
+    # Per space block, per frame: each track over the virtual tracks, (B T, heads, N, V).
+    track_to_virtual: list[Tensor] = field(default_factory=list)
+    # Per space block, per frame: each virtual track over the tracks, (B T, heads, V, N).
+    virtual_to_track: list[Tensor] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.time, self.track_to_virtual, self.virtual_to_track = [], [], []
+
+
 class AttnBlock(nn.Module):
-    """Pre-LN self-attention block: x + attn(LN(x)), then x + MLP(LN(x))."""
+    """Pre-LN self-attention block: x + attn(LN(x)), then x + MLP(LN(x)).
+
+    With ``return_attention`` also the weights (B, heads, N, N), by the explicit path.
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
         super().__init__()
@@ -65,17 +97,23 @@ class AttnBlock(nn.Module):
         self.norm2 = _norm(dim)
         self.mlp = TanhGeluMLP(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, return_attention: bool = False
+                ) -> Tensor | tuple[Tensor, Tensor]:
         # x: (B, N, D)
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        if not return_attention:
+            x = x + self.attn(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
+        out, attn = self.attn(self.norm1(x), return_attention=True)
+        x = x + out
+        return x + self.mlp(self.norm2(x)), attn
 
 
 class CrossAttnBlock(nn.Module):
     """Pre-LN cross-attention block: x + attn(LN(x), LN'(context)), then x + MLP(LN(x)).
 
     The context's norm is a default LayerNorm (learnt scale and shift, eps 1e-5), as the
-    official one; the others have none.
+    official one; the others have none. With ``return_attention`` also the weights
+    (B, heads, N1, N2), by the explicit path.
     """
 
     def __init__(self, dim: int, context_dim: int, num_heads: int,
@@ -87,14 +125,23 @@ class CrossAttnBlock(nn.Module):
         self.norm2 = _norm(dim)
         self.mlp = TanhGeluMLP(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor, return_attention: bool = False
+                ) -> Tensor | tuple[Tensor, Tensor]:
         # x: (B, N1, D), context: (B, N2, Dc)
-        x = x + self.cross_attn(self.norm1(x), context=self.norm_context(context))
-        return x + self.mlp(self.norm2(x))
+        if not return_attention:
+            x = x + self.cross_attn(self.norm1(x), context=self.norm_context(context))
+            return x + self.mlp(self.norm2(x))
+        out, attn = self.cross_attn(self.norm1(x), context=self.norm_context(context),
+                                    return_attention=True)
+        x = x + out
+        return x + self.mlp(self.norm2(x)), attn
 
 
 class UpdateTransformer(nn.Module):
-    """Tokens (B, N, T, input_dim) -> updates (B, N, T, 4): dx, dy, d vis, d conf."""
+    """Tokens (B, N, T, input_dim) -> updates (B, N, T, 4): dx, dy, d vis, d conf.
+
+    ``recorder``: None (the default) or an :class:`AttentionRecorder` that each pass fills.
+    """
 
     def __init__(self, input_dim: int, hidden_size: int, num_heads: int, time_depth: int,
                  space_depth: int, num_virtual_tracks: int, mlp_ratio: float = 4.0) -> None:
@@ -114,6 +161,7 @@ class UpdateTransformer(nn.Module):
         self.space_virtual2point_blocks = nn.ModuleList(
             CrossAttnBlock(hidden_size, hidden_size, num_heads, mlp_ratio)
             for _ in range(space_depth))
+        self.recorder: AttentionRecorder | None = None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -133,16 +181,44 @@ class UpdateTransformer(nn.Module):
         v = self.num_virtual_tracks
         tokens = torch.cat([tokens, self.virual_tracks.expand(b, v, t, d)], dim=1)
         every = len(self.time_blocks) // len(self.space_virtual_blocks)
+        rec = self.recorder
+        if rec is not None:
+            rec.clear()
         for i, time_block in enumerate(self.time_blocks):
-            tokens = time_block(tokens.reshape(b * (n + v), t, d)).view(b, n + v, t, d)
+            if rec is None:
+                tokens = time_block(tokens.reshape(b * (n + v), t, d))
+            else:
+                tokens, attn = time_block(tokens.reshape(b * (n + v), t, d), True)
+                rec.time.append(attn.unflatten(0, (b, n + v))[:, :n].flatten(0, 1))
+            tokens = tokens.view(b, n + v, t, d)
             if i % every:
                 continue
             j = i // every
             space = tokens.transpose(1, 2).reshape(b * t, n + v, d)  # (B T, N + V, D)
             points, virtual = space[:, :n], space[:, n:]
-            virtual = self.space_virtual2point_blocks[j](virtual, points)
-            virtual = self.space_virtual_blocks[j](virtual)
-            points = self.space_point2virtual_blocks[j](points, virtual)
+            if rec is None:
+                virtual = self.space_virtual2point_blocks[j](virtual, points)
+                virtual = self.space_virtual_blocks[j](virtual)
+                points = self.space_point2virtual_blocks[j](points, virtual)
+            else:
+                virtual, virtual_reads = self.space_virtual2point_blocks[j](virtual, points,
+                                                                             True)
+                virtual = self.space_virtual_blocks[j](virtual)
+                points, track_reads = self.space_point2virtual_blocks[j](points, virtual, True)
+                rec.virtual_to_track.append(virtual_reads)
+                rec.track_to_virtual.append(track_reads)
             tokens = torch.cat([points, virtual], dim=1).view(b, t, n + v, d).transpose(1, 2)
         tokens = tokens[:, :n]
         return torch.cat([self.flow_head(tokens), self.vis_conf_head(tokens)], dim=-1)
+
+
+@contextmanager
+def recording(transformer: UpdateTransformer) -> Iterator[AttentionRecorder]:
+    """``with recording(model.updateformer) as rec: model(...)``: the weights of the last
+    pass are in ``rec`` afterwards; the transformer is left as it was found."""
+    previous = transformer.recorder
+    transformer.recorder = rec = AttentionRecorder()
+    try:
+        yield rec
+    finally:
+        transformer.recorder = previous
