@@ -1,6 +1,8 @@
 """``attnvision track`` and ``attnvision eval track --synthetic``: a small random-weight
 CoTracker3 on a short synthetic clip, every output file read back, every bad input refused in
-one line with nothing written."""
+one line with nothing written. ``--mask X,Y`` (a click segmented into the mask) runs small
+random-weight SAM and SAM 2 files, whose masks the tests recompute, and the shipped sam_tiny,
+whose mask must be the clicked object."""
 
 import csv
 import json
@@ -12,9 +14,13 @@ import pytest
 import torch
 from cotracker_helpers import RESOLUTION, RESOLUTION_ARGS, small_cotracker_weights
 from PIL import Image
+from sam2_helpers import NAME as SAM2_NAME
+from sam2_helpers import SMALL as SAM2_SMALL
+from sam2_helpers import small_sam2_weights
+from sam_helpers import small_sam_checkpoint
 
 from attnvision.cli import main
-from attnvision.commands.track import MASK_GRID, grid_queries
+from attnvision.commands.track import MASK_GRID, click_mask, grid_queries
 from attnvision.cotracker import (
     CoTrackerOnlinePredictor,
     CoTrackerPredictor,
@@ -22,8 +28,10 @@ from attnvision.cotracker import (
 )
 from attnvision.cotracker.predictor import video_tensor
 from attnvision.data.moving_scenes import make_clip
+from attnvision.sam import SamPredictor, build_sam
+from attnvision.sam2 import SAM2_CONFIGS, SAM2ImagePredictor, build_sam2
 from attnvision.viz.overlays import PALETTE
-from attnvision.viz.tracks import track_colours
+from attnvision.viz.tracks import track_colours, trajectories_picture
 
 T, H, W = 10, 48, 64
 
@@ -57,9 +65,32 @@ def files(tmp_path_factory, clip):
     speck = np.zeros((H, W), np.uint8)
     speck[0, 0] = 1  # one corner pixel: no grid point falls on it
     Image.fromarray(speck).save(root / "speck.png")
+    (root / "corrupt.safetensors").write_bytes(b"not weights")
     return {"mp4": mp4, "folder": folder, "mask": root / "mask.png",
             "empty": root / "empty.png", "other_size": root / "other_size.png",
-            "speck": root / "speck.png", "root": root}
+            "speck": root / "speck.png", "corrupt": root / "corrupt.safetensors",
+            "root": root}
+
+
+@pytest.fixture(scope="module")
+def sam_file(tmp_path_factory):
+    """A small random-weight SAM in our format."""
+    return small_sam_checkpoint(tmp_path_factory.mktemp("sam") / "small_sam.safetensors")
+
+
+@pytest.fixture(scope="module")
+def sam2_file(tmp_path_factory):
+    """A small random-weight SAM 2, saved under the tiny name (see sam2_helpers)."""
+    return small_sam2_weights(tmp_path_factory.mktemp("sam2") / "small_sam2.safetensors")
+
+
+@pytest.fixture(autouse=True)
+def small_sam2_config(monkeypatch):
+    monkeypatch.setitem(SAM2_CONFIGS, SAM2_NAME, SAM2_SMALL)
+
+
+# The clip's large object on frame 0 (id 4, about 490 pixels at the left) and a pixel of it.
+OBJECT, CLICK = 4, (8, 16)
 
 
 def run(capsys, *argv):
@@ -81,7 +112,9 @@ def read_outputs(result, frames=T):
 
     files = result["files"]
     out = Path(files["tracks"]).parent
-    assert set(files) == {"tracks", "tracks_json", "tracks_csv", "overlay", "trajectories"}
+    clicked = result["mask"] is not None and result["mask"]["click"] is not None
+    assert set(files) == {"tracks", "tracks_json", "tracks_csv", "overlay", "trajectories",
+                          *(["mask"] if clicked else [])}
     assert sorted(p.name for p in out.iterdir()) == sorted(Path(f).name for f in files.values())
     with np.load(files["tracks"]) as npz:
         tracks, visible, queries = npz["tracks"], npz["visibility"], npz["queries"]
@@ -171,6 +204,151 @@ def test_mask_keeps_the_predictors_masked_grid(files, weights, tmp_path, capsys,
         grid_queries(MASK_GRID, 0, (H, W), RESOLUTION, mask), queries, atol=1e-6)
 
 
+def read_mask_png(path):
+    with Image.open(path) as picture:
+        assert picture.mode == "L" and picture.size == (W, H)
+        pixels = np.asarray(picture)
+    assert set(np.unique(pixels)) <= {0, 255}
+    return pixels > 0
+
+
+@pytest.mark.parametrize(("family", "online"), [("SAM", False), ("SAM 2", False),
+                                                ("SAM 2", True)])
+def test_click_segments_its_frame_and_tracks_the_grid_inside(
+        files, weights, sam_file, sam2_file, tmp_path, capsys, clip, monkeypatch, family,
+        online):
+    """The click on frame 2 is segmented by the given model on that frame, the best of its
+    three masks kept, written as mask.png and reported; the tracked points are the masked
+    grid of that mask. A 10 x 10 grid keeps it fast (the random masks cover about half the
+    frame: 800 points of the 30 x 30 grid); the full grid is the shipped-SAM test's."""
+    grid = 10
+    monkeypatch.setattr("attnvision.commands.track.MASK_GRID", grid)
+    option, path = (("--sam-checkpoint", sam_file) if family == "SAM"
+                    else ("--sam2-checkpoint", sam2_file))
+    x, y = 40, 30
+    result = track(capsys, files["folder"], weights, tmp_path / "out", "--mask", f"{x},{y}",
+                   "--grid-query-frame", "2", option, path,
+                   *(["--online"] if online else []))
+    tracks, _, queries = read_outputs(result)
+
+    predictor = (SamPredictor(build_sam(None, sam_file)) if family == "SAM"
+                 else SAM2ImagePredictor(build_sam2(None, sam2_file)))
+    predictor.set_image(clip.frames[2])
+    masks, scores, _ = predictor.predict(point_coords=np.array([[x, y]], float),
+                                         point_labels=np.array([1]), multimask_output=True)
+    want = masks[int(np.argmax(scores))] > 0
+    # Random weights: a real part of the frame, so that "inside" means something.
+    assert 0 < want.sum() < 0.9 * H * W
+
+    mask = read_mask_png(result["files"]["mask"])
+    assert np.array_equal(mask, want)
+    np.testing.assert_allclose(queries, grid_queries(grid, 2, (H, W), RESOLUTION, want),
+                               atol=1e-6)
+    assert (queries[:, 0] == 2).all() and 0 < result["points"] < grid ** 2
+    if not online:
+        np.testing.assert_allclose(tracks[2], queries[:, 1:], atol=1e-3)
+    info = result["mask"]
+    assert set(info) == {"file", "frame", "click", "model", "family", "weights", "score",
+                         "area", "bbox"}
+    assert info["file"] == str(tmp_path / "out" / "mask.png")
+    assert (info["frame"], info["click"], info["family"]) == (2, [x, y], family)
+    assert info["model"] == ("vit_b" if family == "SAM" else SAM2_NAME)
+    assert info["weights"] == str(path)
+    assert info["score"] == pytest.approx(float(scores.max()), abs=1e-5)
+    assert info["area"] == int(want.sum())
+    ys, xs = np.nonzero(want)
+    assert info["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1,
+                            ys.max() - ys.min() + 1]
+    assert result["queries_from"] == "mask" and result["online"] == online
+    assert json.loads(json.dumps(result)) == result
+
+
+def test_click_with_the_shipped_sam_masks_the_clicked_object(files, weights, tmp_path, capsys,
+                                                             clip):
+    """No segmenting model given: the shipped sam_tiny (said on stderr) masks the object
+    under the click, and only points on it are tracked."""
+    code, stdout, err = run(capsys, "track", files["mp4"], "--checkpoint", weights,
+                            *RESOLUTION_ARGS, "--mask", f"{CLICK[0]},{CLICK[1]}",
+                            "--out", tmp_path / "out", "--json", "--quiet")
+    assert code == 0, err
+    assert "shipped sam_tiny" in err
+    result = json.loads(stdout)
+    _, _, queries = read_outputs(result)
+    info = result["mask"]
+    assert (info["model"], info["family"], info["click"]) == ("sam_tiny", "SAM", list(CLICK))
+    assert info["weights"].endswith("sam_tiny.safetensors")
+    mask = read_mask_png(result["files"]["mask"])
+    assert mask[CLICK[1], CLICK[0]]
+    target = clip.masks[0] == OBJECT
+    assert (mask & target).sum() / (mask | target).sum() > 0.8
+    assert info["area"] == mask.sum()
+    on_object = target[queries[:, 2].round().astype(int), queries[:, 1].round().astype(int)]
+    assert len(queries) > 20 and on_object.mean() > 0.9
+    # Every point is in the written mask (read at the model's resolution: the rim may differ).
+    inside = mask[queries[:, 2].round().astype(int), queries[:, 1].round().astype(int)]
+    assert inside.mean() > 0.9
+
+
+def test_a_png_mask_is_reported_and_not_copied(files, weights, tmp_path, capsys, clip):
+    result = track(capsys, files["folder"], weights, tmp_path / "out", "--mask", files["mask"],
+                   "--grid-query-frame", "1")
+    read_outputs(result)
+    mask = clip.masks[0] > 0
+    ys, xs = np.nonzero(mask)
+    assert result["mask"] == {"file": str(files["mask"]), "frame": 1, "click": None,
+                              "area": int(mask.sum()),
+                              "bbox": [xs.min(), ys.min(), xs.max() - xs.min() + 1,
+                                       ys.max() - ys.min() + 1]}
+    assert result["files"].get("mask") is None
+    assert track(capsys, files["folder"], weights, tmp_path / "grid", "--grid", "2")[
+        "mask"] is None
+
+
+def test_an_empty_mask_from_the_click_is_one_line_and_writes_nothing(files, weights, tmp_path,
+                                                                     capsys):
+    """A SAM whose masks are all empty (its mask hypernetworks output zeros)."""
+    def silence(model):
+        for mlp in model.mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.zero_()
+            mlp.layers[-1].bias.zero_()
+
+    empty_sam = small_sam_checkpoint(tmp_path / "empty_sam.safetensors", silence)
+    predictor = SamPredictor(build_sam(None, empty_sam))
+    assert not click_mask(predictor, np.zeros((H, W, 3), np.uint8), CLICK)[0].any()
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "track", files["folder"], "--checkpoint", weights,
+                       *RESOLUTION_ARGS, "--mask", "8,16", "--sam-checkpoint", empty_sam,
+                       "--out", out)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "empty mask" in err and "click inside the object" in err and "mask PNG" in err
+    assert not out.exists()
+
+
+def test_a_click_mask_with_no_grid_point_is_one_line(files, weights, tmp_path, capsys,
+                                                     monkeypatch):
+    """A 1 x 1 grid: its one point, the frame's centre, is off the clicked object."""
+    monkeypatch.setattr("attnvision.commands.track.MASK_GRID", 1)
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "track", files["folder"], "--checkpoint", weights,
+                       *RESOLUTION_ARGS, "--mask", f"{CLICK[0]},{CLICK[1]}", "--out", out)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "no point of the 1 x 1 grid falls inside its mask: click a larger object" in err
+    assert not out.exists()
+
+
+def test_trajectories_outline_the_mask():
+    frame = np.full((20, 30, 3), 200, np.uint8)
+    mask = np.zeros((20, 30), bool)
+    mask[5:15, 0:10] = True  # touching the frame's left border
+    picture = np.asarray(trajectories_picture(frame, np.zeros((3, 0, 2)), np.zeros((3, 0), bool),
+                                              np.zeros((0, 3), np.uint8), outline=mask))
+    white = (picture == 255).all(axis=2)
+    edge = mask.copy()
+    edge[6:14, 1:9] = False
+    assert np.array_equal(white, edge)
+    assert (picture[~white] == 90).all()  # the rest dimmed (0.45 of 200)
+
+
 def official_online(weights, frames, **first_step):
     """The official online demo's loop over the whole video in memory."""
     predictor = CoTrackerOnlinePredictor(build_cotracker(weights, offline=False,
@@ -236,15 +414,33 @@ BAD_OPTIONS = [
     (["--mask", "OTHER_SIZE"], "video's size"),
     (["--mask", "SPECK"], "no point of the"),
     (["--mask", "MISSING"], "not found"),
+    (["--mask", "65,5"], "--mask 65,5 is off the frame"),
+    (["--mask=-1,5"], "off the frame"),
+    (["--mask", "5,49.5", "--online"], "off the frame"),
+    (["--mask", "5,5", "--grid-query-frame", "10"], "out of range"),
+    (["--mask", "1,2,3"], "neither a click X,Y"),
+    (["--mask", "nan,5"], "neither a click X,Y"),
+    (["--mask", "5,5", "--point", "0,5,5"], "together"),
+    (["--sam-checkpoint", "SAM"], "segments a click"),
+    (["--mask", "MASK", "--sam2-checkpoint", "SAM2"], "segments a click"),
+    (["--mask", "5,5", "--sam-checkpoint", "SAM", "--sam2-checkpoint", "SAM2"], "together"),
+    (["--mask", "5,5", "--sam-checkpoint", "MISSING"], "not found"),
+    (["--mask", "5,5", "--sam2-checkpoint", "MISSING"], "not found"),
+    (["--mask", "5,5", "--sam-checkpoint", "CORRUPT"], "corrupt"),
+    (["--mask", "5,5", "--sam2-checkpoint", "CORRUPT"], "corrupt"),
+    (["--mask", "5,5", "--sam-checkpoint", "COTRACKER"], "not a SAM checkpoint"),
+    (["--mask", "5,5", "--sam2-checkpoint", "COTRACKER"], "not a SAM 2 checkpoint"),
+    (["--mask", "5,5", "--sam2-checkpoint", "SAM"], "SAM (v1) checkpoint"),
 ]
 
 
 @pytest.mark.parametrize(("args", "words"), BAD_OPTIONS)
-def test_bad_options_are_one_line_and_write_nothing(files, weights, tmp_path, capsys, args,
-                                                    words):
+def test_bad_options_are_one_line_and_write_nothing(files, weights, sam_file, sam2_file,
+                                                    tmp_path, capsys, args, words):
     names = {"MASK": files["mask"], "EMPTY": files["empty"],
              "OTHER_SIZE": files["other_size"], "SPECK": files["speck"],
-             "MISSING": tmp_path / "missing.png"}
+             "MISSING": tmp_path / "missing.png", "SAM": sam_file, "SAM2": sam2_file,
+             "CORRUPT": files["corrupt"], "COTRACKER": weights}
     out = tmp_path / "out"
     code, _, err = run(capsys, "track", files["folder"], "--checkpoint", weights,
                        *RESOLUTION_ARGS, *[str(names.get(a, a)) for a in args], "--out", out)

@@ -104,15 +104,21 @@ def overlay_frames(frames: Iterable[np.ndarray], tracks: np.ndarray, visible: np
 
 def trajectories_picture(frame: np.ndarray, tracks: np.ndarray, visible: np.ndarray,
                          colours: np.ndarray, starts: np.ndarray | None = None,
-                         dim: float = 0.45) -> Image.Image:
+                         dim: float = 0.45, outline: np.ndarray | None = None) -> Image.Image:
     """``frame`` dimmed to ``dim`` of its brightness, with every track's path from its start
     frame to the end (visible stretches solid, occluded ones faint), a ring where it starts
-    and a dot where it ends."""
+    and a dot where it ends; ``outline``, an (H, W) bool mask (the region the points were
+    placed in), has its edge drawn in white beneath the tracks."""
     tracks = np.asarray(tracks, np.float64)
     visible = np.asarray(visible, bool)
     t_count, n = tracks.shape[:2]
     starts = _starts(starts, n)
     dimmed = (frame.astype(np.float32) * dim).round().astype(np.uint8)
+    if outline is not None:
+        mask = np.asarray(outline, bool)
+        m = np.pad(mask, 1)  # the frame's border ends a mask too
+        inner = m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+        dimmed[mask & ~inner] = 255
     picture = Image.fromarray(dimmed).convert("RGBA")
     layer = Image.new("RGBA", picture.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
