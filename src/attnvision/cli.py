@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from attnvision import __version__
 from attnvision.commands import (
+    cotracker_train,
     course,
     demo,
     export_onnx,
@@ -74,6 +75,13 @@ def _human(result: dict[str, Any]) -> list[str]:
         best = result["best"]
         chosen = (f"best J&F {best['jf']:.3f} (epoch {best['epoch']})" if best
                   else "no validation (--eval-clips 0)")
+        return [f"trained {result['epochs']} epochs in {result['seconds']:.0f} s; last loss "
+                f"{result['train_loss']:.4f}; {chosen}"] + [
+            f"wrote {f}" for f in result["files"].values()]
+    if result.get("command") == "train cotracker":
+        best = result["best"]
+        chosen = (f"best δ_avg {best['average_pts_within_thresh']:.3f} (epoch {best['epoch']})"
+                  if best else "no validation (--eval-clips 0)")
         return [f"trained {result['epochs']} epochs in {result['seconds']:.0f} s; last loss "
                 f"{result['train_loss']:.4f}; {chosen}"] + [
             f"wrote {f}" for f in result["files"].values()]
@@ -136,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     vit.register_train(train)
     sam_train.register_train(train)
     sam2_train.register_train(train)
+    cotracker_train.register_train(train)
     evaluate = _group(commands, "eval", "evaluate a model")
     vit.register_eval(evaluate)
     sam_train.register_eval(evaluate)
