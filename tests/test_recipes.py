@@ -48,3 +48,12 @@ def test_the_sam2_tiny_recipe_parses_and_writes_the_shipped_file():
     assert args.model == "sam2" and args.init is None and args.annotations is None
     assert args.freeze == "image_encoder" and args.amp == "bf16"
     assert args.export == "src/attnvision/sam2/weights/sam2_tiny.safetensors"
+
+
+def test_the_cotracker_tiny_recipe_parses_and_writes_the_shipped_file():
+    commands = recipe_commands(RECIPES / "cotracker_tiny.sh")
+    assert len(commands) == 1
+    args = build_parser().parse_args(commands[0])
+    assert args.model == "cotracker" and args.init is None and args.amp == "bf16"
+    assert (args.clips, args.epochs, args.points, args.lr, args.seed) == (200, 4, 128, 5e-4, 0)
+    assert args.export == "src/attnvision/cotracker/weights/cotracker_tiny.safetensors"

@@ -3,8 +3,8 @@
 The memory-attention picture tracks a clip with SAM 2: ``--sam2-checkpoint``'s, else the
 shipped ``sam2_tiny``; an install without it skips that picture (said on stderr) and draws the
 rest. The track-attention picture tracks a grid over the same clip with the offline
-CoTracker3 of ``--cotracker-checkpoint``; no trained CoTracker3 ships yet, so without the
-option it is skipped, said on stderr (:func:`_shipped_cotracker` is where one would be named).
+CoTracker3 of ``--cotracker-checkpoint``, else the shipped ``cotracker_tiny``; an install
+without it skips that picture (said on stderr).
 """
 
 from __future__ import annotations
@@ -83,10 +83,10 @@ def figures(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _shipped_cotracker() -> str | None:
-    """The CoTracker3 weights shipped in the package: none yet. When one ships, return its
-    path here (as :func:`attnvision.sam2.pretrained.shipped_checkpoint` does for SAM 2) and
-    track_attention.png is drawn by default."""
-    return None
+    """The shipped cotracker_tiny's weights, or None for an install without them."""
+    from attnvision.cotracker.pretrained import has_shipped, shipped_checkpoint
+
+    return str(shipped_checkpoint()) if has_shipped() else None
 
 
 def _cotracker(checkpoint: str | None, resolution: str | None) -> tuple[Any, str | None]:
@@ -98,19 +98,19 @@ def _cotracker(checkpoint: str | None, resolution: str | None) -> tuple[Any, str
     from attnvision.cotracker import build_cotracker
     from attnvision.errors import UserError
 
-    try:
-        size = parse_resolution(resolution)
-    except UserError as e:  # its message names track's option
-        raise UserError(str(e).replace("--model-resolution", "--cotracker-resolution")) from None
     path, note = checkpoint, None
     if path is None:
         path = _shipped_cotracker()
         if path is None:
             return None, ("attnvision: the track-attention picture needs CoTracker3 weights and "
-                          "none ship yet: pass --cotracker-checkpoint FILE (the official "
-                          "scaled_offline.pth); skipped")
-        note = ("attnvision: the track-attention picture uses the shipped CoTracker3; pass "
-                "--cotracker-checkpoint for another")
+                          "this install ships none: pass --cotracker-checkpoint FILE (the "
+                          "official scaled_offline.pth); skipped")
+        note = ("attnvision: the track-attention picture uses the shipped cotracker_tiny; "
+                "pass --cotracker-checkpoint for another")
+    try:
+        size = parse_resolution(resolution, path)
+    except UserError as e:  # its message names track's option
+        raise UserError(str(e).replace("--model-resolution", "--cotracker-resolution")) from None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return build_cotracker(path, offline=True, model_resolution=size, device=device), note
 

@@ -31,8 +31,10 @@ on the frame, the segmenting weights, a mask that is not empty) and the weights 
 before ``--out`` is created, and the folder is made only once tracking has finished, so a
 mistake leaves nothing.
 
-No trained CoTracker3 ships yet: ``--checkpoint`` is needed (the official
-``scaled_offline.pth`` / ``scaled_online.pth``, or ours as safetensors with the same keys).
+The tracker is the shipped ``cotracker_tiny`` (1.8 M parameters at 192 x 256, trained here on
+synthetic videos) unless ``--checkpoint`` names another: the official ``scaled_offline.pth``
+/ ``scaled_online.pth``, or ours as safetensors with the same keys. ``--model-resolution``
+defaults to the one the file records, else the released models' 384 x 512.
 """
 
 from __future__ import annotations
@@ -163,9 +165,13 @@ def parse_points(texts: list[str]) -> list[tuple[int, float, float]]:
     return points
 
 
-def parse_resolution(text: str | None) -> tuple[int, int]:
+def parse_resolution(text: str | None, weights: str | None = None) -> tuple[int, int]:
+    """--model-resolution H,W; without it, the resolution ``weights`` record (ours), else the
+    released models' 384 x 512."""
     if text is None:
-        return MODEL_RESOLUTION
+        from attnvision.cotracker.checkpoints import stored_resolution
+
+        return (None if weights is None else stored_resolution(weights)) or MODEL_RESOLUTION
     try:
         h, w = (int(v) for v in text.split(","))
     except ValueError:
@@ -177,13 +183,17 @@ def parse_resolution(text: str | None) -> tuple[int, int]:
 
 
 def weights_file(checkpoint: str | None, online: bool) -> str:
-    """--checkpoint, which is needed until a trained CoTracker3 ships: one line saying where
-    the official files are when it is missing."""
+    """--checkpoint, else the shipped cotracker_tiny; one line saying where the official
+    files are when neither is there."""
     if checkpoint is None:
+        from attnvision.cotracker.pretrained import has_shipped, shipped_checkpoint
+
+        if has_shipped():
+            return str(shipped_checkpoint())
         first, other = (("scaled_online.pth", "scaled_offline.pth without --online") if online
                         else ("scaled_offline.pth", "scaled_online.pth for --online"))
-        raise UserError(f"no trained CoTracker3 ships yet: pass --checkpoint FILE (the official "
-                        f"weights: {OFFICIAL_WEIGHTS} : {first}, or {other})")
+        raise UserError(f"this install ships no CoTracker3: pass --checkpoint FILE (the "
+                        f"official weights: {OFFICIAL_WEIGHTS} : {first}, or {other})")
     return checkpoint
 
 
@@ -337,8 +347,8 @@ def track(args: argparse.Namespace) -> dict[str, Any]:
     points = parse_points(args.point) if mode == "points" else []
     grid = (args.grid or DEFAULT_GRID) if mode == "grid" else MASK_GRID
     query_frame = args.grid_query_frame or 0
-    resolution = parse_resolution(args.model_resolution)
     weights = weights_file(args.checkpoint, args.online)
+    resolution = parse_resolution(args.model_resolution, weights)
     if importlib.util.find_spec("av") is None:
         raise UserError("writing overlay.mp4 needs PyAV: pip install 'attnvision[video]'")
     check_out_dir(args.out)

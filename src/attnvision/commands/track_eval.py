@@ -151,8 +151,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.frames < 2:
         raise UserError(f"--frames {args.frames}: give 2 or more (tracking is measured on the "
                         "frames after the first; 5 or more for occlusions)")
-    resolution = parse_resolution(args.model_resolution)
     weights = weights_file(args.checkpoint, args.online)
+    resolution = parse_resolution(args.model_resolution, weights)
     if args.out is not None and Path(args.out).is_file():
         raise UserError(f"output folder {args.out} is an existing file: choose another --out")
     clips = held_out_clips(args.clips, args.frames, args.size)  # a bad --size: one line

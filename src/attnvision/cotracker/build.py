@@ -13,9 +13,12 @@ from attnvision.cotracker.checkpoints import (
     config_from_weights,
     load_cotracker_weights,
     read_cotracker_weights,
+    stored_resolution,
 )
 from attnvision.cotracker.configs import COTRACKER_CONFIGS, CoTrackerConfig
 from attnvision.cotracker.model import CoTracker3
+
+RELEASED_RESOLUTION = (384, 512)
 
 
 def cotracker_from_config(config: CoTrackerConfig) -> CoTracker3:
@@ -25,7 +28,7 @@ def cotracker_from_config(config: CoTrackerConfig) -> CoTracker3:
 
 def build_cotracker(checkpoint: str | os.PathLike[str] | Mapping[str, Tensor] | None = None,
                     offline: bool = True, *,
-                    model_resolution: tuple[int, int] = (384, 512),
+                    model_resolution: tuple[int, int] | None = None,
                     device: str | torch.device = "cpu") -> CoTracker3:
     """CoTracker3 with ``checkpoint``'s weights, in eval mode (the official name and order).
 
@@ -34,9 +37,14 @@ def build_cotracker(checkpoint: str | os.PathLike[str] | Mapping[str, Tensor] | 
     window length are read from its shapes and every key is loaded strictly. ``offline``
     chooses how the model runs (the whole video at once, or sliding windows and the online
     mode); the weights do not say. ``model_resolution`` (H, W), the size the predictors
-    resize videos to, is not in the weights either: the released models use (384, 512).
+    resize videos to, is not in the weights either: by default the one a safetensors file of
+    ours records in its metadata, else (384, 512), the released models'.
     Without a checkpoint: the released architecture with random weights.
     """
+    if model_resolution is None:
+        stored = (None if checkpoint is None or isinstance(checkpoint, Mapping)
+                  else stored_resolution(checkpoint))
+        model_resolution = stored or RELEASED_RESOLUTION
     if checkpoint is None:
         name = "cotracker3_offline" if offline else "cotracker3_online"
         config = COTRACKER_CONFIGS[name]

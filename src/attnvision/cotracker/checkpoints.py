@@ -45,6 +45,26 @@ def read_cotracker_weights(path: str | os.PathLike[str], offline: bool = True
     return sd
 
 
+def stored_resolution(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """The (H, W) model resolution a safetensors file of ours records in its metadata
+    (``model_resolution: "H,W"``, written by ``attnvision train cotracker``), else None: the
+    official ``.pth`` files have no metadata, and their models run at (384, 512)."""
+    from safetensors import SafetensorError, safe_open
+
+    if str(path).lower().endswith(".safetensors"):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                text = (f.metadata() or {}).get("model_resolution")
+        except (SafetensorError, OSError):
+            return None  # the loader says what is wrong with the file
+        try:
+            h, w = (int(v) for v in (text or "").split(","))
+            return h, w
+        except ValueError:
+            return None
+    return None
+
+
 def _blocks(sd: Mapping[str, Tensor], prefix: str) -> int:
     found = {int(m.group(1)) for k in sd if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))}
     return max(found, default=-1) + 1

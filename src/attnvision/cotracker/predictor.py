@@ -56,7 +56,7 @@ def get_points_on_a_grid(size: int, extent: tuple[int, int],
 
 
 def _model(checkpoint: str | os.PathLike[str] | Mapping[str, Tensor] | CoTracker3 | None,
-           offline: bool, model_resolution: tuple[int, int]) -> CoTracker3:
+           offline: bool, model_resolution: tuple[int, int] | None) -> CoTracker3:
     if isinstance(checkpoint, CoTracker3):
         return checkpoint.eval()
     return build_cotracker(checkpoint, offline=offline, model_resolution=model_resolution)
@@ -85,7 +85,7 @@ class CoTrackerPredictor(nn.Module):
 
     def __init__(self, checkpoint: str | os.PathLike[str] | Mapping[str, Tensor] | CoTracker3
                  | None = None, offline: bool = True, *,
-                 model_resolution: tuple[int, int] = (384, 512)) -> None:
+                 model_resolution: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.support_grid_size = SUPPORT_GRID_SIZE
         self.model = _model(checkpoint, offline, model_resolution)
@@ -200,7 +200,7 @@ class CoTrackerOnlinePredictor(nn.Module):
     """
 
     def __init__(self, checkpoint: str | os.PathLike[str] | Mapping[str, Tensor] | CoTracker3
-                 | None = None, *, model_resolution: tuple[int, int] = (384, 512)) -> None:
+                 | None = None, *, model_resolution: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.support_grid_size = SUPPORT_GRID_SIZE
         self.model = _model(checkpoint, False, model_resolution)
