@@ -27,14 +27,12 @@ from torch import Tensor
 def bilinear_sample(input: Tensor, coords: Tensor) -> Tensor:
     """``grid_sample`` with coordinates in cells rather than in [-1, 1].
 
-    input (B, C, H, W) with coords (B, ..., 2) as (x, y), or input (B, C, T, H, W) with coords
-    (B, ..., 3) as (t, x, y). 0 is the centre of the first cell, size - 1 the centre of the
-    last; outside the grid the border value is repeated. Returns (B, C, ...).
+    input (B, C, H, W), coords (B, ..., 2) as (x, y). 0 is the centre of the first cell,
+    size - 1 the centre of the last; outside the grid the border value is repeated.
+    Returns (B, C, ...).
     """
-    sizes = input.shape[2:]
-    if len(sizes) == 3:
-        coords = coords[..., [1, 2, 0]]  # (t, x, y) -> grid_sample's (x, y, t)
-    scale = torch.tensor([2 / max(s - 1, 1) for s in reversed(sizes)], device=coords.device,
+    h, w = input.shape[2:]
+    scale = torch.tensor([2 / max(w - 1, 1), 2 / max(h - 1, 1)], device=coords.device,
                          dtype=coords.dtype)
     grid = coords * scale - 1
     return F.grid_sample(input, grid, align_corners=True, padding_mode="border")
@@ -60,19 +58,51 @@ def patch_offsets(radius: int, device: torch.device | None = None) -> Tensor:
     return torch.stack([d[:, None].expand(side, side), d[None, :].expand(side, side)], dim=-1)
 
 
+def sample_cells(fmaps: Tensor, frames: Tensor, points: Tensor) -> Tensor:
+    """Bilinear samples of feature maps, each point in its own frame.
+
+    fmaps: (B, T, C, H, W); frames: (B, ...) integer indices in [0, T), broadcast against
+    ``points``' middle axes; points: (B, ..., 2) (x, y) in cells -> (B, ..., C). The
+    conventions of :func:`bilinear_sample` (border values outside the grid), written out as
+    four gathers of each point's neighbouring cells, so that the frame is an index rather
+    than a third sampling axis.
+    """
+    b, t, c, h, w = fmaps.shape
+    # Border padding: a point outside the grid reads the nearest cell centre.
+    x = points[..., 0].clamp(0, w - 1)  # (B, ...)
+    y = points[..., 1].clamp(0, h - 1)
+    x0, y0 = x.floor(), y.floor()
+    # The weights as grid_sample computes them (the far corner minus the point).
+    wx1, wy1 = x - x0, y - y0
+    wx0, wy0 = x0 + 1 - x, y0 + 1 - y
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)  # weight 0 at the edge
+    # Each point's row of (B T): its batch's first frame plus its own.
+    batch = torch.arange(b, device=fmaps.device).reshape(b, *[1] * (frames.dim() - 1))
+    row = batch * t + frames  # (B, ...), broadcasts against x0
+    table = fmaps.reshape(b * t, c, h * w).transpose(1, 2)  # (B T, H W, C), a view
+    return (table[row, y0 * w + x0] * (wx0 * wy0)[..., None]
+            + table[row, y0 * w + x1] * (wx1 * wy0)[..., None]
+            + table[row, y1 * w + x0] * (wx0 * wy1)[..., None]
+            + table[row, y1 * w + x1] * (wx1 * wy1)[..., None])
+
+
 def query_patches(fmaps: Tensor, frames: Tensor, coords: Tensor, radius: int) -> Tensor:
     """Each query's (2r+1)^2 patch of features, in its own frame.
 
-    fmaps: (B, T, C, H, W), frames: (B, N) frame indices, coords: (B, N, 2) in cells of
-    ``fmaps`` -> (B, N, (2r+1)^2, C). Frames outside [0, T) read the nearest frame.
+    fmaps: (B, T, C, H, W), frames: (B, N) integer frame indices, coords: (B, N, 2) in cells
+    of ``fmaps`` -> (B, N, (2r+1)^2, C). Frames outside [0, T) read the nearest frame.
+
+    The official code samples (t, x, y) with a 5-D ``grid_sample``, which ONNX exporters do
+    not take. The frame is an integer, so :func:`sample_cells` gathers it instead (the same
+    values): gathering each query's whole frame for a 4-D ``grid_sample`` would hold
+    N x C x H x W numbers (gigabytes for a dense grid at full resolution), the four
+    neighbouring cells of each point only 4 x N x P x C.
     """
-    b, n = frames.shape
+    t = fmaps.shape[1]
     offsets = patch_offsets(radius, coords.device).reshape(1, 1, -1, 2)
     points = coords[:, :, None, :] + offsets  # (B, N, P, 2)
-    # The time coordinate joins the 3-D sampler so each query reads its own frame.
-    t = frames.to(coords.dtype)[:, :, None, None].expand(b, n, points.shape[2], 1)
-    samples = bilinear_sample(fmaps.transpose(1, 2), torch.cat([t, points], dim=-1)[..., None, :])
-    return samples[..., 0].permute(0, 2, 3, 1)  # (B, C, N, P, 1) -> (B, N, P, C)
+    return sample_cells(fmaps, frames.long().clamp(0, t - 1)[:, :, None], points)
 
 
 def track_patches(fmaps: Tensor, coords: Tensor, radius: int) -> Tensor:
@@ -80,10 +110,19 @@ def track_patches(fmaps: Tensor, coords: Tensor, radius: int) -> Tensor:
 
     fmaps: (B, T, C, H, W), coords: (B, T, N, 2) in cells of ``fmaps`` ->
     (B, T, N, (2r+1)^2, C).
+
+    ``grid_sample`` in PyTorch, the gathers of :func:`sample_cells` in an ONNX graph (the
+    same samples, to float rounding): PyTorch's sampler is about 7 times faster than its
+    gathers, ONNX Runtime's ``GridSample`` 3 times slower than its gathers (one channel at a
+    time), and this is most of a window's sampling.
     """
     b, t, c, h, w = fmaps.shape
     n = coords.shape[2]
     offsets = patch_offsets(radius, coords.device).reshape(1, 1, -1, 2)
+    if torch.onnx.is_in_onnx_export():
+        points = coords[:, :, :, None, :] + offsets[:, None]  # (B, T, N, P, 2)
+        frames = torch.arange(t, device=coords.device)[None, :, None, None]  # (1, T, 1, 1)
+        return sample_cells(fmaps, frames, points)
     points = coords.reshape(b * t, n, 1, 2) + offsets  # (B T, N, P, 2)
     samples = bilinear_sample(fmaps.reshape(b * t, c, h, w), points)  # (B T, C, N, P)
     return samples.reshape(b, t, c, n, -1).permute(0, 1, 3, 4, 2)

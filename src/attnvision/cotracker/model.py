@@ -18,7 +18,9 @@ The same weights run two ways, as the official ``CoTrackerThreeOffline`` and
   window starts its tracks from the previous window's predictions in the frames they share.
   Called with ``is_online=True`` on successive chunks of a stream it runs one window per
   call and keeps what later windows need in ``online_state`` (reset by
-  :meth:`CoTracker3.init_video_online_processing`, the official name).
+  :meth:`CoTracker3.init_video_online_processing`, the official name). The window itself is
+  :meth:`CoTracker3.online_window`, a pure function of tensors (state in, state out), which
+  is what the ONNX export traces (:mod:`attnvision.cotracker.onnx`).
 
 Coordinates are input pixels at the model's resolution, (x, y); queries are (t, x, y).
 """
@@ -293,6 +295,57 @@ class CoTracker3(nn.Module):
             conf_pred[:, ind:ind + s] = new_conf[:, :keep]
         return TrackerOutput(coords_pred, vis_pred.sigmoid(), conf_pred.sigmoid())
 
+    def online_window(self, video: Tensor, queries: Tensor, ind: Tensor | int,
+                      support: list[Tensor], prev_coords: Tensor, prev_vis: Tensor,
+                      prev_conf: Tensor, iters: int
+                      ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+        """One window of the online model as a pure function of tensors.
+
+        What :meth:`_forward_online` runs between its bookkeeping, and what the ONNX graph of
+        :mod:`attnvision.cotracker.onnx` holds: no state, and no Python branch on a value
+        (the window's position ``ind`` may be an int64 scalar tensor, an input of the graph).
+
+        video: (B, S, 3, H, W) floats 0..255, a whole window (S = ``window_len``; a short
+        last chunk padded with its last frame); queries: (B, N, 3) (t, x, y) pixels;
+        ``ind``: the window's first frame, a multiple of ``step`` = S / 2; ``support``:
+        [(B, N, P, C)] per level, the query patches gathered by the earlier windows (zeros
+        before the first); prev_coords (B, S - step, N, 2) pixels, prev_vis and prev_conf
+        (B, S - step, N) logits: the previous window's predictions in the frames this one
+        shares (read only when ind > 0).
+
+        Returns the window's coords (B, S, N, 2) pixels, vis and conf (B, S, N) logits, and
+        the support with the patches of the queries whose frame this window is first to see.
+        """
+        b, s = video.shape[:2]
+        n = queries.shape[1]
+        step = s // 2
+        frames = queries[:, :, 0].long()
+        start = queries[..., 1:3] / self.stride  # (B, N, 2) cells
+        pyramid = feature_pyramid(self._features(video), self.config.corr_levels)
+        patches = self._query_patches(pyramid, frames - ind, start)
+        # Queries whose frame is new in this window (the first window's frames, then the
+        # second half of each later one) add their patches, sampled in this window's frames.
+        # (ind == 0 and ind > 0 are bools, or bool tensors in a traced graph.)
+        new = ((frames >= ind + step) | (ind == 0)) & (frames < ind + s)  # (B, N)
+        support = [acc + p * new[:, :, None, None]
+                   for acc, p in zip(support, patches, strict=True)]
+
+        coords = start[:, None].expand(b, s, n, 2).float()
+        vis = video.new_zeros(b, s, n)
+        conf = video.new_zeros(b, s, n)
+        # Tracks already queried start from the previous window's predictions in the shared
+        # frames (selected, not blended: the first window's zeros leave no trace).
+        carry = ((frames < ind + s - step) & (ind > 0))[:, None, :]  # (B, 1, N)
+        coords = torch.where(carry[..., None], _from_previous(prev_coords, step) / self.stride,
+                             coords)
+        vis = torch.where(carry, _from_previous(prev_vis, step), vis)
+        conf = torch.where(carry, _from_previous(prev_conf, step), conf)
+        # Tracks whose query lies after this window have no query patch yet.
+        seen = (frames < ind + s)[:, :, None, None]  # (B, N, 1, 1)
+        coords, vis, conf = self._refine(pyramid, [p * seen for p in support], coords, vis,
+                                         conf, iters)
+        return coords * self.stride, vis, conf, support
+
     def _forward_online(self, video: Tensor, queries: Tensor, iters: int) -> TrackerOutput:
         """One window, at ``online_state.ind``, of a stream; see :class:`OnlineState`."""
         state = self.online_state
@@ -308,35 +361,19 @@ class CoTracker3(nn.Module):
             video = torch.cat([video, video[:, -1:].expand(b, s - t, *video.shape[2:])], dim=1)
         n = queries.shape[1]
         ind = state.ind
-        frames = queries[:, :, 0].long()
-        start = queries[..., 1:3] / self.stride  # (B, N, 2) cells
-        pyramid = feature_pyramid(self._features(video), self.config.corr_levels)
-        support = self._query_patches(pyramid, frames - ind, start)
-        # Queries whose frame is new in this window (the first window's frames, then the
-        # second half of each later one) add their patches, sampled in this window's frames.
-        left = 0 if ind == 0 else ind + step
-        new = ((frames >= left) & (frames < ind + s))[:, :, None, None]
         if state.support is None:
-            state.support = [torch.zeros_like(p) for p in support]
-        state.support = [acc + p * new for acc, p in zip(state.support, support, strict=True)]
-
-        coords = start[:, None].expand(b, s, n, 2).float()
-        vis = video.new_zeros(b, s, n)
-        conf = video.new_zeros(b, s, n)
-        if state.coords is not None:
-            # Tracks already queried start from the previous window's predictions in the
-            # shared frames.
-            carry = (frames < ind + s - step)[:, None, :]  # (B, 1, N)
+            patch = (b, n, self.config.corr_side ** 2, self.config.latent_dim)
+            state.support = [video.new_zeros(patch) for _ in range(self.config.corr_levels)]
+        if state.coords is None:  # the first window: nothing to start from (zeros unread)
+            prev_coords = video.new_zeros(b, s - step, n, 2)
+            prev_vis = prev_conf = video.new_zeros(b, s - step, n)
+        else:
             lo = ind - state.first
-            coords = torch.where(carry[..., None], _from_previous(
-                state.coords[:, lo:lo + s - step], step) / self.stride, coords)
-            vis = torch.where(carry, _from_previous(state.vis[:, lo:lo + s - step], step), vis)
-            conf = torch.where(carry, _from_previous(state.conf[:, lo:lo + s - step], step),
-                               conf)
-        seen = (frames < ind + s)[:, :, None, None]  # (B, N, 1, 1)
-        coords, vis, conf = self._refine(pyramid, [p * seen for p in state.support], coords,
-                                         vis, conf, iters)
-        coords, vis, conf = coords[:, :t] * self.stride, vis[:, :t], conf[:, :t]
+            prev_coords, prev_vis, prev_conf = (x[:, lo:lo + s - step] for x in (
+                state.coords, state.vis, state.conf))
+        coords, vis, conf, state.support = self.online_window(
+            video, queries, ind, state.support, prev_coords, prev_vis, prev_conf, iters)
+        coords, vis, conf = coords[:, :t], vis[:, :t], conf[:, :t]
         if state.keep_history:
             if state.coords is not None:  # frames before this window, then this window's
                 coords = torch.cat([state.coords[:, :ind], coords], dim=1)
