@@ -71,3 +71,36 @@ def test_features_in_chunks_equal_features_all_at_once(monkeypatch):
     assert chunked.shape == (1, 7, SMALL.latent_dim, H // 4, W // 4)
     torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)
     assert torch.allclose(chunked.norm(dim=2), torch.ones(1, 7, H // 4, W // 4), atol=1e-5)
+
+
+def test_online_windows_reuse_the_shared_frames_features(monkeypatch):
+    """Each chunk after the first starts with the previous one's last half window: those
+    frames go through the CNN once, with the same tracks as computing them again."""
+    torch.manual_seed(0)
+    model = CoTracker3(replace(SMALL, offline=False)).eval()
+    step = model.window_len // 2
+    frames = np.stack(list(moving_square(5 * step)))
+    cnn_frames = []
+    features = model._features
+
+    def counted(video):
+        cnn_frames.append(video.shape[1])
+        return features(video)
+
+    monkeypatch.setattr(model, "_features", counted)
+    tracks, visible = track_online(CoTrackerOnlinePredictor(model), frames, grid_size=3)
+    # 4 chunks of a whole window: the first through the CNN whole, then only new frames
+    assert cnn_frames == [2 * step] + [step] * 3
+
+    cnn_frames.clear()
+    original = model._forward_online
+
+    def forgetful(*args, **kwargs):  # no features to reuse: every chunk computed whole
+        model.online_state.shared_frames = None
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "_forward_online", forgetful)
+    again, visible_again = track_online(CoTrackerOnlinePredictor(model), frames, grid_size=3)
+    assert cnn_frames == [2 * step] * 4
+    np.testing.assert_allclose(tracks, again, atol=1e-4)
+    assert np.array_equal(visible, visible_again)

@@ -80,6 +80,11 @@ class OnlineState:
     ind: int = 0  # first frame of the next window
     first: int = 0  # the frame coords[:, 0] is
     support: list[Tensor] | None = None
+    # The last window's second half and its CNN features: the next chunk starts with the
+    # same frames (the official chunks overlap by half a window), so their features are
+    # reused rather than computed again, after checking the frames are the same.
+    shared_frames: Tensor | None = None
+    shared_fmaps: Tensor | None = None
     coords: Tensor | None = None
     vis: Tensor | None = None
     conf: Tensor | None = None
@@ -297,7 +302,7 @@ class CoTracker3(nn.Module):
 
     def online_window(self, video: Tensor, queries: Tensor, ind: Tensor | int,
                       support: list[Tensor], prev_coords: Tensor, prev_vis: Tensor,
-                      prev_conf: Tensor, iters: int
+                      prev_conf: Tensor, iters: int, fmaps: Tensor | None = None
                       ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
         """One window of the online model as a pure function of tensors.
 
@@ -311,7 +316,8 @@ class CoTracker3(nn.Module):
         [(B, N, P, C)] per level, the query patches gathered by the earlier windows (zeros
         before the first); prev_coords (B, S - step, N, 2) pixels, prev_vis and prev_conf
         (B, S - step, N) logits: the previous window's predictions in the frames this one
-        shares (read only when ind > 0).
+        shares (read only when ind > 0); ``fmaps``: the window's CNN features if already
+        known (B, S, C, H/s, W/s), else computed here.
 
         Returns the window's coords (B, S, N, 2) pixels, vis and conf (B, S, N) logits, and
         the support with the patches of the queries whose frame this window is first to see.
@@ -321,7 +327,8 @@ class CoTracker3(nn.Module):
         step = s // 2
         frames = queries[:, :, 0].long()
         start = queries[..., 1:3] / self.stride  # (B, N, 2) cells
-        pyramid = feature_pyramid(self._features(video), self.config.corr_levels)
+        fmaps = self._features(video) if fmaps is None else fmaps
+        pyramid = feature_pyramid(fmaps, self.config.corr_levels)
         patches = self._query_patches(pyramid, frames - ind, start)
         # Queries whose frame is new in this window (the first window's frames, then the
         # second half of each later one) add their patches, sampled in this window's frames.
@@ -371,8 +378,15 @@ class CoTracker3(nn.Module):
             lo = ind - state.first
             prev_coords, prev_vis, prev_conf = (x[:, lo:lo + s - step] for x in (
                 state.coords, state.vis, state.conf))
+        shared = state.shared_frames
+        if shared is not None and shared.shape == video[:, :step].shape and torch.equal(
+                shared, video[:, :step]):
+            fmaps = torch.cat([state.shared_fmaps, self._features(video[:, step:])], dim=1)
+        else:
+            fmaps = self._features(video)
+        state.shared_frames, state.shared_fmaps = video[:, step:], fmaps[:, step:]
         coords, vis, conf, state.support = self.online_window(
-            video, queries, ind, state.support, prev_coords, prev_vis, prev_conf, iters)
+            video, queries, ind, state.support, prev_coords, prev_vis, prev_conf, iters, fmaps)
         coords, vis, conf = coords[:, :t], vis[:, :t], conf[:, :t]
         if state.keep_history:
             if state.coords is not None:  # frames before this window, then this window's
