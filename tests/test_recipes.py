@@ -50,10 +50,14 @@ def test_the_sam2_tiny_recipe_parses_and_writes_the_shipped_file():
     assert args.export == "src/attnvision/sam2/weights/sam2_tiny.safetensors"
 
 
-def test_the_cotracker_tiny_recipe_parses_and_writes_the_shipped_file():
+def test_the_cotracker_tiny_recipe_chains_two_stages_to_the_shipped_file():
     commands = recipe_commands(RECIPES / "cotracker_tiny.sh")
-    assert len(commands) == 1
-    args = build_parser().parse_args(commands[0])
-    assert args.model == "cotracker" and args.init is None and args.amp == "bf16"
-    assert (args.clips, args.epochs, args.points, args.lr, args.seed) == (200, 4, 128, 5e-4, 0)
-    assert args.export == "src/attnvision/cotracker/weights/cotracker_tiny.safetensors"
+    assert len(commands) == 2
+    first, second = (build_parser().parse_args(c) for c in commands)
+    assert first.model == second.model == "cotracker"
+    assert first.init is None and first.export is None and first.amp == second.amp == "bf16"
+    assert (first.clips, first.epochs, first.points, first.lr) == (200, 4, 128, 5e-4)
+    assert second.init == f"{first.out}/best.safetensors"
+    assert second.first_clip >= first.first_clip + first.clips  # clips stage 1 never saw
+    assert (second.clips, second.epochs, second.lr) == (250, 2, 3e-4)
+    assert second.export == "src/attnvision/cotracker/weights/cotracker_tiny.safetensors"
