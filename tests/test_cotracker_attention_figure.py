@@ -133,7 +133,11 @@ def test_figures_draws_track_attention_with_a_checkpoint(tmp_path, capsys, check
     assert "--cotracker-checkpoint" not in err
 
 
-def test_figures_without_a_cotracker_says_so_and_draws_the_rest(tmp_path, capsys):
+def test_figures_without_a_cotracker_says_so_and_draws_the_rest(tmp_path, capsys,
+                                                                 monkeypatch):
+    import attnvision.commands.course as course
+
+    monkeypatch.setattr(course, "_shipped_cotracker", lambda: None)  # an install without one
     out = tmp_path / "figs"
     assert main(["figures", "--out", str(out), "--json", "--quiet"]) == 0
     stdout, err = capsys.readouterr()
@@ -141,6 +145,15 @@ def test_figures_without_a_cotracker_says_so_and_draws_the_rest(tmp_path, capsys
     notes = [line for line in err.splitlines() if "--cotracker-checkpoint" in line]
     assert len(notes) == 1 and "skipped" in notes[0]
     assert not (out / "track_attention.png").exists()
+
+
+def test_figures_default_to_the_shipped_cotracker(tmp_path, capsys):
+    out = tmp_path / "figs"
+    assert main(["figures", "--out", str(out), "--json", "--quiet"]) == 0
+    stdout, err = capsys.readouterr()
+    assert set(json.loads(stdout)["files"]) == FIGURES | {"track_attention"}
+    notes = [line for line in err.splitlines() if "--cotracker-checkpoint" in line]
+    assert len(notes) == 1 and "shipped cotracker_tiny" in notes[0]
 
 
 @pytest.mark.parametrize("kind", ["missing", "not weights", "not CoTracker3", "resolution"])

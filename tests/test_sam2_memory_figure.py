@@ -33,6 +33,10 @@ FIGURES = {"positional_encoding", "position_similarity", "patch_grid", "attentio
 def small_config(monkeypatch):
     # The saved file names the tiny config; while a test runs, that name builds this model.
     monkeypatch.setitem(SAM2_CONFIGS, NAME, SMALL)
+    # The track-attention picture is tested elsewhere; skipping it keeps these runs short.
+    import attnvision.commands.course as course
+
+    monkeypatch.setattr(course, "_shipped_cotracker", lambda: None)
 
 
 @pytest.fixture(scope="module")

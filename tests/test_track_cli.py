@@ -450,7 +450,10 @@ def test_bad_options_are_one_line_and_write_nothing(files, weights, sam_file, sa
 
 
 def test_bad_videos_and_weights_are_one_line_and_write_nothing(files, weights, tmp_path,
-                                                               capsys):
+                                                               capsys, monkeypatch):
+    import attnvision.cotracker.pretrained as pretrained
+
+    monkeypatch.setattr(pretrained, "has_shipped", lambda: False)  # an install without one
     out = tmp_path / "out"
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -537,7 +540,10 @@ def test_eval_track_lines_for_a_person(weights, capsys):
     (["--model-resolution", "60,90,3"], "--model-resolution"),
     (["NO_CHECKPOINT"], "huggingface.co/facebook/cotracker3"),
 ])
-def test_eval_track_bad_options(weights, tmp_path, capsys, args, words):
+def test_eval_track_bad_options(weights, tmp_path, capsys, args, words, monkeypatch):
+    import attnvision.cotracker.pretrained as pretrained
+
+    monkeypatch.setattr(pretrained, "has_shipped", lambda: False)  # an install without one
     out = tmp_path / "out"
     checkpoint = [] if args == ["NO_CHECKPOINT"] else ["--checkpoint", weights]
     args = [] if args == ["NO_CHECKPOINT"] else args
