@@ -91,16 +91,9 @@ def register_train(models: argparse._SubParsersAction) -> None:
 
 
 def _resolution(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        h, w = (int(v) for v in text.split(","))
-    except ValueError:
-        h = w = 0
-    if h < 32 or w < 32 or h % 4 or w % 4:
-        raise UserError(f"--model-resolution {text!r} is not H,W: two whole numbers, 32 or "
-                        "more and multiples of 4 (e.g. --model-resolution 192,256)")
-    return h, w
+    from attnvision.commands.track import resolution_value
+
+    return None if text is None else resolution_value(text, example="192,256")
 
 
 def _check_numbers(args: argparse.Namespace) -> dict[str, Any]:

@@ -96,7 +96,6 @@ def _cotracker(checkpoint: str | None, resolution: str | None) -> tuple[Any, str
 
     from attnvision.commands.track import parse_resolution
     from attnvision.cotracker import build_cotracker
-    from attnvision.errors import UserError
 
     path, note = checkpoint, None
     if path is None:
@@ -107,10 +106,7 @@ def _cotracker(checkpoint: str | None, resolution: str | None) -> tuple[Any, str
                           "official scaled_offline.pth); skipped")
         note = ("attnvision: the track-attention picture uses the shipped cotracker_tiny; "
                 "pass --cotracker-checkpoint for another")
-    try:
-        size = parse_resolution(resolution, path)
-    except UserError as e:  # its message names track's option
-        raise UserError(str(e).replace("--model-resolution", "--cotracker-resolution")) from None
+    size = parse_resolution(resolution, path, option="--cotracker-resolution")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return build_cotracker(path, offline=True, model_resolution=size, device=device), note
 

@@ -165,21 +165,29 @@ def parse_points(texts: list[str]) -> list[tuple[int, float, float]]:
     return points
 
 
-def parse_resolution(text: str | None, weights: str | None = None) -> tuple[int, int]:
+def resolution_value(text: str, option: str = "--model-resolution",
+                     example: str = "384,512") -> tuple[int, int]:
+    """An H,W model resolution given as ``option``: whole numbers, 32 or more, multiples of
+    the stride 4; one line naming the option otherwise."""
+    try:
+        h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        h = w = 0
+    if h < 32 or w < 32 or h % 4 or w % 4:
+        raise UserError(f"{option} {text!r} is not H,W: two whole numbers, 32 or more and "
+                        f"multiples of 4 (e.g. {option} {example})")
+    return h, w
+
+
+def parse_resolution(text: str | None, weights: str | None = None,
+                     option: str = "--model-resolution") -> tuple[int, int]:
     """--model-resolution H,W; without it, the resolution ``weights`` record (ours), else the
     released models' 384 x 512."""
     if text is None:
         from attnvision.cotracker.checkpoints import stored_resolution
 
         return (None if weights is None else stored_resolution(weights)) or MODEL_RESOLUTION
-    try:
-        h, w = (int(v) for v in text.split(","))
-    except ValueError:
-        h = w = 0
-    if h < 32 or w < 32 or h % 4 or w % 4:
-        raise UserError(f"--model-resolution {text!r} is not H,W: two whole numbers, 32 or "
-                        "more and multiples of 4 (e.g. --model-resolution 384,512)")
-    return h, w
+    return resolution_value(text, option)
 
 
 def weights_file(checkpoint: str | None, online: bool) -> str:
