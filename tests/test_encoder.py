@@ -87,3 +87,12 @@ def test_key_mask_hides_padding_tokens():
     changed = z.clone()
     changed[:, 4:] = torch.randn(1, 2, 16)
     torch.testing.assert_close(block(changed, mask=mask)[:, :4], out[:, :4])
+
+
+def test_gelu_tanh_is_the_tanh_approximation():
+    mlp = MLP(8, 16, activation="gelu_tanh")
+    z = torch.randn(3, 8) * 3
+    h = z @ mlp.fc1.weight.T + mlp.fc1.bias
+    act = 0.5 * h * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (h + 0.044715 * h**3)))
+    torch.testing.assert_close(mlp(z), act @ mlp.fc2.weight.T + mlp.fc2.bias)
+    assert not torch.allclose(mlp.act(h), F.gelu(h))  # not the exact (erf) GELU

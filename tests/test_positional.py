@@ -110,3 +110,36 @@ def test_random_fourier_matches_segment_anything():
     coords = torch.rand(2, 5, 2) * 1024
     torch.testing.assert_close(ours.forward_with_coords(coords, (1024, 768)),
                                ref.forward_with_coords(coords, (1024, 768)))
+
+
+def test_layouts_reorder_the_same_numbers():
+    inter = sinusoidal_encoding(40, 32)
+    sin, cos = inter[:, 0::2], inter[:, 1::2]  # (T, D/2) each
+    assert torch.equal(sinusoidal_encoding(40, 32, layout="sin_cos"), torch.cat([sin, cos], 1))
+    assert torch.equal(sinusoidal_encoding(40, 32, layout="cos_sin"), torch.cat([cos, sin], 1))
+    import pytest
+
+    with pytest.raises(ValueError, match="layout"):
+        sinusoidal_encoding(4, 8, layout="sin-cos")
+
+
+def test_frequency_shift_is_diffusers_formula():
+    assert torch.equal(sinusoidal_frequencies(128, freq_shift=0.0), sinusoidal_frequencies(128))
+    w = sinusoidal_frequencies(256, freq_shift=1.0)
+    k = torch.arange(128, dtype=torch.float64)
+    torch.testing.assert_close(w, torch.exp(-math.log(10000) * k / (128 - 1)), rtol=1e-12, atol=0)
+    assert math.isclose(w[-1].item(), 1e-4, rel_tol=1e-12)  # shift 1: the last is exactly 1/10000
+    t = torch.tensor([0.0, 3.5, 999.0])
+    pe = sinusoidal_encoding(3, 256, positions=t, freq_shift=1.0, layout="cos_sin")
+    angles = t.double()[:, None] * w[None]
+    torch.testing.assert_close(pe.double(), torch.cat([angles.cos(), angles.sin()], 1),
+                               atol=1e-6, rtol=0)
+
+
+def test_sincos_2d_spacing_and_layout():
+    pe = sincos_2d_encoding(3, 5, 32, layout="sin_cos", spacing=(0.5, 2.0))
+    col = sinusoidal_encoding(5, 16, positions=torch.arange(5) * 2.0, layout="sin_cos")
+    row = sinusoidal_encoding(3, 16, positions=torch.arange(3) * 0.5, layout="sin_cos")
+    for n in range(15):
+        r, c = divmod(n, 5)
+        torch.testing.assert_close(pe[n], torch.cat([col[c], row[r]]))

@@ -24,6 +24,7 @@ from attnvision.commands import (
     course,
     demo,
     export_onnx,
+    generate,
     sam,
     sam2_eval,
     sam2_train,
@@ -69,6 +70,11 @@ def _human(result: dict[str, Any]) -> list[str]:
         return [f"tracked {points} through {result['frames']} frames in "
                 f"{result['seconds']:.1f} s ({result['visible']:.0%} visible)"] + [
             f"wrote {f}" for f in result["files"].values()]
+    if result.get("command") == "generate":
+        return [f"drew {result['count']} images in {result['seconds']:.1f} s "
+                f"({result['seconds_per_image']:.2f} s each, {result['steps']} "
+                f"{result['sampler']} steps, guidance {result['guidance']:g})",
+                f"wrote {len(result['images'])} PNG files and {result['grid']}"]
     if result.get("command") == "eval track":
         return result["summary"] + [f"wrote {f}" for f in result["files"].values()]
     if result.get("command") == "train sam2":
@@ -154,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     sam.register(commands)
     segment_video.register(commands)
     track.register(commands)
+    generate.register(commands)
     segment_all.register(commands)
     export_onnx.register(commands)
     serve.register(commands)

@@ -26,7 +26,7 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 # KeyError: torch's weights-only unpickler on a file that is not a pickle at all (text).
 # What torch.load and safetensors raise on junk bytes (IndexError and struct.error: a zip whose
 # records point past the data).
-_LOAD_ERRORS = (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, OSError,
+LOAD_ERRORS = (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, OSError,
                 ValueError, KeyError, IndexError, struct.error)
 
 
@@ -66,7 +66,7 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[
         if suffix in TORCH_SUFFIXES:
             obj = torch.load(path, map_location="cpu", weights_only=True)
             return _unwrap(obj, path), {}
-    except _LOAD_ERRORS as e:
+    except LOAD_ERRORS as e:
         raise corrupt(path, e) from None
     raise UserError(f"{path}: unknown checkpoint format {suffix!r}: use .safetensors or "
                     f"{', '.join(TORCH_SUFFIXES)}")

@@ -9,11 +9,17 @@ ViT block loads into an :class:`EncoderBlock` unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from torch import Tensor, nn
 
 from attnvision.nn.attention import SelfAttention
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
+# "gelu_tanh" is GELU's tanh approximation, 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))),
+# what DiT was trained with (its checkpoints expect it, not the exact erf GELU).
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU, "gelu": nn.GELU, "gelu_tanh": partial(nn.GELU, approximate="tanh")}
 
 
 def _activation(name: str) -> nn.Module:
@@ -23,7 +29,8 @@ def _activation(name: str) -> nn.Module:
 
 
 class MLP(nn.Module):
-    """MLP(z) = act(z W1 + b1) W2 + b2, with act = max(0, .) as on the slide, or GELU."""
+    """MLP(z) = act(z W1 + b1) W2 + b2, with act = max(0, .) as on the slide, or GELU (exact,
+    or its tanh approximation: "gelu_tanh")."""
 
     def __init__(self, dim: int, hidden_dim: int, out_dim: int | None = None,
                  activation: str = "relu", dropout: float = 0.0) -> None:

@@ -1,0 +1,1 @@
+"""Latent diffusion: the KL autoencoder, the DiT denoiser, the samplers and the pipeline."""
