@@ -13,7 +13,7 @@ from attnvision.cli import main
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # memory_attention: the shipped sam2_tiny tracks a clip when no --sam2-checkpoint is given.
 FIGURES = {"positional_encoding", "position_similarity", "patch_grid", "attention_maps",
-           "memory_attention", "track_attention"}
+           "memory_attention", "track_attention", "forward_process"}
 
 
 def assert_valid_png(path):

@@ -14,7 +14,8 @@ from attnvision.cli import main
 from attnvision.cotracker import CoTracker3, build_cotracker
 from attnvision.cotracker.update_transformer import UpdateTransformer, recording
 
-FIGURES = {"positional_encoding", "position_similarity", "patch_grid", "attention_maps"}
+FIGURES = {"positional_encoding", "position_similarity", "patch_grid", "attention_maps",
+           "forward_process"}
 CLIP = (6, 48, 64, 3)  # T, H, W, 3
 
 

@@ -148,3 +148,29 @@ def test_one_file_pipeline_round_trip(saved, tmp_path):
     a = pipe([7, 3], generator=torch.Generator().manual_seed(1), **kwargs).images
     b = again([7, 3], generator=torch.Generator().manual_seed(1), **kwargs).images
     assert np.abs(a - b).max() == 0
+
+
+def test_a_hub_id_is_fetched_when_it_is_not_a_local_path(saved, monkeypatch, tmp_path):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    folder, _ = saved
+    asked = []
+
+    def download(repo_id, allow_patterns):
+        asked.append((repo_id, allow_patterns))
+        return str(folder)
+
+    monkeypatch.chdir(tmp_path)  # no local folder of that name
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", download)
+    pipe = DiTPipeline.from_pretrained("facebook/DiT-XL-2-256")
+    assert asked == [("facebook/DiT-XL-2-256", ["*.json", "*.safetensors"])]
+    assert pipe.transformer.config.num_classes == 1000
+
+    def offline(repo_id, allow_patterns):
+        raise OSError("We couldn't connect to 'https://huggingface.co'\nmore")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(UserError, match="could not be fetched from the Hugging Face Hub") as e:
+        DiTPipeline.from_pretrained("facebook/DiT-XL-2-256")
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="checkpoint not found"):
+        DiTPipeline.from_pretrained("no/such/folder")

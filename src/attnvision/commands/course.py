@@ -4,7 +4,10 @@ The memory-attention picture tracks a clip with SAM 2: ``--sam2-checkpoint``'s, 
 shipped ``sam2_tiny``; an install without it skips that picture (said on stderr) and draws the
 rest. The track-attention picture tracks a grid over the same clip with the offline
 CoTracker3 of ``--cotracker-checkpoint``, else the shipped ``cotracker_tiny``; an install
-without it skips that picture (said on stderr).
+without it skips that picture (said on stderr). The diffusion pictures: the forward process
+(the figure image noised at t = 0 … T, with the schedule's ᾱ_t) always; the denoising
+trajectory and a DiT block's attention over the latent patches with the pipeline of
+``--diffusion-checkpoint``, else the shipped ``digits`` model, else skipped (said on stderr).
 """
 
 from __future__ import annotations
@@ -34,8 +37,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--cotracker-checkpoint", metavar="FILE",
                    help="the offline CoTracker3 weights (official scaled_offline.pth or ours, "
                         ".safetensors) of track_attention.png, what one tracked point attends "
-                        "to in time and through the virtual tracks (no default yet: skipped "
-                        "without it)")
+                        "to in time and through the virtual tracks (default: the shipped "
+                        "cotracker_tiny)")
+    p.add_argument("--diffusion-checkpoint", metavar="DIR|FILE",
+                   help="the DiT pipeline (a diffusers folder or our one-file pipeline) whose "
+                        "generation denoising_trajectory.png and dit_attention.png watch "
+                        "(default: the shipped digits model; skipped without one)")
     p.add_argument("--cotracker-resolution", metavar="H,W",
                    help="the size CoTracker3 resizes the clip's frames to (default: 384,512, "
                         "the released models'); multiples of 4")
@@ -51,12 +58,14 @@ def figures(args: argparse.Namespace) -> dict[str, Any]:
     # The checkpoints are read before anything is written: a bad file leaves no folder behind.
     model, note = _sam2(args.sam2_checkpoint)
     tracker, tracker_note = _cotracker(args.cotracker_checkpoint, args.cotracker_resolution)
+    generator, generator_note = _diffusion(args.diffusion_checkpoint)
     ensure_dir(args.out)
     if args.image is None:
         print("attnvision: using the built-in sample image 'astronaut' (pass --image for yours)",
               file=sys.stderr)
     image = None if args.image is None else load_image(args.image)
-    for line in (note, tracker_note):  # only now: a mistake above is the one line on stderr
+    # Only now: a mistake above is the one line on stderr.
+    for line in (note, tracker_note, generator_note):
         if line:
             print(line, file=sys.stderr)
     files = course_figures(args.out, image=image, patch_size=args.patch_size, size=args.size,
@@ -78,8 +87,41 @@ def figures(args: argparse.Namespace) -> dict[str, Any]:
         files["track_attention"] = track_attention_figure(
             tracker, clip.frames, Path(args.out) / "track_attention.png", point=clip.click,
             clip_name=clip.name)
+    files.update(_diffusion_figures(generator, image, args.size, Path(args.out)))
     return {"command": "figures", "out": str(Path(args.out)),
             "files": {k: str(v) for k, v in files.items()}}
+
+
+def _diffusion(checkpoint: str | None) -> tuple[Any, str | None]:
+    """The DiT pipeline of the checkpoint (one-line errors), else the shipped one, else None
+    (the forward-process picture needs none); and the note for stderr."""
+    from attnvision.diffusion import DiTPipeline, pretrained
+
+    if checkpoint is not None:
+        return DiTPipeline.from_pretrained(checkpoint), None
+    if not pretrained.has_shipped():
+        return None, ("attnvision: the denoising-trajectory and DiT-attention pictures need a "
+                      "latent diffusion model and this install ships none: pass "
+                      "--diffusion-checkpoint DIR|FILE; skipped")
+    return DiTPipeline.from_pretrained(pretrained.shipped_checkpoint()), (
+        f"attnvision: the diffusion pictures use the shipped {pretrained.SHIPPED_NAME} model; "
+        "pass --diffusion-checkpoint for another")
+
+
+def _diffusion_figures(pipe: Any, image: Any, size: int, out: Path) -> dict[str, Path]:
+    """forward_process.png always (on the figure image, with the model's schedule when there
+    is a model); the trajectory and attention pictures with a model."""
+    from attnvision.data.images import sample_image
+    from attnvision.viz.course import center_square
+    from attnvision.viz.diffusion_figures import forward_process_picture, reverse_process_pictures
+
+    square = center_square(sample_image() if image is None else image, min(size, 128))
+    files = {"forward_process": forward_process_picture(square, out / "forward_process.png",
+                                                         pipe)}
+    if pipe is not None:
+        label = min(pipe.id2label) if pipe.id2label else 0
+        files.update(reverse_process_pictures(pipe, out, label))
+    return files
 
 
 def _shipped_cotracker() -> str | None:

@@ -29,9 +29,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = add_command(commands, "generate", "latent diffusion: draw images of the classes asked "
                                           "for with a DiT and its autoencoder")
     p.add_argument("--checkpoint", metavar="DIR|FILE",
-                   help="a diffusers DiT pipeline folder, our one-file pipeline "
-                        "(.safetensors), or a lone DiT (Meta's .pt or a diffusers transformer "
-                        "folder) with --vae")
+                   help="a diffusers DiT pipeline folder (or its Hugging Face Hub id, "
+                        "fetched when online), our one-file pipeline (.safetensors), or a lone "
+                        "DiT (Meta's .pt or a diffusers transformer folder) with --vae")
     p.add_argument("--vae", metavar="DIR|FILE",
                    help="the autoencoder of a lone DiT: a diffusers folder (e.g. "
                         "stabilityai/sd-vae-ft-mse) or an original-format VAE file")
@@ -133,12 +133,11 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
     seconds = time.perf_counter() - start
 
     out_dir = ensure_dir(args.out)
-    names = {v: k for k, v in sorted(pipe.labels.items(), reverse=True)}
     written = []
     for i, (picture, c) in enumerate(zip(pictures, classes, strict=True)):
         path = save_png((picture * 255).round().astype(np.uint8),
                         out_dir / f"{i:03d}_class{c}.png")
-        written.append({"path": str(path), "class": c, "label": names.get(c)})
+        written.append({"path": str(path), "class": c, "label": pipe.id2label.get(c)})
     rows = len(args.classes) if args.classes else None
     grid = save_grid(pictures, out_dir / "grid.png", rows=rows, scale=max(1, 128 // size))
     return {"command": "generate", "images": written, "grid": str(grid),

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -89,18 +90,16 @@ class DiTPipeline:
         ``scheduler`` switches the sampler (a name such as ``"dpm++"`` or a scheduler object)
         and keeps the trained noise schedule read from the files.
         """
-        path = Path(path)
-        if not path.exists():
-            raise UserError(f"checkpoint not found: {path}")
+        path = local_or_hub(path)
         if path.is_file() and _is_pipeline_file(path):
             pipe = _read_pipeline_file(path)
         elif (path / "model_index.json").is_file():
             pipe = _read_pipeline_folder(path)
         else:
+            transformer = load_dit(path)  # says so in one line if the file is no DiT
             if vae is None:
                 raise UserError(f"{path} holds a DiT alone: give the autoencoder too (--vae "
                                 "DIR|FILE, e.g. stabilityai/sd-vae-ft-mse as downloaded)")
-            transformer = load_dit(path)
             vae_model = vae if isinstance(vae, AutoencoderKL) else load_vae(vae)
             pipe = cls(transformer, vae_model, make_scheduler("ddpm", META_SCHEDULE))
         if scheduler is not None:
@@ -226,6 +225,7 @@ class DiTPipeline:
                     images = to_pil(images)
         return ImagePipelineOutput(images) if return_dict else (images,)
 
+    @torch.no_grad()
     def decode(self, latents: Tensor, tiled: bool = False) -> Tensor:
         """Latents -> images in 0..1, (B, 3, H, W)."""
         cfg = self.vae.config
@@ -245,6 +245,32 @@ def to_pil(images: np.ndarray) -> list[Any]:
 
 
 # -- files -----------------------------------------------------------------------------------
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def local_or_hub(name: str | os.PathLike[str]) -> Path:
+    """A local file or folder, else a Hugging Face Hub id ("facebook/DiT-XL-2-256") downloaded
+    (its JSON and safetensors files) when huggingface_hub is installed and the Hub is reachable.
+    """
+    path = Path(name)
+    if path.exists() or not HUB_ID.fullmatch(str(name)):
+        if not path.exists():
+            raise UserError(f"checkpoint not found: {path}")
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise UserError(f"{name} is not a local file or folder, and fetching it from the Hugging "
+                        "Face Hub needs huggingface_hub (pip install huggingface_hub); or "
+                        "download the folder and pass its path") from None
+    try:
+        return Path(snapshot_download(str(name), allow_patterns=["*.json", "*.safetensors"]))
+    except Exception as e:  # offline, unknown repo, gated...: all the user's to fix
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        raise UserError(f"{name} is not a local file or folder and could not be fetched from "
+                        f"the Hugging Face Hub ({reason}): download it where there is a "
+                        "network and pass the folder") from None
 
 def _is_pipeline_file(path: Path) -> bool:
     if path.suffix.lower() != ".safetensors":

@@ -103,8 +103,9 @@ def patch_attention_figure(image: np.ndarray, attention: np.ndarray, grid: tuple
     gh, gw = grid
     mean = attention.mean(0)  # (N, N)
     fig, axes = plt.subplots(1, len(queries) + 1, figsize=(2.2 * (len(queries) + 1), 2.6))
-    axes[0].imshow(np.clip(image, 0, 1), interpolation="nearest")
     h, w = image.shape[:2]
+    extent = (0, w, h, 0)  # image and heat map on the same pixel-edge coordinates
+    axes[0].imshow(np.clip(image, 0, 1), interpolation="nearest", extent=extent)
     for q in queries:
         r, c = divmod(q, gw)
         axes[0].add_patch(plt.Rectangle((c * w / gw, r * h / gh), w / gw, h / gh, fill=False,
@@ -112,9 +113,9 @@ def patch_attention_figure(image: np.ndarray, attention: np.ndarray, grid: tuple
     axes[0].set_title("image, query patches", fontsize=8)
     axes[0].axis("off")
     for ax, q in zip(axes[1:], queries, strict=True):
-        ax.imshow(np.clip(image, 0, 1), interpolation="nearest")
-        ax.imshow(mean[q].reshape(gh, gw), cmap="inferno", alpha=0.6,
-                  extent=(0, w, h, 0), interpolation="nearest")
+        ax.imshow(np.clip(image, 0, 1), interpolation="nearest", extent=extent)
+        ax.imshow(mean[q].reshape(gh, gw), cmap="inferno", alpha=0.6, extent=extent,
+                  interpolation="nearest")
         r, c = divmod(q, gw)
         ax.add_patch(plt.Rectangle((c * w / gw, r * h / gh), w / gw, h / gh, fill=False,
                                    ec="cyan", lw=1))
