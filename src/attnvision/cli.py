@@ -23,6 +23,8 @@ from attnvision.commands import (
     cotracker_train,
     course,
     demo,
+    diffusion_eval,
+    diffusion_train,
     export_onnx,
     generate,
     sam,
@@ -75,6 +77,8 @@ def _human(result: dict[str, Any]) -> list[str]:
                 f"({result['seconds_per_image']:.2f} s each, {result['steps']} "
                 f"{result['sampler']} steps, guidance {result['guidance']:g})",
                 f"wrote {len(result['images'])} PNG files and {result['grid']}"]
+    if result.get("command") == "eval diffusion":
+        return result["summary"] + [f"wrote {f}" for f in result["files"].values()]
     if result.get("command") == "eval track":
         return result["summary"] + [f"wrote {f}" for f in result["files"].values()]
     if result.get("command") == "train sam2":
@@ -151,11 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     sam_train.register_train(train)
     sam2_train.register_train(train)
     cotracker_train.register_train(train)
+    diffusion_train.register_train(train)
     evaluate = _group(commands, "eval", "evaluate a model")
     vit.register_eval(evaluate)
     sam_train.register_eval(evaluate)
     sam2_eval.register_eval(evaluate)
     track_eval.register_eval(evaluate)
+    diffusion_eval.register_eval(evaluate)
     vit.register(commands)
     sam.register(commands)
     segment_video.register(commands)

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The shipped digits model (src/attnvision/diffusion/weights/digits.safetensors): a small
+# latent diffusion model (autoencoder + class-conditional DiT) trained on MNIST-5k's training
+# split (4,000 digits; the 1,000 test digits are never seen), in two commands:
+# bash recipes/digits.sh [RUNS_DIR]. About 1.5 hours on a 2-core CPU. Each stage resumes
+# where it stopped if run again; figures: benchmarks/RESULTS.md.
+#
+# The rule for the shipped file, written before the runs: the last epoch of each stage (the
+# autoencoder's weights, the DiT's EMA weights), whatever any evaluation says; nothing is
+# chosen by looking at held-out figures, and `attnvision eval diffusion` is run once, after.
+set -euo pipefail
+runs=$(realpath -m "${1:-runs}")
+cd "$(dirname "$0")/.."  # the repository: the run writes the package's weights
+attnvision() { "${ATTNVISION:-attnvision}" "$@"; }
+
+# Stage 1: the autoencoder, 28x28 digits -> 4x7x7 latents; L1 + the shipped ViT's features
+# (perceptual, weight 1) + KL (1e-6); 10 epochs of 63 steps of 64 digits.
+attnvision train vae --seed 0 --out "$runs/digits_vae" --export "$runs/digits_vae/vae.safetensors"
+
+# Stage 2: the DiT (96 wide, 4 blocks, 4 heads, patch 1: 49 tokens) on those latents, labels
+# dropped to the null class 10 % of the time, EMA 0.999; 80 epochs of 32 steps of 128
+# latents. The export is the last epoch's EMA DiT with the autoencoder, float16.
+attnvision train diffusion --vae "$runs/digits_vae/vae.safetensors" --seed 0 \
+    --out "$runs/digits_dit" --export src/attnvision/diffusion/weights/digits.safetensors
