@@ -42,3 +42,18 @@ def small_pipeline(seed: int = 0) -> DiTPipeline:
 
 def small_pipeline_file(path: Path, seed: int = 0) -> Path:
     return save_pipeline(small_pipeline(seed), path)
+
+
+def small_digits_pipeline(seed: int = 0) -> DiTPipeline:
+    """The shipped digits model's shapes (28 x 28 grayscale, 4 x 7 x 7 latents, patch 1),
+    tiny and random."""
+    dit = DiT(DiTConfig(input_size=7, patch_size=1, in_channels=4, hidden_size=32, depth=1,
+                        num_heads=2, num_classes=CLASSES, learn_sigma=False,
+                        guided_channels=4))
+    vae = AutoencoderKL(VAEConfig(in_channels=1, out_channels=1, block_out_channels=(16, 16, 16),
+                                  layers_per_block=1, latent_channels=4, norm_num_groups=8,
+                                  sample_size=28))
+    randomize(dit, seed)
+    randomize(vae, seed + 1, 0.1)
+    scheduler = make_scheduler("dpm++", {"num_train_timesteps": 1000, "beta_schedule": "linear"})
+    return DiTPipeline(dit, vae, scheduler, id2label={i: str(i) for i in range(CLASSES)})

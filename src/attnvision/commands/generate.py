@@ -135,7 +135,8 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
     out_dir = ensure_dir(args.out)
     written = []
     for i, (picture, c) in enumerate(zip(pictures, classes, strict=True)):
-        path = save_png((picture * 255).round().astype(np.uint8),
+        pixels = (picture * 255).round().astype(np.uint8)
+        path = save_png(pixels[..., 0] if pixels.shape[-1] == 1 else pixels,
                         out_dir / f"{i:03d}_class{c}.png")
         written.append({"path": str(path), "class": c, "label": pipe.id2label.get(c)})
     rows = len(args.classes) if args.classes else None

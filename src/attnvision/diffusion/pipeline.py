@@ -237,10 +237,12 @@ class DiTPipeline:
 
 
 def to_pil(images: np.ndarray) -> list[Any]:
-    """(B, H, W, 3) floats in 0..1 -> PIL images, rounded as diffusers rounds them."""
+    """(B, H, W, 3 or 1) floats in 0..1 -> PIL images, rounded as diffusers rounds them."""
     from PIL import Image
 
     pixels = (images * 255).round().astype("uint8")
+    if pixels.shape[-1] == 1:  # grayscale models (digits)
+        return [Image.fromarray(p[..., 0], mode="L") for p in pixels]
     return [Image.fromarray(p) for p in pixels]
 
 

@@ -9,10 +9,20 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from attnvision.viz.overlays import save_png
+
+
+def show_image(ax: Any, image: np.ndarray, **kwargs: Any) -> None:
+    """An (H, W, 3) or (H, W, 1) image in 0..1 on ``ax``, grayscale ones in grey."""
+    image = np.clip(image, 0, 1)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest", **kwargs)
+    else:
+        ax.imshow(image, interpolation="nearest", **kwargs)
 
 
 def image_grid(images: np.ndarray, rows: int | None = None, pad: int = 2) -> np.ndarray:
@@ -54,7 +64,7 @@ def forward_process_figure(noised: np.ndarray, steps: Sequence[int], alpha_bar: 
     fig = plt.figure(figsize=(1.6 * n, 4.2))
     for i, (image, t) in enumerate(zip(noised, steps, strict=True)):
         ax = fig.add_subplot(2, n, i + 1)
-        ax.imshow(np.clip(image, 0, 1), interpolation="nearest")
+        show_image(ax, image)
         ax.set_title(f"t = {t}\nᾱ = {alpha_bar[min(t, len(alpha_bar) - 1)]:.3f}"
                      if t > 0 else "x₀", fontsize=8)
         ax.axis("off")
@@ -84,7 +94,7 @@ def trajectory_figure(latents: np.ndarray, predictions: np.ndarray, steps: Seque
     for i, t in enumerate(steps):
         for row, (images, name) in enumerate(((latents, "x_t"), (predictions, "x̂₀"))):
             ax = axes[row, i]
-            ax.imshow(np.clip(images[i], 0, 1), interpolation="nearest")
+            show_image(ax, images[i])
             ax.set_title(f"{name}, t = {int(t)}", fontsize=8)
             ax.axis("off")
     fig.suptitle("reverse process: the sample and the model's x̂₀ at each step", fontsize=10)
@@ -105,7 +115,7 @@ def patch_attention_figure(image: np.ndarray, attention: np.ndarray, grid: tuple
     fig, axes = plt.subplots(1, len(queries) + 1, figsize=(2.2 * (len(queries) + 1), 2.6))
     h, w = image.shape[:2]
     extent = (0, w, h, 0)  # image and heat map on the same pixel-edge coordinates
-    axes[0].imshow(np.clip(image, 0, 1), interpolation="nearest", extent=extent)
+    show_image(axes[0], image, extent=extent)
     for q in queries:
         r, c = divmod(q, gw)
         axes[0].add_patch(plt.Rectangle((c * w / gw, r * h / gh), w / gw, h / gh, fill=False,
@@ -113,7 +123,7 @@ def patch_attention_figure(image: np.ndarray, attention: np.ndarray, grid: tuple
     axes[0].set_title("image, query patches", fontsize=8)
     axes[0].axis("off")
     for ax, q in zip(axes[1:], queries, strict=True):
-        ax.imshow(np.clip(image, 0, 1), interpolation="nearest", extent=extent)
+        show_image(ax, image, extent=extent)
         ax.imshow(mean[q].reshape(gh, gw), cmap="inferno", alpha=0.6, extent=extent,
                   interpolation="nearest")
         r, c = divmod(q, gw)

@@ -79,6 +79,20 @@ CAPTIONS = {
                              "--sam2-checkpoint`).",
     "tracking_object_trajectories": "The cyclist's points: their paths on frame 0, inside the "
                                     "outline (white) of sam2_tiny's mask.",
+    "generated_digits": "The shipped digits model (a latent diffusion model trained here on "
+                        "MNIST-5k's 4,000 training digits: an autoencoder to 4 x 7 x 7 latents "
+                        "and a small DiT) drawing ten digits of each class, one row per class "
+                        "(DPM-Solver++, 25 steps, guidance 4; `attnvision generate`).",
+    "diffusion_forward_reverse": "Top: the forward process, a real test digit's latent noised "
+                                 "as t grows (decoded). Bottom: the reverse process, the "
+                                 "model's estimate x̂₀ of the clean digit at the same steps "
+                                 "while it draws that class from noise.",
+    "diffusion_same_noise": "Each column starts from the same noise; each row asks for another "
+                            "class. The label only reaches the DiT through the shifts, scales "
+                            "and gates of its adaLN-Zero blocks, and it decides the digit.",
+    "diffusion_guidance": "The same noises and classes under guidance scales 1 (none: the "
+                          "conditional model alone) to 8: larger scales push each sample "
+                          "towards its class, at the cost of variety.",
 }
 VIDEO_SUFFIXES = (".mp4", ".webm")
 
