@@ -2,7 +2,8 @@
 # The shipped digits model (src/attnvision/diffusion/weights/digits.safetensors): a small
 # latent diffusion model (autoencoder + class-conditional DiT) trained on MNIST-5k's training
 # split (4,000 digits; the 1,000 test digits are never seen), in two commands:
-# bash recipes/digits.sh [RUNS_DIR]. About 1.5 hours on a 2-core CPU. Each stage resumes
+# bash recipes/digits.sh [RUNS_DIR]. About 40 minutes on a 2-core CPU left to itself (a
+# training run sharing the cores with another is many times slower). Each stage resumes
 # where it stopped if run again; figures: benchmarks/RESULTS.md.
 #
 # The rule for the shipped file, written before the runs: the last epoch of each stage (the
@@ -14,11 +15,11 @@ cd "$(dirname "$0")/.."  # the repository: the run writes the package's weights
 attnvision() { "${ATTNVISION:-attnvision}" "$@"; }
 
 # Stage 1: the autoencoder, 28x28 digits -> 4x7x7 latents; L1 + the shipped ViT's features
-# (perceptual, weight 1) + KL (1e-6); 10 epochs of 63 steps of 64 digits.
+# (perceptual, weight 1) + KL (1e-6); 40 epochs of 63 steps of 64 digits.
 attnvision train vae --seed 0 --out "$runs/digits_vae" --export "$runs/digits_vae/vae.safetensors"
 
-# Stage 2: the DiT (96 wide, 4 blocks, 4 heads, patch 1: 49 tokens) on those latents, labels
-# dropped to the null class 10 % of the time, EMA 0.999; 80 epochs of 32 steps of 128
-# latents. The export is the last epoch's EMA DiT with the autoencoder, float16.
+# Stage 2: the DiT (128 wide, 6 blocks, 4 heads, patch 1: 49 tokens) on those latents, labels
+# dropped to the null class 10 % of the time, EMA 0.999; 130 epochs of 32 steps of 128
+# latents at a peak learning rate of 5e-4. The export is the last epoch's EMA DiT with the autoencoder, float16.
 attnvision train diffusion --vae "$runs/digits_vae/vae.safetensors" --seed 0 \
     --out "$runs/digits_dit" --export src/attnvision/diffusion/weights/digits.safetensors
