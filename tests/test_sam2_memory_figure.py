@@ -26,17 +26,21 @@ NAME = "sam2.1_hiera_tiny"
 SMALL = replace(SAM2_CONFIGS[NAME], image_size=128).with_trunk(
     embed_dim=16, num_heads=1, stages=(1, 1, 2, 1), global_att_blocks=(3,),
     window_pos_embed_bkg_spatial_size=(4, 4))
-FIGURES = {"positional_encoding", "position_similarity", "patch_grid", "attention_maps"}
+FIGURES = {"positional_encoding", "position_similarity", "patch_grid", "attention_maps",
+           "forward_process"}
 
 
 @pytest.fixture(autouse=True)
 def small_config(monkeypatch):
     # The saved file names the tiny config; while a test runs, that name builds this model.
     monkeypatch.setitem(SAM2_CONFIGS, NAME, SMALL)
-    # The track-attention picture is tested elsewhere; skipping it keeps these runs short.
+    # The track-attention and diffusion pictures are tested elsewhere; skipping them keeps
+    # these runs short.
     import attnvision.commands.course as course
+    import attnvision.diffusion.pretrained as digits
 
     monkeypatch.setattr(course, "_shipped_cotracker", lambda: None)
+    monkeypatch.setattr(digits, "SHIPPED", "missing.safetensors")
 
 
 @pytest.fixture(scope="module")
