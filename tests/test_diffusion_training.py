@@ -121,6 +121,10 @@ def test_train_diffusion_exports_a_pipeline_that_generate_reads(trained_vae, tmp
     pipe = DiTPipeline.from_pretrained(export)
     assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
     assert pipe.default_size == 28 and pipe.labels["7"] == 7
+    # switched to DDIM or DDPM, the sampler keeps x̂₀ unclipped (latents are not in -1..1)
+    for name in ("ddim", "ddpm"):
+        again = DiTPipeline.from_pretrained(export, scheduler=name)
+        assert again.scheduler.config["clip_sample"] is False
     # the exported DiT is the EMA copy, not the raw weights
     state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)["model"]
     ema = {k.removeprefix("ema."): v for k, v in state.items() if k.startswith("ema.")}

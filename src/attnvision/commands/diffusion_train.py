@@ -37,8 +37,10 @@ VAE_RECIPE = {"epochs": 40, "batch_size": 64, "lr": 1e-3, "widths": "16,32,32",
 # step of 128 latents.
 DIT_RECIPE = {"epochs": 130, "batch_size": 128, "lr": 5e-4, "hidden": 128, "depth": 6,
               "heads": 4, "ema_decay": 0.999}
+# clip_sample False: latents of unit variance are not images in -1..1, and DDPM and DDIM
+# (diffusers' defaults: True) would clip every x̂₀ to that range when switched to.
 SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 0.0001,
-            "beta_end": 0.02, "prediction_type": "epsilon"}
+            "beta_end": 0.02, "prediction_type": "epsilon", "clip_sample": False}
 
 
 def register_train(models: argparse._SubParsersAction) -> None:
@@ -258,6 +260,7 @@ def train_diffusion(args: argparse.Namespace) -> dict[str, Any]:
         scheduler = make_scheduler("dpm++", SCHEDULE)
         pipe = DiTPipeline(net.ema.eval(), vae, scheduler,
                            id2label={i: name for i, name in enumerate(data.class_names)})
+        pipe.stored_scheduler_config = dict(SCHEDULE)  # clip_sample too: DPM has no such key
         files["export"] = str(save_pipeline(
             pipe, args.export, dtype=torch.float16,
             extra={"data": described, "epochs": result["epochs"], "seed": args.seed,

@@ -90,7 +90,10 @@ def using_sampler(pipe: Any, sampler: Any) -> Iterator[Any]:
     from attnvision.diffusion.samplers import make_scheduler
 
     own = pipe.scheduler
-    pipe.scheduler = make_scheduler(sampler, dict(own.config))
+    # The file's sampler config when there is one: keys the built sampler does not take
+    # (DPM-Solver++ has no clip_sample) still matter to DDIM and DDPM.
+    stored = getattr(pipe, "stored_scheduler_config", None) or dict(own.config)
+    pipe.scheduler = make_scheduler(sampler, stored)
     try:
         yield pipe
     finally:

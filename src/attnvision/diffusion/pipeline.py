@@ -72,6 +72,7 @@ class DiTPipeline:
         self.transformer = transformer.eval()
         self.vae = vae.eval()
         self.scheduler = make_scheduler(scheduler)
+        self.stored_scheduler_config: dict[str, Any] | None = None  # as read from a file
         # ImageNet-style "label, synonym" strings -> class id, as diffusers' ``labels``.
         self.id2label = {int(k): v for k, v in (id2label or {}).items()}
         self.labels = dict(sorted((name.strip(), int(k)) for k, v in self.id2label.items()
@@ -103,7 +104,10 @@ class DiTPipeline:
             vae_model = vae if isinstance(vae, AutoencoderKL) else load_vae(vae)
             pipe = cls(transformer, vae_model, make_scheduler("ddpm", META_SCHEDULE))
         if scheduler is not None:
-            pipe.scheduler = make_scheduler(scheduler, dict(pipe.scheduler.config))
+            # From the file's own sampler config, not the built sampler's: keys that sampler
+            # does not take (DPM-Solver++ has no clip_sample) still matter to the new one.
+            stored = pipe.stored_scheduler_config or dict(pipe.scheduler.config)
+            pipe.scheduler = make_scheduler(scheduler, stored)
         if torch_dtype is not None:
             pipe.to(torch_dtype)
         return pipe
@@ -295,10 +299,12 @@ def _read_pipeline_folder(path: Path) -> DiTPipeline:
     scheduler_file = path / "scheduler" / "scheduler_config.json"
     if not scheduler_file.is_file():
         raise UserError(f"{scheduler_file} is missing: download the pipeline's scheduler/ too")
-    scheduler = make_scheduler(json.loads(scheduler_file.read_text()).get("_class_name", "ddim"),
-                               json.loads(scheduler_file.read_text()))
-    return DiTPipeline(load_dit(path / "transformer"), load_vae(path / "vae"), scheduler,
+    stored = json.loads(scheduler_file.read_text())
+    scheduler = make_scheduler(stored.get("_class_name", "ddim"), stored)
+    pipe = DiTPipeline(load_dit(path / "transformer"), load_vae(path / "vae"), scheduler,
                        index.get("id2label"))
+    pipe.stored_scheduler_config = stored
+    return pipe
 
 
 def save_pipeline(pipe: DiTPipeline, path: str | os.PathLike[str],
@@ -312,7 +318,8 @@ def save_pipeline(pipe: DiTPipeline, path: str | os.PathLike[str],
         "format": PIPELINE_FORMAT,
         "transformer_config": json.dumps(asdict(pipe.transformer.config)),
         "vae_config": json.dumps(asdict(pipe.vae.config)),
-        "scheduler_config": json.dumps(_plain(dict(pipe.scheduler.config))),
+        "scheduler_config": json.dumps(_plain({**(pipe.stored_scheduler_config or {}),
+                                               **dict(pipe.scheduler.config)})),
         "scheduler": type(pipe.scheduler).__name__,
         "id2label": json.dumps({str(k): v for k, v in pipe.id2label.items()}),
     }
@@ -344,7 +351,9 @@ def _read_pipeline_file(path: Path) -> DiTPipeline:
             raise UserError(f"{path} does not fit its own {prefix[:-1]} config: {problems}")
         model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in part.items()})
     scheduler = make_scheduler(meta.get("scheduler", "ddim"), scheduler_cfg)
-    return DiTPipeline(transformer, vae, scheduler, id2label)
+    pipe = DiTPipeline(transformer, vae, scheduler, id2label)
+    pipe.stored_scheduler_config = scheduler_cfg
+    return pipe
 
 
 def _tuples(config: dict[str, Any]) -> dict[str, Any]:
