@@ -47,7 +47,7 @@ def only_tracking(monkeypatch):
         return {"figure": out / "figure.png"}
 
     monkeypatch.setattr(attnvision.viz.course, "course_figures", course_figures)
-    for part in ("vit_pictures", "sam_pictures", "sam2_pictures"):
+    for part in ("vit_pictures", "sam_pictures", "sam2_pictures", "generation_pictures"):
         monkeypatch.setattr(demo_module, part, lambda out: {})
 
 
