@@ -9,18 +9,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from diffusion_helpers import randomize, small_pipeline, small_pipeline_file
+from diffusion_helpers import small_digits_pipeline, small_pipeline, small_pipeline_file
 from PIL import Image
 from torch.utils.data import TensorDataset
 
 from attnvision.cli import _human, main
 from attnvision.diffusion import (
-    AutoencoderKL,
-    DiT,
-    DiTConfig,
     DiTPipeline,
-    VAEConfig,
-    make_scheduler,
     save_pipeline,
 )
 from attnvision.diffusion.evaluation import (
@@ -55,28 +50,15 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def digit_pipeline(seed: int = 0) -> DiTPipeline:
-    """A random 28 x 28 single-channel, 10-class pipeline: VAE 28 -> 14 -> 7, DiT on 7 x 7."""
-    dit = DiT(DiTConfig(input_size=7, patch_size=1, in_channels=4, hidden_size=32, depth=1,
-                        num_heads=2, num_classes=10, learn_sigma=False))
-    vae = AutoencoderKL(VAEConfig(in_channels=1, out_channels=1, block_out_channels=(16, 32, 32),
-                                  layers_per_block=1, latent_channels=4, norm_num_groups=8,
-                                  sample_size=28))
-    randomize(dit, seed)  # a fresh DiT's adaLN-Zero outputs zeros: every sample alike
-    randomize(vae, seed + 1, 0.1)
-    scheduler = make_scheduler("ddim", {"num_train_timesteps": 1000, "beta_schedule": "linear",
-                                        "clip_sample": False})
-    return DiTPipeline(dit, vae, scheduler)
-
-
 @pytest.fixture(scope="module")
 def pipe():
-    return digit_pipeline()
+    return small_digits_pipeline()
 
 
 @pytest.fixture(scope="module")
 def pipeline_file(tmp_path_factory):
-    return save_pipeline(digit_pipeline(), tmp_path_factory.mktemp("pipe") / "digits.safetensors")
+    path = tmp_path_factory.mktemp("pipe") / "digits.safetensors"
+    return save_pipeline(small_digits_pipeline(), path)
 
 
 @pytest.fixture(scope="module")
