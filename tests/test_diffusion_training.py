@@ -154,3 +154,48 @@ def test_bad_input_is_one_line(tmp_path, capsys, args, message):
     code, _, err = run(capsys, "train", *args, "--out", tmp_path / "out")
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_train_diffusion_goes_on_from_init(trained_vae, tmp_path, capsys):
+    """--init starts from a run's EMA weights (or its export) with the file's architecture."""
+    from attnvision.commands.diffusion_train import _initial_dit
+
+    vae = trained_vae / "vae.safetensors"
+    tiny = ("--epochs", 1, "--batch-size", 100, "--per-class", 20, "--json", "--quiet")
+    code, _, err = run(capsys, "train", "diffusion", "--vae", vae, "--hidden", 16, "--depth", 1,
+                       "--heads", 2, "--out", tmp_path / "first", "--export",
+                       tmp_path / "first.safetensors", *tiny)
+    assert code == 0, err
+    state = torch.load(tmp_path / "first" / "train_state.pt", weights_only=True)["model"]
+    ema = {k.removeprefix("ema."): v for k, v in state.items() if k.startswith("ema.")}
+    from_run = _initial_dit(str(tmp_path / "first" / "model.safetensors"), 4, 7, 10)
+    from_export = _initial_dit(str(tmp_path / "first.safetensors"), 4, 7, 10)
+    for k, v in from_run.state_dict().items():
+        assert torch.equal(v, ema[k]), k  # the EMA copy, not the raw weights
+        assert torch.allclose(from_export.state_dict()[k], v, atol=1e-3), k  # float16 export
+    assert from_run.training and all(p.requires_grad for p in from_run.parameters())
+
+    code, _, err = run(capsys, "train", "diffusion", "--vae", vae, "--init",
+                         tmp_path / "first" / "model.safetensors", "--out",
+                         tmp_path / "second", "--export", tmp_path / "second.safetensors",
+                         *tiny)
+    assert code == 0, err
+    assert "starting from" in err
+    pipe = DiTPipeline.from_pretrained(tmp_path / "second.safetensors")
+    assert pipe.transformer.config == from_run.config  # hidden 16, depth 1: the file's
+    record = json.loads((tmp_path / "second" / "model.json").read_text())
+    assert record["metadata"]["init"].endswith("model.safetensors")
+
+    # what --init cannot be: a shape given beside it, or a DiT for other latents
+    code, _, err = run(capsys, "train", "diffusion", "--vae", vae, "--init",
+                       tmp_path / "first.safetensors", "--hidden", 32, "--out",
+                       tmp_path / "bad", *tiny)
+    assert code == 2 and "--hidden 32 with --init" in err and len(err.strip().splitlines()) == 1
+    other = tmp_path / "other.safetensors"
+    from attnvision.diffusion import save_dit
+    save_dit(DiT(DiTConfig(input_size=8, patch_size=2, in_channels=3, hidden_size=16, depth=1,
+                           num_heads=2, num_classes=10, learn_sigma=False)), other)
+    code, _, err = run(capsys, "train", "diffusion", "--vae", vae, "--init", other,
+                       "--out", tmp_path / "bad", *tiny)
+    assert code == 2 and "does not fit these latents" in err and "in_channels 3" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()

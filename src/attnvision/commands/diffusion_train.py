@@ -68,9 +68,17 @@ def register_train(models: argparse._SubParsersAction) -> None:
                                          "with EMA weights and the null class for guidance")
     p.add_argument("--vae", required=True, metavar="FILE",
                    help="the autoencoder (train vae --export), with its scaling factor")
-    p.add_argument("--hidden", type=int, default=DIT_RECIPE["hidden"], help="DiT width")
-    p.add_argument("--depth", type=int, default=DIT_RECIPE["depth"], help="DiT blocks")
-    p.add_argument("--heads", type=int, default=DIT_RECIPE["heads"])
+    p.add_argument("--init", metavar="FILE",
+                   help="start from these DiT weights instead of random ones: a train "
+                        "diffusion run's model.safetensors (its EMA weights), a pipeline "
+                        "file (--export, the shipped digits) or any DiT file load_dit reads; "
+                        "the architecture is the file's")
+    p.add_argument("--hidden", type=int,
+                   help=f"DiT width (default {DIT_RECIPE['hidden']}, or --init's)")
+    p.add_argument("--depth", type=int,
+                   help=f"DiT blocks (default {DIT_RECIPE['depth']}, or --init's)")
+    p.add_argument("--heads", type=int,
+                   help=f"attention heads (default {DIT_RECIPE['heads']}, or --init's)")
     p.add_argument("--ema-decay", type=float, default=DIT_RECIPE["ema_decay"])
     _per_class_option(p)
     training_options(p, epochs=f"default: {DIT_RECIPE['epochs']}",
@@ -227,20 +235,29 @@ def train_diffusion(args: argparse.Namespace) -> dict[str, Any]:
     numbers = _numbers(args, DIT_RECIPE)
     if not 0 < args.ema_decay < 1:
         raise UserError(f"--ema-decay must be between 0 and 1, got {args.ema_decay}")
-    if args.hidden % args.heads or args.hidden % 4 or args.depth < 1:
-        raise UserError(f"--hidden {args.hidden} must be a multiple of 4 and of --heads "
-                        f"{args.heads}, and --depth at least 1")
+    shape = {k: getattr(args, k) for k in ("hidden", "depth", "heads")}
+    if args.init is not None and any(v is not None for v in shape.values()):
+        given = " ".join(f"--{k} {v}" for k, v in shape.items() if v is not None)
+        raise UserError(f"{given} with --init: the architecture is --init's; drop {given}")
+    shape = {k: DIT_RECIPE[k] if v is None else v for k, v in shape.items()}
+    if shape["hidden"] % shape["heads"] or shape["hidden"] % 4 or shape["depth"] < 1:
+        raise UserError(f"--hidden {shape['hidden']} must be a multiple of 4 and of --heads "
+                        f"{shape['heads']}, and --depth at least 1")
     check_out_dir(args.out)
     vae = load_vae(args.vae).eval()
     data = _digits(args.per_class)
     mean, logvar = latent_statistics(vae, data.train.tensors[0])
     channels, side = mean.shape[1], mean.shape[-1]
     torch.manual_seed(args.seed)
-    dit = DiT(DiTConfig(input_size=side, patch_size=1, in_channels=channels,
-                        hidden_size=args.hidden, depth=args.depth, num_heads=args.heads,
-                        num_classes=data.num_classes, class_dropout_prob=0.1,
-                        learn_sigma=False, freq_shift=0.0, mlp_norm_eps=1e-6,
-                        guided_channels=channels))
+    if args.init is not None:
+        dit = _initial_dit(args.init, channels, side, data.num_classes)
+        train_log(f"attnvision train diffusion: starting from {args.init}")
+    else:
+        dit = DiT(DiTConfig(input_size=side, patch_size=1, in_channels=channels,
+                            hidden_size=shape["hidden"], depth=shape["depth"],
+                            num_heads=shape["heads"], num_classes=data.num_classes,
+                            class_dropout_prob=0.1, learn_sigma=False, freq_shift=0.0,
+                            mlp_norm_eps=1e-6, guided_channels=channels))
     net = DiTTraining(dit, vae.config.scaling_factor, ema_decay=args.ema_decay, **{
         k: SCHEDULE[k] for k in ("beta_schedule", "num_train_timesteps", "beta_start",
                                  "beta_end")})
@@ -251,7 +268,7 @@ def train_diffusion(args: argparse.Namespace) -> dict[str, Any]:
               f"parameters; {described}")
     metadata = {"format": "attnvision.diffusion.dit", "config": dit.config.to_dict(),
                 "data": described, "vae": str(args.vae), "schedule": SCHEDULE,
-                "ema_decay": args.ema_decay}
+                "ema_decay": args.ema_decay, "init": args.init}
     result = fit(net, train_set, None, _config(args, numbers), args.out,
                  loss_fn=loss_is_output, progress=not args.quiet, resume=not args.no_resume,
                  metadata=metadata)
@@ -264,7 +281,7 @@ def train_diffusion(args: argparse.Namespace) -> dict[str, Any]:
         files["export"] = str(save_pipeline(
             pipe, args.export, dtype=torch.float16,
             extra={"data": described, "epochs": result["epochs"], "seed": args.seed,
-                   "selection": "the last epoch's EMA weights"}))
+                   "init": str(args.init), "selection": "the last epoch's EMA weights"}))
         size = Path(args.export).stat().st_size / 1e6
         train_log(f"attnvision train diffusion: wrote {args.export} ({size:.1f} MB)")
     return {"command": "train diffusion", "epochs": result["epochs"],
@@ -272,3 +289,45 @@ def train_diffusion(args: argparse.Namespace) -> dict[str, Any]:
             "parameters": sum(p.numel() for p in dit.parameters()), "data": described,
             "selection": "the last epoch's EMA weights", "files": files,
             "history": result["history"]}
+
+
+def _initial_dit(path: str, channels: int, side: int, num_classes: int):
+    """``--init``'s DiT (float32, train mode), checked against the latents it will see."""
+    import json
+
+    from attnvision.diffusion import DiT, DiTConfig, DiTPipeline, load_dit
+    from attnvision.diffusion.pipeline import is_pipeline_file
+    from attnvision.weights import key_problems, read_weights
+
+    file = Path(path)
+    info = file.with_name("model.json")
+    if file.is_file() and info.is_file() and file.suffix == ".safetensors":
+        # A run of this command: its checkpoint holds the raw and the EMA weights; the EMA
+        # weights are the ones its export samples from, so they are the ones to go on from.
+        try:
+            config = json.loads(info.read_text())["metadata"]["config"]
+            dit = DiT(DiTConfig.from_dict(config))
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{info} is not the record of a train diffusion run: pass the "
+                            "run's model.safetensors, a pipeline file or a DiT file") from None
+        ema = {k.removeprefix("ema."): v for k, v in read_weights(file)[0].items()
+               if k.startswith("ema.")}
+        problems = key_problems(dit.state_dict(), ema)
+        if problems:
+            raise UserError(f"{file} does not hold the EMA DiT its model.json describes: "
+                            f"{problems}")
+        dit.load_state_dict(ema)
+    elif file.is_file() and is_pipeline_file(file):
+        dit = DiTPipeline.from_pretrained(file).transformer
+    else:
+        dit = load_dit(file)
+    cfg = dit.config
+    wanted = {"in_channels": channels, "input_size": side, "num_classes": num_classes}
+    wrong = [f"{k} {getattr(cfg, k)} (the latents need {v})" for k, v in wanted.items()
+             if getattr(cfg, k) != v]
+    if cfg.class_dropout_prob <= 0:
+        wrong.append("no null class (class_dropout_prob 0), so no guidance")
+    if wrong:
+        raise UserError(f"--init {path} does not fit these latents: {'; '.join(wrong)}; start "
+                        "from a DiT trained on the same autoencoder")
+    return dit.float().train().requires_grad_(True)

@@ -92,7 +92,7 @@ class DiTPipeline:
         and keeps the trained noise schedule read from the files.
         """
         path = local_or_hub(path)
-        if path.is_file() and _is_pipeline_file(path):
+        if path.is_file() and is_pipeline_file(path):
             pipe = _read_pipeline_file(path)
         elif (path / "model_index.json").is_file():
             pipe = _read_pipeline_folder(path)
@@ -278,7 +278,9 @@ def local_or_hub(name: str | os.PathLike[str]) -> Path:
                         f"the Hugging Face Hub ({reason}): download it where there is a "
                         "network and pass the folder") from None
 
-def _is_pipeline_file(path: Path) -> bool:
+
+def is_pipeline_file(path: Path) -> bool:
+    """Whether ``path`` is our one-file pipeline (:func:`save_pipeline`)."""
     if path.suffix.lower() != ".safetensors":
         return False
     from safetensors import safe_open
