@@ -65,7 +65,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from machine import OtherLoad, cpu_model
+from machine import OtherLoad, cpu_model, peak_during, reset_peak
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "cotracker3"
 COORDS_TOL = 0.05  # px, the parity tests' bar (shared/fixtures/cotracker3/README.md)
@@ -217,24 +217,6 @@ def time_mode(mode: str, impls: list[str], weights: tuple[Path, int], video: tor
 
 # -- memory, one child process per configuration ------------------------------------------
 
-def status_mb() -> dict[str, float]:
-    fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0]) / 1024
-    return fields
-
-
-def reset_peak() -> bool:
-    """Linux: the peak RSS (VmHWM) restarts from the RSS now."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
 def child(args: argparse.Namespace) -> dict[str, Any]:
     # Not getrusage's ru_maxrss, which starts at the parent's peak (see the docstring).
     if not reset_peak():
@@ -244,13 +226,10 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     predictor = build(impl, mode, args.weights, args.window)
     build_s = time.perf_counter() - start
-    built = status_mb()
-    reset_peak()
-    seconds, _ = timed(lambda: track(predictor, mode, video, args.grid))
-    after = status_mb()
-    return {"peak_mb": round(max(built["VmHWM"], after["VmHWM"]), 1),
-            "model_built_rss_mb": round(built["VmRSS"], 1),
-            "work_peak_mb": round(after["VmHWM"] - built["VmRSS"], 1),
+    (seconds, _), mem = peak_during(lambda: timed(lambda: track(predictor, mode, video,
+                                                                 args.grid)))
+    return {"peak_mb": max(mem["peak_before_mb"], mem["peak_during_mb"]),
+            "model_built_rss_mb": mem["rss_before_mb"], "work_peak_mb": mem["rise_mb"],
             "cold_run_s": round(seconds, 2), "build_s": round(build_s, 2)}
 
 

@@ -69,7 +69,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from machine import OtherLoad, cpu_flags, cpu_model
+from machine import OtherLoad, cpu_flags, cpu_model, peak_during, reset_peak
 
 FP32_TOL = 1e-3
 BF16_REL_TOL = 0.05  # of the output's largest magnitude
@@ -274,24 +274,6 @@ def time_xl(vae_path: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 # -- memory, one child process per configuration ------------------------------------------
 
-def status_mb() -> dict[str, float]:
-    fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0]) / 1024
-    return fields
-
-
-def reset_peak() -> bool:
-    """Linux: the peak RSS (VmHWM) restarts from the RSS now."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
 def child(args: argparse.Namespace) -> dict[str, Any]:
     if not reset_peak():
         return {"peak_mb": None, "model_built_rss_mb": None, "work_peak_mb": None}
@@ -304,15 +286,11 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     decode = {"ours": lambda: model.decode(z, tiled=False),
               "ours_tiled": lambda: model.tiled_decode(z),
               "diffusers": lambda: model.decode(z).sample}[case]
-    built = status_mb()
-    reset_peak()
     with torch.no_grad():
-        seconds, image = timed(decode)
-    after = status_mb()
+        (seconds, image), mem = peak_during(lambda: timed(decode))
     np.save(args.out, image.float().numpy())
-    return {"peak_mb": round(max(built["VmHWM"], after["VmHWM"]), 1),
-            "model_built_rss_mb": round(built["VmRSS"], 1),
-            "work_peak_mb": round(after["VmHWM"] - built["VmRSS"], 1),
+    return {"peak_mb": max(mem["peak_before_mb"], mem["peak_during_mb"]),
+            "model_built_rss_mb": mem["rss_before_mb"], "work_peak_mb": mem["rise_mb"],
             "cold_run_s": round(seconds, 2)}
 
 

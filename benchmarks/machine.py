@@ -1,11 +1,16 @@
-"""What the benchmark scripts report about the machine and the noise on it (Linux /proc)."""
+"""What the benchmark scripts report about the machine, the noise on it and the memory a
+piece of work takes (Linux /proc)."""
 
 from __future__ import annotations
 
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def busy_cpu_seconds() -> float | None:
@@ -62,3 +67,45 @@ def cpu_flags() -> set[str]:
     except OSError:
         pass
     return set()
+
+
+# -- memory -----------------------------------------------------------------------------------
+# RSS, not tracemalloc (which does not see torch's tensors) nor getrusage's ru_maxrss (which a
+# child starts at its parent's peak). torch's CPU allocator is glibc malloc, whose allocations
+# above 32 MB are mmapped and unmapped on free, so RSS follows the memory in use. Each
+# measurement runs in its own child process, so one model's leftovers do not count for the next.
+
+def memory_mb() -> dict[str, float]:
+    """This process's RSS and peak RSS (VmRSS, VmHWM), MB."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = round(int(value.split()[0]) / 1024, 1)
+    return {"rss_mb": fields["VmRSS"], "peak_mb": fields["VmHWM"]}
+
+
+def reset_peak() -> bool:
+    """The peak RSS restarts from the RSS now ("5" to clear_refs); False where it cannot."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_during(work: Callable[[], T]) -> tuple[T, dict[str, Any]]:
+    """``work()``'s result and its memory: ``rss_before_mb`` (the RSS just before it),
+    ``peak_before_mb`` (the peak since the last reset, e.g. building the model),
+    ``peak_during_mb`` and ``rise_mb``, how far the peak rose above the RSS before the call: the
+    memory the work itself took at its highest. The figures are None where the peak cannot be
+    reset (not Linux)."""
+    before = memory_mb()
+    if not reset_peak():
+        return work(), dict.fromkeys(("rss_before_mb", "peak_before_mb", "peak_during_mb",
+                                      "rise_mb"))
+    result = work()
+    after = memory_mb()
+    return result, {"rss_before_mb": before["rss_mb"], "peak_before_mb": before["peak_mb"],
+                    "peak_during_mb": after["peak_mb"],
+                    "rise_mb": round(after["peak_mb"] - before["rss_mb"], 1)}

@@ -48,7 +48,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from machine import busy_cpu_seconds, cpu_model
+from machine import busy_cpu_seconds, cpu_model, reset_peak
+from machine import memory_mb as status_mb
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -67,21 +68,6 @@ PROMPTS = {
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def status_mb() -> dict[str, float]:
-    """RSS and peak RSS (VmHWM) of this process, MB."""
-    fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = round(int(value.split()[0]) / 1024, 1)
-    return {"rss_mb": fields["VmRSS"], "peak_mb": fields["VmHWM"]}
-
-
-def reset_peak() -> None:
-    """Linux: the peak RSS restarts from the RSS now (building the model does not count)."""
-    Path("/proc/self/clear_refs").write_text("5")
 
 
 def checkpoints(frames: int, base: int) -> list[int]:

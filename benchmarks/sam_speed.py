@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from machine import OtherLoad, cpu_flags, cpu_model
+from machine import OtherLoad, cpu_flags, cpu_model, peak_during
 from official_sam import FULL, SMALL, both_sams, official_sam
 from segment_anything import SamPredictor as RefPredictor
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -135,21 +135,9 @@ def memory_child(which: str, weights: str, small: bool) -> None:
                                torch.load(weights, weights_only=True).items()
                                if k.startswith("image_encoder.")})
     x = torch.randn(1, 3, 1024, 1024)
-    # Linux: "5" resets the high-water mark, so loading the weights does not count.
-    Path("/proc/self/clear_refs").write_text("5")
-    before = status_kb("VmRSS")
-    with torch.inference_mode():
-        model(x)
-    peak = status_kb("VmHWM")
-    print(json.dumps({"peak_rise_mb": round((peak - before) / 1024, 1),
-                      "peak_mb": round(peak / 1024, 1)}))
-
-
-def status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
+    with torch.inference_mode():  # the peak reset first: loading the weights does not count
+        _, mem = peak_during(lambda: model(x))
+    print(json.dumps({"peak_rise_mb": mem["rise_mb"], "peak_mb": mem["peak_during_mb"]}))
 
 
 def cpu_peak_memory(weights: Path, small: bool, threads: int) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attnvision.errors import UserError
-from attnvision.weights import read_weights
+from attnvision.weights import read_weights, shipped_file
 
 _buf = io.BytesIO()
 torch.save({"w": torch.arange(12.0).reshape(3, 4)}, _buf)
@@ -38,3 +38,11 @@ def test_junk_is_a_user_error_or_loads(data, suffix):
             assert "\n" not in str(e) and str(path) in str(e)
         else:
             assert isinstance(weights[0], dict)
+
+
+def test_shipped_file_finds_the_package_weights_or_says_what_to_pass():
+    path = shipped_file("attnvision.vit", "vit_mnist5k.safetensors", "unused")
+    assert path.is_file() and path.parent.name == "weights"
+    with pytest.raises(UserError, match=r"^this install ships none: pass --checkpoint$"):
+        shipped_file("attnvision.vit", "none-such.safetensors",
+                     "this install ships none: pass --checkpoint")

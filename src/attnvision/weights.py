@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import struct
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,15 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 # records point past the data).
 LOAD_ERRORS = (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, OSError,
                 ValueError, KeyError, IndexError, struct.error)
+
+
+def shipped_file(package: str, name: str, missing: str) -> Path:
+    """The weights file ``name`` in ``package``'s ``weights/`` folder; ``missing`` is the
+    one-line error of an install without it (what to pass or train instead)."""
+    path = Path(str(resources.files(package) / "weights" / name))
+    if not path.is_file():
+        raise UserError(missing)
+    return path
 
 
 def corrupt(path: Path, error: BaseException) -> UserError:

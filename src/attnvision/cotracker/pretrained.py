@@ -12,25 +12,23 @@ small, with its resolution in the file's metadata, and runs in float32. ``attnvi
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import torch
 
 from attnvision.cotracker.model import CoTracker3
 from attnvision.errors import UserError
+from attnvision.weights import shipped_file
 
 SHIPPED = "cotracker_tiny.safetensors"
 
 
 def shipped_checkpoint() -> Path:
     """Path of the shipped cotracker_tiny weights."""
-    path = Path(str(resources.files("attnvision.cotracker") / "weights" / SHIPPED))
-    if not path.is_file():
-        raise UserError("this install ships no CoTracker3 weights: pass --checkpoint (the "
+    return shipped_file("attnvision.cotracker", SHIPPED,
+                        "this install ships no CoTracker3 weights: pass --checkpoint (the "
                         "official scaled_offline.pth / scaled_online.pth, or ours), or train "
                         "one with 'attnvision train cotracker'")
-    return path
 
 
 def has_shipped() -> bool:

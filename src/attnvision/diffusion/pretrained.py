@@ -7,10 +7,10 @@ trained here on MNIST digits) is the model ``attnvision generate`` and ``demo`` 
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 from attnvision.errors import UserError
+from attnvision.weights import shipped_file
 
 SHIPPED_NAME = "digits"
 SHIPPED = "digits.safetensors"
@@ -18,12 +18,10 @@ SHIPPED = "digits.safetensors"
 
 def shipped_checkpoint() -> Path:
     """Path of the shipped one-file pipeline."""
-    path = Path(str(resources.files("attnvision.diffusion") / "weights" / SHIPPED))
-    if not path.is_file():
-        raise UserError("this install ships no generation model: pass --checkpoint (a "
+    return shipped_file("attnvision.diffusion", SHIPPED,
+                        "this install ships no generation model: pass --checkpoint (a "
                         "diffusers DiT pipeline folder such as facebook/DiT-XL-2-256, our "
                         "one-file pipeline, or Meta's DiT .pt with --vae)")
-    return path
 
 
 def has_shipped() -> bool:

@@ -7,11 +7,10 @@ is stored in float16 to stay small and runs in float32.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
-from attnvision.errors import UserError
 from attnvision.sam.model import Sam
+from attnvision.weights import shipped_file
 
 SHIPPED = "sam_tiny.safetensors"
 # Segment-everything filters (predicted IoU, stability) for sam_tiny, whose IoU head is modest:
@@ -21,11 +20,9 @@ EVERYTHING_THRESHOLDS = (0.7, 0.85)
 
 def shipped_checkpoint() -> Path:
     """Path of the shipped sam_tiny weights."""
-    path = Path(str(resources.files("attnvision.sam") / "weights" / SHIPPED))
-    if not path.is_file():
-        raise UserError("this install ships no SAM weights: pass --checkpoint (an official "
+    return shipped_file("attnvision.sam", SHIPPED,
+                        "this install ships no SAM weights: pass --checkpoint (an official "
                         "sam_vit_*.pth or ours), or train one with 'attnvision train sam'")
-    return path
 
 
 def load_shipped(precision: str = "fp32") -> Sam:

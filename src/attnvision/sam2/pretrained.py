@@ -9,24 +9,21 @@ float32. The video commands and the demo use it when no ``--checkpoint`` is give
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import torch
 
-from attnvision.errors import UserError
 from attnvision.sam2.model import SAM2
+from attnvision.weights import shipped_file
 
 SHIPPED = "sam2_tiny.safetensors"
 
 
 def shipped_checkpoint() -> Path:
     """Path of the shipped sam2_tiny weights."""
-    path = Path(str(resources.files("attnvision.sam2") / "weights" / SHIPPED))
-    if not path.is_file():
-        raise UserError("this install ships no SAM 2 weights: pass --checkpoint (an official "
+    return shipped_file("attnvision.sam2", SHIPPED,
+                        "this install ships no SAM 2 weights: pass --checkpoint (an official "
                         "sam2.1_hiera_*.pt or ours), or train one with 'attnvision train sam2'")
-    return path
 
 
 def load_shipped(device: str | torch.device = "cpu", apply_postprocessing: bool = True
