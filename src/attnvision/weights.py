@@ -31,10 +31,15 @@ LOAD_ERRORS = (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, 
                 ValueError, KeyError, IndexError, struct.error)
 
 
+def shipped_path(package: str, name: str) -> Path:
+    """Where the weights file ``name`` that ships in ``package`` lies (``weights/``), if any."""
+    return Path(str(resources.files(package) / "weights" / name))
+
+
 def shipped_file(package: str, name: str, missing: str) -> Path:
     """The weights file ``name`` in ``package``'s ``weights/`` folder; ``missing`` is the
     one-line error of an install without it (what to pass or train instead)."""
-    path = Path(str(resources.files(package) / "weights" / name))
+    path = shipped_path(package, name)
     if not path.is_file():
         raise UserError(missing)
     return path

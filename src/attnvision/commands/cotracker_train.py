@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 from attnvision.commands.options import (
     add_command,
     check_out_dir,
-    check_resumable,
     common,
+    resume_epochs,
     train_log,
     training_options,
 )
@@ -155,18 +155,6 @@ def _model(args: argparse.Namespace, resolution: tuple[int, int] | None
     return net, config, str(args.init)
 
 
-def _resumed_epoch(out: Path, resume: bool) -> int:
-    """The last finished epoch of the run in ``out`` that fit will resume (0: none), so the
-    dataset draws the next epoch's points."""
-    info = out / "model.json"
-    if not resume or not (out / "train_state.pt").exists() or not info.exists():
-        return 0
-    try:
-        return int(json.loads(info.read_text()).get("epoch", 0))
-    except (OSError, ValueError, TypeError):
-        return 0
-
-
 def _save(net: CoTrackerTrain, weights: dict, path: Path, extra: dict[str, Any],
           dtype: Any = None) -> None:
     """A CoTracker3 file with the official keys; ``extra`` and the resolution (which the
@@ -229,14 +217,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 else "init", "config": model_config, "data": described, "init": args.init,
                 "recipe": {"frames": frames, "points": args.points, "iters": args.iters,
                            "first_clip": args.first_clip}}
-    out = Path(args.out)
-    if not args.no_resume:
-        check_resumable(out, metadata, "CoTracker")
-    train_set.set_epoch(_resumed_epoch(out, not args.no_resume) + 1)
-    out = ensure_dir(out)
-
-    def next_epoch(record: dict) -> None:
-        train_set.set_epoch(record["epoch"] + 1)
+    out, next_epoch = resume_epochs(Path(args.out), metadata, "CoTracker", train_set,
+                                    not args.no_resume)
 
     def evaluate(module: torch.nn.Module, clips: ValidationClips) -> dict:
         return evaluate_tracking(module, clips, points=EVAL_POINTS)

@@ -160,3 +160,28 @@ def check_resumable(out: Path, metadata: dict[str, Any], model: str) -> None:
         raise UserError(f"{out} holds a run with other {model} settings "
                         f"({'; '.join(changed)}): use another --out, or --no-resume to start "
                         "over")
+
+
+def resume_epochs(out: Path, metadata: dict[str, Any], model: str, train_set: Any,
+                  resume: bool) -> tuple[Path, Callable[[dict], None]]:
+    """For a training set that draws each epoch afresh (``set_epoch``): checks that a run to
+    resume in ``out`` has these settings, sets the epoch it goes on at, and returns the folder
+    (made now, after every check) and fit's ``on_epoch_end`` that moves the set on."""
+    import json
+
+    from attnvision.files import ensure_dir
+
+    if resume:
+        check_resumable(out, metadata, model)
+    done = 0  # the last finished epoch of the run fit will resume
+    if resume and (out / "train_state.pt").exists() and (out / "model.json").exists():
+        try:
+            done = int(json.loads((out / "model.json").read_text()).get("epoch", 0))
+        except (OSError, ValueError, TypeError):
+            done = 0
+    train_set.set_epoch(done + 1)
+
+    def next_epoch(record: dict) -> None:
+        train_set.set_epoch(record["epoch"] + 1)
+
+    return ensure_dir(out), next_epoch

@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attnvision.commands.options import (
     add_command,
-    check_resumable,
     common,
     parse_freeze,
+    resume_epochs,
     train_log,
     training_options,
 )
@@ -158,22 +157,9 @@ def _model(args: argparse.Namespace) -> tuple[SAM2, str, str]:
     return model, model.size_name, source
 
 
-def _resumed_epoch(out: Path, resume: bool) -> int:
-    """The last finished epoch of the run in ``out`` that fit will resume (0: none), so the
-    datasets draw the next epoch's windows and objects."""
-    info = out / "model.json"
-    if not resume or not (out / "train_state.pt").exists() or not info.exists():
-        return 0
-    try:
-        return int(json.loads(info.read_text()).get("epoch", 0))
-    except (OSError, ValueError, TypeError):
-        return 0
-
-
 def train(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from attnvision.files import ensure_dir
     from attnvision.sam2.checkpoints import save_sam2
     from attnvision.sam2.training import SAM2Train, evaluate_tracking
     from attnvision.sam2.training_data import (
@@ -235,14 +221,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                    "corrected_frames": net.corrected_frames, "frames": args.frames}
     metadata = {"format": "attnvision.sam2", "model": name, "data": described,
                 "init": args.init, "freeze": list(freeze), "recipe": recipe_used}
-    out = Path(args.out)
-    if not args.no_resume:
-        check_resumable(out, metadata, "SAM 2")
-    train_set.set_epoch(_resumed_epoch(out, not args.no_resume) + 1)
-    out = ensure_dir(out)
-
-    def next_epoch(record: dict) -> None:
-        train_set.set_epoch(record["epoch"] + 1)
+    out, next_epoch = resume_epochs(Path(args.out), metadata, "SAM 2", train_set,
+                                    not args.no_resume)
 
     result = fit(net, train_set, eval_set, config, out, augment=ClipAugment(),
                  loss_fn=lambda loss, _valid: loss, evaluate=evaluate_tracking,

@@ -78,7 +78,12 @@ from attnvision.cotracker.build import build_cotracker
 from attnvision.cotracker.checkpoints import where_to_get
 from attnvision.cotracker.configs import COTRACKER_CONFIGS
 from attnvision.cotracker.model import CoTracker3
-from attnvision.cotracker.predictor import ITERS, ONLINE_THRESHOLD, SUPPORT_GRID_SIZE
+from attnvision.cotracker.predictor import (
+    ITERS,
+    ONLINE_THRESHOLD,
+    SUPPORT_GRID_SIZE,
+    online_chunks,
+)
 from attnvision.errors import UserError
 from attnvision.files import atomic_path
 
@@ -503,27 +508,15 @@ class OnnxOnlineTracker:
         back = _pixel_scale(shape, size)
         final: list[tuple[np.ndarray, np.ndarray]] = []  # frames no later chunk will change
         pending: tuple[np.ndarray, np.ndarray] | None = None  # the last chunk's answer
-
-        def send(chunk: list[np.ndarray]) -> None:
-            nonlocal pending
+        total = 0
+        for chunk, new in online_chunks(first, stream, step):
             coords, vis, conf = self.step(resize_frames(np.stack(chunk), shape))
-            repeated = 0
             if pending is not None:  # the previous chunk's first step frames are final now
                 final.append((pending[0][:step], pending[1][:step]))
-                repeated = step  # this chunk starts with the previous one's last step frames
             pending = (coords[:, :n] * back, (vis * conf > self.threshold)[:, :n])
+            total += new
             if on_frames is not None:
-                on_frames(len(chunk) - repeated)
-
-        buffer, total = [first], 1
-        for frame in stream:
-            buffer.append(frame)
-            total += 1
-            if len(buffer) == 2 * step:
-                send(buffer)
-                buffer = buffer[step:]
-        if pending is None or len(buffer) > step:
-            send(buffer)
+                on_frames(new)
         assert pending is not None
         final.append(pending)
         tracks = np.concatenate([f[0] for f in final])

@@ -20,7 +20,7 @@ one at a time (a video decoded frame by frame), holding only two chunks of them.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -265,6 +265,22 @@ def video_tensor(frames: Sequence[np.ndarray] | np.ndarray,
     return torch.from_numpy(array).to(device).permute(0, 3, 1, 2)[None].float()
 
 
+def online_chunks(first: np.ndarray, rest: Iterator[np.ndarray], step: int
+                  ) -> Iterator[tuple[list[np.ndarray], int]]:
+    """The chunks of the official online loop, each as soon as its frames have arrived, with
+    how many of its frames are new: 2 x step frames, each chunk after the first starting with
+    the previous one's last step frames; at the end, what is left when it holds new frames (or
+    when nothing went yet: a video of 2 x step frames or fewer is one chunk)."""
+    buffer, sent = [first], False
+    for frame in rest:
+        buffer.append(frame)
+        if len(buffer) == 2 * step:
+            yield buffer, len(buffer) - (step if sent else 0)
+            sent, buffer = True, buffer[step:]
+    if not sent or len(buffer) > step:
+        yield buffer, len(buffer) - (step if sent else 0)
+
+
 def track_online(predictor: CoTrackerOnlinePredictor, frames: Iterable[np.ndarray], *,
                  queries: np.ndarray | None = None, grid_size: int = 0,
                  grid_query_frame: int = 0, add_support_grid: bool = False,
@@ -292,14 +308,11 @@ def track_online(predictor: CoTrackerOnlinePredictor, frames: Iterable[np.ndarra
               grid_size=grid_size, grid_query_frame=grid_query_frame,
               add_support_grid=add_support_grid, keep_history=False)
     step = predictor.step
-    buffer, total = [first], 1
     final_tracks: list[np.ndarray] = []  # frames no later chunk will change
     final_visible: list[np.ndarray] = []
     pending: tuple[int, np.ndarray, np.ndarray] | None = None  # the last chunk's answer
-
-    def send(chunk: list[np.ndarray]) -> None:
-        nonlocal pending
-        pending_before = pending is not None
+    total = 0
+    for chunk, new in online_chunks(first, stream, step):
         tracks, visible = predictor(video_tensor(chunk, device))
         release_freed_memory()
         start = predictor.chunk_start
@@ -309,18 +322,9 @@ def track_online(predictor: CoTrackerOnlinePredictor, frames: Iterable[np.ndarra
             final_visible.append(old_visible[:start - first_frame])
         pending = (start, tracks[0].float().cpu().numpy(),
                    visible[0].cpu().numpy().astype(bool))
+        total += new
         if on_frames is not None:
-            # Every chunk after the first repeats the previous one's last ``step`` frames.
-            on_frames(len(chunk) - (step if pending_before else 0))
-
-    for frame in stream:
-        buffer.append(frame)
-        total += 1
-        if len(buffer) == 2 * step:
-            send(buffer)
-            buffer = buffer[step:]
-    if pending is None or len(buffer) > step:
-        send(buffer)
+            on_frames(new)
     assert pending is not None
     final_tracks.append(pending[1])
     final_visible.append(pending[2])

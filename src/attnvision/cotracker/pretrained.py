@@ -17,8 +17,7 @@ from pathlib import Path
 import torch
 
 from attnvision.cotracker.model import CoTracker3
-from attnvision.errors import UserError
-from attnvision.weights import shipped_file
+from attnvision.weights import shipped_file, shipped_path
 
 SHIPPED = "cotracker_tiny.safetensors"
 
@@ -32,11 +31,7 @@ def shipped_checkpoint() -> Path:
 
 
 def has_shipped() -> bool:
-    try:
-        shipped_checkpoint()
-    except UserError:
-        return False
-    return True
+    return shipped_path("attnvision.cotracker", SHIPPED).is_file()
 
 
 def load_shipped(offline: bool = True, device: str | torch.device = "cpu") -> CoTracker3:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnvision.errors import UserError
-from attnvision.weights import shipped_file
+from attnvision.weights import shipped_file, shipped_path
 
 SHIPPED_NAME = "digits"
 SHIPPED = "digits.safetensors"
@@ -25,8 +24,4 @@ def shipped_checkpoint() -> Path:
 
 
 def has_shipped() -> bool:
-    try:
-        shipped_checkpoint()
-    except UserError:
-        return False
-    return True
+    return shipped_path("attnvision.diffusion", SHIPPED).is_file()
