@@ -149,6 +149,7 @@ def test_train_diffusion_exports_a_pipeline_that_generate_reads(trained_vae, tmp
     (("diffusion", "--vae", "missing.safetensors"), "not found"),
     (("diffusion", "--vae", "x", "--hidden", "30", "--heads", "4"), "--hidden 30"),
     (("diffusion", "--vae", "x", "--ema-decay", "1.5"), "--ema-decay"),
+    (("diffusion", "--vae", "x", "--guidance", "-1"), "--guidance -1.0: give 0 or more"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, args, message):
     code, _, err = run(capsys, "train", *args, "--out", tmp_path / "out")
@@ -178,11 +179,13 @@ def test_train_diffusion_goes_on_from_init(trained_vae, tmp_path, capsys):
     code, _, err = run(capsys, "train", "diffusion", "--vae", vae, "--init",
                          tmp_path / "first" / "model.safetensors", "--out",
                          tmp_path / "second", "--export", tmp_path / "second.safetensors",
-                         *tiny)
+                         "--guidance", 1.5, *tiny)
     assert code == 0, err
     assert "starting from" in err
     pipe = DiTPipeline.from_pretrained(tmp_path / "second.safetensors")
     assert pipe.transformer.config == from_run.config  # hidden 16, depth 1: the file's
+    assert pipe.guidance_scale == 1.5  # the export stores the model's default guidance
+    assert DiTPipeline.from_pretrained(tmp_path / "first.safetensors").guidance_scale == 4.0
     record = json.loads((tmp_path / "second" / "model.json").read_text())
     assert record["metadata"]["init"].endswith("model.safetensors")
 

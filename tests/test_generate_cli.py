@@ -139,3 +139,37 @@ def test_without_a_checkpoint_the_shipped_model_or_one_line(tmp_path, capsys, mo
     code, _, err = run(capsys, "generate", "--out", tmp_path / "out")
     assert code == 2 and "ships no generation model" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_the_models_own_guidance_is_the_default(tmp_path, capsys):
+    """A pipeline file may store its model's guidance scale: the pipeline, generate and its
+    report use it when none is given; a file that stores none gets diffusers' 4."""
+    from safetensors import safe_open
+
+    from attnvision.diffusion.pipeline import save_pipeline
+
+    pipe = small_pipeline()
+    assert pipe.guidance_scale == 4.0  # built without one: diffusers' default
+    plain = save_pipeline(pipe, tmp_path / "plain.safetensors")
+    pipe.guidance_scale = 2.5
+    own = save_pipeline(pipe, tmp_path / "own.safetensors")
+    with safe_open(str(own), framework="pt") as f:
+        assert f.metadata()["guidance_scale"] == "2.5"
+    assert DiTPipeline.from_pretrained(own).guidance_scale == 2.5
+    assert DiTPipeline.from_pretrained(plain).guidance_scale == 4.0
+
+    noise = torch.randn((1, 4, SIZE // 2, SIZE // 2), generator=torch.Generator().manual_seed(0))
+    loaded = DiTPipeline.from_pretrained(own)
+    default = loaded([3], num_inference_steps=3, latents=noise, output_type="np").images
+    same = loaded([3], guidance_scale=2.5, num_inference_steps=3, latents=noise,
+                  output_type="np").images
+    other = loaded([3], guidance_scale=4.0, num_inference_steps=3, latents=noise,
+                   output_type="np").images
+    assert np.array_equal(default, same) and not np.array_equal(default, other)
+
+    result, _ = generate(capsys, own, tmp_path / "a", "--class", 3, "--n", 1)
+    assert result["guidance"] == 2.5
+    result, _ = generate(capsys, own, tmp_path / "b", "--class", 3, "--n", 1, "--guidance", 1)
+    assert result["guidance"] == 1.0
+    result, _ = generate(capsys, plain, tmp_path / "c", "--class", 3, "--n", 1)
+    assert result["guidance"] == 4.0

@@ -27,7 +27,7 @@ from attnvision.commands.generate import SAMPLERS
 from attnvision.commands.options import add_command, check_out_dir, common
 from attnvision.errors import UserError
 
-DEFAULTS = {"per_class": 1000, "steps": 25, "sampler": "dpm++", "guidance": 4.0,
+DEFAULTS = {"per_class": 1000, "steps": 25, "sampler": "dpm++", "guidance": None,
             "batch_size": 250, "sweep_per_class": 50}
 GRID_COLUMNS = 10  # samples of each class on samples.png
 GRID_SCALE = 4  # 28-pixel digits drawn 112 pixels wide
@@ -47,7 +47,8 @@ def register_eval(models: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULTS["sampler"],
                    help=f"sampler on the model's noise schedule (default: {DEFAULTS['sampler']})")
     p.add_argument("--guidance", type=float, default=DEFAULTS["guidance"],
-                   help="classifier-free guidance scale; 1 turns it off (default: 4)")
+                   help="classifier-free guidance scale; 1 turns it off (default: the "
+                        "model's own: 1.5 for the shipped digits, 4 for a file that stores none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
                    help=f"images denoised together (default: {DEFAULTS['batch_size']})")
@@ -68,7 +69,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
     for name in ("per_class", "steps", "batch_size", "sweep_per_class"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: give 1 or more")
-    if not args.guidance >= 0:  # also refuses nan
+    if args.guidance is not None and not args.guidance >= 0:  # also refuses nan
         raise UserError(f"--guidance {args.guidance}: give 0 or more (1 turns guidance off)")
 
 

@@ -43,9 +43,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=SAMPLERS, default="dpm++",
                    help="DPM-Solver++ (2M), DDIM, DDPM or Euler, on the model's noise schedule "
                         "(default: dpm++)")
-    p.add_argument("--guidance", type=float, default=4.0,
+    p.add_argument("--guidance", type=float,
                    help="classifier-free guidance scale s: ε = ε_u + s (ε_c − ε_u); 1 turns it "
-                        "off (default: 4)")
+                        "off (default: the model's own: 1.5 for the shipped digits, 4 for a "
+                        "file that stores none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
     p.add_argument("--size", type=int, metavar="PIXELS",
                    help="image side (default: the model's own)")
@@ -103,7 +104,7 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got "
                             f"{getattr(args, name)}")
-    if args.guidance < 0:
+    if args.guidance is not None and not args.guidance >= 0:
         raise UserError(f"--guidance must be >= 0 (1 turns guidance off), got {args.guidance}")
     check_precision(args.precision, "cpu")
     check_out_dir(args.out)
@@ -144,6 +145,7 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
     return {"command": "generate", "images": written, "grid": str(grid),
             "count": len(written), "seconds": round(seconds, 3),
             "seconds_per_image": round(seconds / len(written), 3),
-            "sampler": args.sampler, "steps": args.steps, "guidance": args.guidance,
+            "sampler": args.sampler, "steps": args.steps,
+            "guidance": pipe.guidance_scale if args.guidance is None else args.guidance,
             "seed": args.seed, "size": size, "precision": args.precision,
             "checkpoint": args.checkpoint or "shipped"}

@@ -112,7 +112,7 @@ def _bar(total: int, desc: str, progress: bool) -> Any:
 
 
 def sample_digits(pipe: Any, per_class: int, steps: int = 25, sampler: Any = None,
-                  guidance: float = 4.0, seed: int = 0, batch_size: int = 250,
+                  guidance: float | None = None, seed: int = 0, batch_size: int = 250,
                   progress: bool = False) -> tuple[Tensor, Tensor]:
     """``per_class`` samples of every class, class 0's first: images (N, C, H, W) float32 in
     0..1 and their labels (N,) int64.
@@ -292,7 +292,7 @@ def diversity(images: Tensor, labels: Tensor, real_images: Tensor, real_labels: 
 # -- speed and steps --------------------------------------------------------------------------
 
 def timing(pipe: Any, count: int = TIMED_IMAGES, steps: int = 25, sampler: Any = None,
-           guidance: float = 4.0, seed: int = 0) -> float:
+           guidance: float | None = None, seed: int = 0) -> float:
     """Seconds for one call drawing ``count`` decoded images (classes 0, 1, ... in turn), after
     one warm-up call of the same (first calls pay for allocations and thread start-up)."""
     labels = [i % pipe.transformer.config.num_classes for i in range(count)]
@@ -308,7 +308,8 @@ def timing(pipe: Any, count: int = TIMED_IMAGES, steps: int = 25, sampler: Any =
 
 
 def steps_sweep(pipe: Any, classifier: Any, per_class: int = 50,
-                settings: Sequence[tuple[str, int]] = DEFAULT_SWEEP, guidance: float = 4.0,
+                settings: Sequence[tuple[str, int]] = DEFAULT_SWEEP,
+                guidance: float | None = None,
                 seed: int = 0, batch_size: int = 250,
                 progress: bool = False) -> list[dict[str, Any]]:
     """The classifier's accuracy on ``per_class`` samples of every class for each (sampler,
@@ -349,7 +350,7 @@ def check_targets(values: dict[str, float | None]) -> dict[str, dict[str, Any]]:
 
 
 def evaluate_digits(pipe: Any, classifier: Any = None, data: Any = None, per_class: int = 1000,
-                    steps: int = 25, sampler: Any = "dpm++", guidance: float = 4.0,
+                    steps: int = 25, sampler: Any = "dpm++", guidance: float | None = None,
                     seed: int = 0, batch_size: int = 250, sweep: bool = True,
                     sweep_per_class: int = 50, progress: bool = False) -> DigitEvaluation:
     """Every figure of the module doc for a digit ``pipe``, with the targets checked.
@@ -366,6 +367,7 @@ def evaluate_digits(pipe: Any, classifier: Any = None, data: Any = None, per_cla
         classifier = load_shipped()
     data = data if data is not None else load_dataset("mnist5k")
     train, test = data.train.tensors, data.test.tensors
+    guidance = pipe.guidance_scale if guidance is None else guidance  # the model's own
     started = time.perf_counter()
 
     images, labels = sample_digits(pipe, per_class, steps, sampler, guidance, seed, batch_size,

@@ -53,6 +53,8 @@ PIPELINE_FORMAT = "attnvision-dit-pipeline"
 META_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02,
                  "beta_schedule": "linear", "prediction_type": "epsilon"}
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+# diffusers' DiTPipeline default and DiT's paper's samples: the scale of a model that stores none.
+DEFAULT_GUIDANCE = 4.0
 
 StepCallback = Callable[[int, Tensor, Tensor, Tensor], None]
 
@@ -68,8 +70,12 @@ class DiTPipeline:
     """A DiT denoiser, a KL autoencoder and a sampler, run as diffusers' ``DiTPipeline``."""
 
     def __init__(self, transformer: DiT, vae: AutoencoderKL, scheduler: Any,
-                 id2label: dict[int, str] | None = None) -> None:
+                 id2label: dict[int, str] | None = None,
+                 guidance_scale: float = DEFAULT_GUIDANCE) -> None:
         self.transformer = transformer.eval()
+        # The model's own default scale (our one-file pipelines may store one; diffusers'
+        # folders and Meta's files cannot, and get diffusers' 4).
+        self.guidance_scale = float(guidance_scale)
         self.vae = vae.eval()
         self.scheduler = make_scheduler(scheduler)
         self.stored_scheduler_config: dict[str, Any] | None = None  # as read from a file
@@ -166,13 +172,17 @@ class DiTPipeline:
     # -- generation ------------------------------------------------------------------------
 
     @torch.no_grad()
-    def __call__(self, class_labels: Sequence[int], guidance_scale: float = 4.0,
+    def __call__(self, class_labels: Sequence[int], guidance_scale: float | None = None,
                  generator: torch.Generator | None = None, num_inference_steps: int = 50,
                  output_type: str = "pil", return_dict: bool = True,
                  latents: Tensor | None = None, height: int | None = None,
                  width: int | None = None, on_step: StepCallback | None = None,
                  progress: bool = False) -> ImagePipelineOutput | tuple[Any]:
-        """Images of ``class_labels``; ``on_step(i, t, z_t, x̂₀)`` sees every step."""
+        """Images of ``class_labels``; ``on_step(i, t, z_t, x̂₀)`` sees every step.
+        ``guidance_scale`` None: the model's own (:attr:`guidance_scale`, 4 as in diffusers
+        unless its file says otherwise)."""
+        if guidance_scale is None:
+            guidance_scale = self.guidance_scale
         if output_type not in OUTPUT_TYPES:
             raise UserError(f"output_type {output_type!r}: choose one of {OUTPUT_TYPES}")
         if num_inference_steps < 1:
@@ -324,6 +334,7 @@ def save_pipeline(pipe: DiTPipeline, path: str | os.PathLike[str],
                                                **dict(pipe.scheduler.config)})),
         "scheduler": type(pipe.scheduler).__name__,
         "id2label": json.dumps({str(k): v for k, v in pipe.id2label.items()}),
+        "guidance_scale": repr(pipe.guidance_scale),
     }
     return save_weights(both, path, metadata, extra=extra, dtype=dtype)
 
@@ -342,6 +353,7 @@ def _read_pipeline_file(path: Path) -> DiTPipeline:
         vae_cfg = VAEConfig(**_tuples(json.loads(meta["vae_config"])))
         scheduler_cfg = json.loads(meta["scheduler_config"])
         id2label = json.loads(meta.get("id2label", "{}"))
+        guidance = float(meta.get("guidance_scale", DEFAULT_GUIDANCE))
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{path} has a damaged pipeline header ({e}): save it again with "
                         "attnvision.diffusion.save_pipeline") from None
@@ -353,7 +365,7 @@ def _read_pipeline_file(path: Path) -> DiTPipeline:
             raise UserError(f"{path} does not fit its own {prefix[:-1]} config: {problems}")
         model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in part.items()})
     scheduler = make_scheduler(meta.get("scheduler", "ddim"), scheduler_cfg)
-    pipe = DiTPipeline(transformer, vae, scheduler, id2label)
+    pipe = DiTPipeline(transformer, vae, scheduler, id2label, guidance_scale=guidance)
     pipe.stored_scheduler_config = scheduler_cfg
     return pipe
 

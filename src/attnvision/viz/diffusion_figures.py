@@ -60,7 +60,7 @@ def forward_process_picture(image: np.ndarray, path: str | os.PathLike[str],
 
 @torch.no_grad()
 def reverse_process_pictures(pipe: Any, out: str | os.PathLike[str], class_label: int,
-                             steps: int = 25, seed: int = 0, guidance: float = 4.0,
+                             steps: int = 25, seed: int = 0, guidance: float | None = None,
                              queries: int = 3) -> dict[str, Path]:
     """The denoising trajectory and the DiT attention pictures of one generation."""
     out = Path(out)
@@ -100,7 +100,7 @@ def reverse_process_pictures(pipe: Any, out: str | os.PathLike[str], class_label
 
 # -- the demo's generation pictures (any class-conditional pipeline) -------------------------
 
-def _images(pipe: Any, labels: list[int], noise: torch.Tensor, guidance: float,
+def _images(pipe: Any, labels: list[int], noise: torch.Tensor, guidance: float | None,
             steps: int) -> np.ndarray:
     """(N, H, W, C) in 0..1: ``labels`` generated from the given initial ``noise``."""
     out = pipe(labels, guidance_scale=guidance, num_inference_steps=steps, latents=noise,
@@ -116,7 +116,7 @@ def _noise(pipe: Any, n: int, seed: int) -> torch.Tensor:
 
 
 def class_grid_picture(pipe: Any, path: str | os.PathLike[str], per_class: int = 10,
-                       steps: int = 25, guidance: float = 4.0, seed: int = 0) -> Path:
+                       steps: int = 25, guidance: float | None = None, seed: int = 0) -> Path:
     """One row per class, ``per_class`` samples each (the default sampler and guidance)."""
     from attnvision.viz.diffusion import save_grid
 
@@ -127,7 +127,7 @@ def class_grid_picture(pipe: Any, path: str | os.PathLike[str], per_class: int =
 
 
 def same_noise_picture(pipe: Any, path: str | os.PathLike[str], samples: int = 4,
-                       steps: int = 25, guidance: float = 4.0, seed: int = 1) -> Path:
+                       steps: int = 25, guidance: float | None = None, seed: int = 1) -> Path:
     """Column j: one initial noise; row c: denoised as class c. Only the label differs along a
     column: it reaches the DiT through the adaLN shifts, scales and gates of every block."""
     from attnvision.viz.diffusion import save_grid
@@ -140,7 +140,7 @@ def same_noise_picture(pipe: Any, path: str | os.PathLike[str], samples: int = 4
 
 
 def guidance_picture(pipe: Any, path: str | os.PathLike[str],
-                     scales: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0), samples: int = 8,
+                     scales: tuple[float, ...] = (1.0, 1.5, 4.0, 8.0), samples: int = 8,
                      steps: int = 25, seed: int = 2) -> Path:
     """Row i: the same noises and classes under guidance scale ``scales[i]``; 1 is no
     guidance (the conditional model alone), larger ones push each sample towards its class."""
@@ -167,7 +167,7 @@ def guidance_picture(pipe: Any, path: str | os.PathLike[str],
 @torch.no_grad()
 def forward_reverse_picture(pipe: Any, digit: torch.Tensor, label: int,
                             path: str | os.PathLike[str], steps: int = 25,
-                            guidance: float = 4.0, seed: int = 3) -> Path:
+                            guidance: float | None = None, seed: int = 3) -> Path:
     """Top: a real digit's latent z₀ noised to z_t = √ᾱ_t z₀ + √(1 − ᾱ_t) ε (decoded); bottom:
     a generation of its class, the model's x̂₀ decoded at the same t, from noise to digit."""
     import matplotlib.pyplot as plt
