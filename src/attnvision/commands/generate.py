@@ -111,6 +111,8 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
     pipe = load_pipeline(args.checkpoint, args.vae, args.sampler)
     if args.precision != "fp32":
         pipe.to(PRECISIONS[args.precision])
+    # No --guidance: the model's own scale, so the report says what was used.
+    guidance = pipe.guidance_scale if args.guidance is None else args.guidance
     size = args.size or pipe.default_size
     latent_h, latent_w = pipe.check_size(size, size)
     classes = _classes(pipe, args.classes, args.n, args.seed)
@@ -125,7 +127,7 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
     batches = range(0, len(classes), args.batch_size)
     for b in tqdm(batches, desc="batches", unit="batch", disable=args.quiet or len(batches) < 2,
                   file=sys.stderr):
-        out = pipe(classes[b:b + args.batch_size], guidance_scale=args.guidance,
+        out = pipe(classes[b:b + args.batch_size], guidance_scale=guidance,
                    generator=generator, num_inference_steps=args.steps, output_type="latent",
                    latents=noise[b:b + args.batch_size], height=size, width=size,
                    progress=not args.quiet)
@@ -145,7 +147,6 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
     return {"command": "generate", "images": written, "grid": str(grid),
             "count": len(written), "seconds": round(seconds, 3),
             "seconds_per_image": round(seconds / len(written), 3),
-            "sampler": args.sampler, "steps": args.steps,
-            "guidance": pipe.guidance_scale if args.guidance is None else args.guidance,
+            "sampler": args.sampler, "steps": args.steps, "guidance": guidance,
             "seed": args.seed, "size": size, "precision": args.precision,
             "checkpoint": args.checkpoint or "shipped"}

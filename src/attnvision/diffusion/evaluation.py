@@ -87,13 +87,8 @@ def using_sampler(pipe: Any, sampler: Any) -> Iterator[Any]:
     if sampler is None:
         yield pipe
         return
-    from attnvision.diffusion.samplers import make_scheduler
-
     own = pipe.scheduler
-    # The file's sampler config when there is one: keys the built sampler does not take
-    # (DPM-Solver++ has no clip_sample) still matter to DDIM and DDPM.
-    stored = getattr(pipe, "stored_scheduler_config", None) or dict(own.config)
-    pipe.scheduler = make_scheduler(sampler, stored)
+    pipe.scheduler = pipe.sampler_like(sampler)
     try:
         yield pipe
     finally:

@@ -110,13 +110,17 @@ class DiTPipeline:
             vae_model = vae if isinstance(vae, AutoencoderKL) else load_vae(vae)
             pipe = cls(transformer, vae_model, make_scheduler("ddpm", META_SCHEDULE))
         if scheduler is not None:
-            # From the file's own sampler config, not the built sampler's: keys that sampler
-            # does not take (DPM-Solver++ has no clip_sample) still matter to the new one.
-            stored = pipe.stored_scheduler_config or dict(pipe.scheduler.config)
-            pipe.scheduler = make_scheduler(scheduler, stored)
+            pipe.scheduler = pipe.sampler_like(scheduler)
         if torch_dtype is not None:
             pipe.to(torch_dtype)
         return pipe
+
+    def sampler_like(self, sampler: Any) -> Any:
+        """Another sampler (a name such as ``"ddim"`` or a scheduler object) on this model's
+        trained noise schedule. Built from the file's own sampler config, not the built
+        sampler's: keys that sampler does not take (DPM-Solver++ has no clip_sample) still
+        matter to the new one."""
+        return make_scheduler(sampler, self.stored_scheduler_config or dict(self.scheduler.config))
 
     def to(self, dtype: torch.dtype) -> DiTPipeline:
         self.transformer.to(dtype)
