@@ -28,10 +28,12 @@ from attnvision.diffusion.evaluation import (
     classifier_features,
     classifier_fid,
     classify,
+    copy_ratio,
     diversity,
     frechet_distance,
     frechet_distance_from_moments,
     mean_pairwise_distance,
+    nearest_distances,
     sample_digits,
     steps_sweep,
     svc_agreement,
@@ -142,6 +144,32 @@ def test_diversity_finds_the_class_that_shrank_and_the_one_that_collapsed():
     result = diversity(real[labels < 3], labels[labels < 3], real, labels, num_classes=4)
     assert np.isnan(result["per_class"]["3"]["ratio"])  # no samples of class 3
     assert result["min_ratio"] == pytest.approx(1.0)
+
+
+def test_nearest_distances_by_hand():
+    # Points 0, 1, 3 and 7 on a line (1 x 1 x 1 "images").
+    points = torch.tensor([0.0, 1.0, 3.0, 7.0]).reshape(4, 1, 1, 1)
+    own = nearest_distances(points, points, leave_one_out=True, chunk=3)  # across chunks
+    assert own.tolist() == pytest.approx([1.0, 1.0, 2.0, 4.0])
+    assert nearest_distances(points, points).tolist() == [0.0] * 4
+    assert nearest_distances(points[:2] + 0.5, points).tolist() == pytest.approx([0.5, 0.5])
+    with pytest.raises(ValueError, match="itself"):
+        nearest_distances(points[:2], points, leave_one_out=True)
+
+
+def test_copy_ratio_is_one_for_new_draws_and_zero_for_copies():
+    gen = torch.Generator().manual_seed(0)
+    train = torch.rand((600, 1, 3, 3), generator=gen)
+    fresh = torch.rand((600, 1, 3, 3), generator=gen)  # the same distribution, not copied
+    assert copy_ratio(fresh, train) == pytest.approx(1.0, abs=0.1)
+    assert copy_ratio(train[:50], train) == 0.0
+    nearly = train[:300] + 0.01 * torch.randn((300, 1, 3, 3), generator=gen)
+    assert copy_ratio(nearly, train) < 0.2
+    held_out = torch.rand((300, 1, 3, 3), generator=gen)  # new real images as the yardstick
+    assert copy_ratio(fresh, train, held_out) == pytest.approx(1.0, abs=0.1)
+    assert copy_ratio(nearly, train, held_out) < 0.2
+    with pytest.raises(ValueError, match="two training"):
+        copy_ratio(fresh, train[:1])
 
 
 # -- classifiers on real digits ---------------------------------------------------------------
@@ -278,6 +306,7 @@ def test_the_command_end_to_end(pipeline_file, cached_mnist, tmp_path, capsys):
     assert fid["ratio"] == pytest.approx(fid["generated_vs_test"] / fid["train_vs_test"])
     assert fid["generated_vs_test"] > fid["train_vs_test"] > 0
     assert set(result["diversity"]["per_class"]) == {str(c) for c in range(10)}
+    assert result["copy_ratio"] > 0.5  # noise copies no training digit
     assert result["timing"]["images"] == 16 and result["timing"]["seconds"] > 0
     assert [(r["sampler"], r["steps"]) for r in result["sweep"]["runs"]] == list(DEFAULT_SWEEP)
     assert set(result["files"]) == {"results", "samples", "per_class", "accuracy_vs_steps"}

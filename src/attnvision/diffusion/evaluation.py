@@ -15,6 +15,9 @@ classifiers trained on real digits make of its samples, and by how its samples s
 - **diversity**: within each class, the mean L2 distance between two different samples (pixels
   in 0..1), over the same for the real test digits of that class; a generator that collapses to
   a few prototypes scores well on accuracy and badly here;
+- **copying**: the samples' median distance to their nearest training digit over the test
+  digits' (:func:`copy_ratio`): about 1 for new digits, near 0 for a model that memorised its
+  4,000 training digits (which no other figure here catches);
 - **speed**: seconds to draw 16 digits, after one warm-up draw;
 - **accuracy against steps**: DDPM at 250 steps, DDIM and DPM-Solver++ at 10, 25 and 50, each
   on the same seeded noise.
@@ -284,6 +287,37 @@ def diversity(images: Tensor, labels: Tensor, real_images: Tensor, real_labels: 
             "min_class": lowest}
 
 
+def nearest_distances(images: Tensor, reference: Tensor, leave_one_out: bool = False,
+                      chunk: int = 512) -> Tensor:
+    """(N,) L2 distance from each image to its nearest image of ``reference`` (pixels as they
+    are); ``leave_one_out``: ``images`` is ``reference`` and an image is not its own neighbour."""
+    x = images.reshape(len(images), -1).double()
+    r = reference.reshape(len(reference), -1).double()
+    if leave_one_out and len(x) != len(r):
+        raise ValueError("leave_one_out compares a set with itself")
+    out = []
+    for i in range(0, len(x), chunk):
+        d = torch.cdist(x[i:i + chunk], r)
+        if leave_one_out:
+            rows = torch.arange(len(d))
+            d[rows, rows + i] = float("inf")
+        out.append(d.min(1).values)
+    return torch.cat(out)
+
+
+def copy_ratio(images: Tensor, train_images: Tensor, real: Tensor | None = None) -> float:
+    """The median distance from a sample to its nearest training image over the same median for
+    new real images: ``real`` (held-out digits) if given, else the training images themselves,
+    each without itself. About 1 for new images drawn like the training ones; well below 1 when
+    a model copies its training set (a small set learned too long), which a Fréchet distance to
+    that set would reward."""
+    if len(train_images) < 2 or len(images) < 1 or (real is not None and len(real) < 1):
+        raise ValueError("copy_ratio needs a sample and at least two training images")
+    own = (nearest_distances(real, train_images) if real is not None else
+           nearest_distances(train_images, train_images, leave_one_out=True)).median()
+    return float(nearest_distances(images, train_images).median() / own)
+
+
 # -- speed and steps --------------------------------------------------------------------------
 
 def timing(pipe: Any, count: int = TIMED_IMAGES, steps: int = 25, sampler: Any = None,
@@ -376,6 +410,7 @@ def evaluate_digits(pipe: Any, classifier: Any = None, data: Any = None, per_cla
     fid = classifier_fid(classifier, images, test[0])
     reference = classifier_fid(classifier, train[0], test[0])
     spread = diversity(images, labels, *test)
+    copying = copy_ratio(images, train[0], test[0])
     seconds_16 = timing(pipe, TIMED_IMAGES, steps, sampler, guidance, seed)
     runs = (steps_sweep(pipe, classifier, sweep_per_class, DEFAULT_SWEEP, guidance, seed,
                         batch_size, progress) if sweep else None)
@@ -402,6 +437,7 @@ def evaluate_digits(pipe: Any, classifier: Any = None, data: Any = None, per_cla
                 "ratio": targets["fid_ratio"]["value"], "features": FEATURES,
                 "sets": f"{len(images)} samples / {len(train[0])} train / {len(test[0])} test"},
         "diversity": spread,
+        "copy_ratio": copying,
         "timing": {"images": TIMED_IMAGES, "seconds": seconds_16, "steps": steps,
                    "sampler": name, "guidance": guidance},
         "sweep": ({"per_class": sweep_per_class, "runs": runs} if runs is not None else None),
@@ -431,6 +467,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         f"{fid['train_vs_test']:.3g}, ratio {_num(fid['ratio'])} {verdict('fid_ratio')}",
         f"diversity: lowest class {div['min_class']} at {_num(div['min_ratio'])} of the real "
         f"digits' spread {verdict('diversity_min_ratio')}",
+        f"copying: the samples' median distance to their nearest training digit is "
+        f"{report['copy_ratio']:.2f} of the test digits' (1: new digits; near 0: copies)",
         f"{report['timing']['images']} digits in {report['timing']['seconds']:.2f} s "
         f"{verdict('seconds_16')}",
     ]
