@@ -4,10 +4,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from sam_helpers import small_sam_checkpoint
 
 from attnvision.cli import main
+from attnvision.errors import UserError
+from attnvision.sam import build_sam
+from attnvision.weights import shipped_path
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +127,21 @@ def test_bad_checkpoints(image, tmp_path, capsys, checkpoint):
 
     save_checkpoint(create_model("vit_digits", depth=1), other)
     cases["not sam"] = (other, "is not a SAM checkpoint")
+    cases["sam 2"] = (shipped_path("attnvision.sam2", "sam2_tiny.safetensors"),
+                      "is a SAM 2 checkpoint, not a SAM one: load it with "
+                      "attnvision.sam2.build_sam2 (or the segment-video command)")
     for path, message in cases.values():
         code = main(["segment", str(image), "--checkpoint", str(path), "--point", "5,5",
                      "--out", str(tmp_path / "o"), "--quiet"])
         assert code == 2 and message in capsys.readouterr().err
+
+
+def test_a_file_of_unknown_size_asks_for_the_name(tmp_path):
+    # Weights of a width no official size has, and no record of the name (not our format).
+    from safetensors.torch import save_file
+
+    path = tmp_path / "odd.safetensors"
+    save_file({"image_encoder.patch_embed.proj.weight": torch.zeros(40, 3, 16, 16)}, str(path))
+    with pytest.raises(UserError, match=r"cannot tell the SAM size of .*odd.safetensors from "
+                                        r"its weights: name it, one of \['sam_tiny'"):
+        build_sam(None, path)

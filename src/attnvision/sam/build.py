@@ -50,6 +50,9 @@ def build_sam(name: str | None = "vit_h", checkpoint: str | os.PathLike[str] | N
         elif recorded is not None and recorded != name:
             raise UserError(f"{checkpoint} holds SAM {recorded} weights, not {name}: "
                             f"use --model {recorded} (or build_sam('{recorded}', ...))")
+    if name is None and checkpoint is not None:
+        raise UserError(f"cannot tell the SAM size of {checkpoint} from its weights: name it, "
+                        f"one of {sorted(ENCODER_CONFIGS)} (--model, or build_sam(name, ...))")
     if name not in ENCODER_CONFIGS:
         raise UserError(f"unknown SAM model {name!r}: choose one of {sorted(ENCODER_CONFIGS)}")
     if img_size is None:

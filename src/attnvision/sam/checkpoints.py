@@ -43,6 +43,9 @@ def read_sam_weights(path: str | os.PathLike[str], name: str | None
     image size and encoder overrides of a non-standard SAM) with one-line errors."""
     path = existing_file(path, hint=where_to_get(name or "vit_b"))
     sd, metadata = read_weights(path)
+    if any(k.startswith(("memory_attention.", "image_encoder.trunk.")) for k in sd):
+        raise UserError(f"{path} is a SAM 2 checkpoint, not a SAM one: load it with "
+                        "attnvision.sam2.build_sam2 (or the segment-video command)")
     if not any(k.startswith("image_encoder.") for k in sd):
         raise UserError(f"{path} is not a SAM checkpoint (no image_encoder.* weights): "
                         f"{where_to_get(name or 'vit_b')}")
