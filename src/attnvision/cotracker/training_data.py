@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from attnvision.data.moving_scenes import ClipsMadeOnUse
 from attnvision.errors import UserError
 
 if TYPE_CHECKING:
@@ -130,21 +131,9 @@ def validation_clips(count: int, frames: int = 24, size: int = 256) -> list[Clip
                       occlusion=occlusions and k % 2 == 0) for k in range(count)]
 
 
-class ValidationClips(Dataset):
-    """The per-epoch validation clips (:func:`validation_clips`), made on first use and kept;
-    fit only needs its length, the evaluation reads :meth:`clips`."""
+class ValidationClips(ClipsMadeOnUse):
+    """The per-epoch validation clips (:func:`validation_clips`), made on first use and kept."""
 
     def __init__(self, count: int, frames: int = 24, size: int = 256) -> None:
-        self.count, self.frames, self.size = count, frames, size
-        self._clips: list[Clip] | None = None
-
-    def __len__(self) -> int:
-        return self.count
-
-    def clips(self) -> list[Clip]:
-        if self._clips is None:
-            self._clips = validation_clips(self.count, self.frames, self.size)
-        return self._clips
-
-    def __getitem__(self, index: int) -> Clip:
-        return self.clips()[index]
+        super().__init__(count, lambda: validation_clips(count, frames, size))
+        self.frames, self.size = frames, size

@@ -72,6 +72,7 @@ Speed (one thread, a busy 2-core machine): a 24-frame 256 x 256 clip takes 0.15 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -782,3 +783,24 @@ def make_clip(seed: int, split: str = "train", size: int | tuple[int, int] = 256
     occlusion_record = (Occlusion(ids[id(target)], ids[id(occluder)], run)
                         if target is not None and run is not None else None)
     return Clip(video, masks, objects, background, view, occlusion_record, seed, split)
+
+
+class ClipsMadeOnUse:
+    """``count`` clips that ``make()`` draws on first use and keeps: a trainer's per-epoch
+    validation set, whose length the training loop needs at once and whose pixels only the
+    evaluation reads (:meth:`clips`), seconds into the run rather than before it."""
+
+    def __init__(self, count: int, make: Callable[[], list[Clip]]) -> None:
+        self.count, self._make = count, make
+        self._clips: list[Clip] | None = None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def clips(self) -> list[Clip]:
+        if self._clips is None:
+            self._clips = self._make()
+        return self._clips
+
+    def __getitem__(self, index: int) -> Clip:
+        return self.clips()[index]

@@ -34,7 +34,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -43,10 +42,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from attnvision.data.davis import VOID, Sequence, davis_sequences
+from attnvision.data.moving_scenes import ClipsMadeOnUse
 from attnvision.errors import UserError
-
-if TYPE_CHECKING:
-    from attnvision.data.moving_scenes import Clip
 
 Example = tuple[dict[str, Tensor], Tensor]
 MAX_OBJECTS = 3  # objects per clip (the official recipe's max_num_objects)
@@ -238,25 +235,15 @@ class ClipAugment:
 VALIDATION_FIRST_SEED = 1_000_000
 
 
-class HeldOutClips(Dataset):
+class HeldOutClips(ClipsMadeOnUse):
     """The per-epoch validation clips: :func:`attnvision.sam2.synthetic_eval.held_out_clips`
     of the train split from seed :data:`VALIDATION_FIRST_SEED` (clips never trained on, half
     with occlusions), made on first use and kept."""
 
     def __init__(self, count: int, frames: int, size: int) -> None:
-        self.count, self.frames, self.size = count, frames, size
-        self._clips: list[Clip] | None = None
+        from attnvision.sam2.synthetic_eval import held_out_clips
 
-    def __len__(self) -> int:
-        return self.count
-
-    def clips(self) -> list[Clip]:
-        if self._clips is None:
-            from attnvision.sam2.synthetic_eval import held_out_clips
-
-            self._clips = held_out_clips(self.count, self.frames, self.size,
-                                         first_seed=VALIDATION_FIRST_SEED, split="train")
-        return self._clips
-
-    def __getitem__(self, index: int) -> Clip:
-        return self.clips()[index]
+        super().__init__(count, lambda: held_out_clips(count, frames, size,
+                                                       first_seed=VALIDATION_FIRST_SEED,
+                                                       split="train"))
+        self.frames, self.size = frames, size
