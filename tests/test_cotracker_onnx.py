@@ -304,6 +304,28 @@ def test_cli_fails_and_writes_nothing_when_the_graph_does_not_reproduce_pytorch(
     assert list(out.iterdir()) == []
 
 
+def test_the_runner_needs_no_torch(graph, tracker, clip, tmp_path):
+    # An application that only tracks: torch cannot be imported at all, and the runner gives
+    # the tracks it gives beside torch.
+    np.save(tmp_path / "clip.npy", clip)
+    code = ("import sys\n"
+            "sys.modules['torch'] = None\n"
+            "import numpy as np\n"
+            "from attnvision.cotracker.runtime import OnnxOnlineTracker\n"
+            f"runner = OnnxOnlineTracker({str(graph)!r}, threads=1)\n"
+            "tracks, visible = runner.track(iter(np.load('clip.npy')), grid_size=3)\n"
+            "np.save('tracks.npy', tracks)\n"
+            "np.save('visible.npy', visible)\n"
+            "assert not any(name == 'torch' or name.startswith('torch.')\n"
+            "               for name, m in sys.modules.items() if m is not None)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    tracks, visible = tracker.track(iter(clip), grid_size=3)
+    np.testing.assert_array_equal(np.load(tmp_path / "tracks.npy"), tracks)
+    np.testing.assert_array_equal(np.load(tmp_path / "visible.npy"), visible)
+
+
 def test_export_without_onnx_says_how_to_install(tmp_path):
     code = ("import sys\n"
             "sys.modules['onnx'] = None\n"

@@ -228,7 +228,7 @@ def export_cotracker(args: argparse.Namespace) -> dict[str, Any]:
         "model_resolution": list(resolution), "window_len": config.window_len,
         "step": config.window_len // 2, "iters": cotracker_onnx.ITERS,
         "online_step": {"file": path.name, **cotracker_onnx.io_spec(model)},
-        "runner": "attnvision.cotracker.onnx.OnnxOnlineTracker(path).track(frames, "
+        "runner": "attnvision.cotracker.runtime.OnnxOnlineTracker(path).track(frames, "
                   "queries=... | grid_size=N): NumPy and onnxruntime only",
         "check": check,
     }

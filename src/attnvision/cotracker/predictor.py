@@ -20,7 +20,7 @@ one at a time (a video decoded frame by frame), holding only two chunks of them.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -29,10 +29,10 @@ from torch import Tensor, nn
 
 from attnvision.cotracker.build import build_cotracker
 from attnvision.cotracker.model import CoTracker3
+from attnvision.cotracker.runtime import SUPPORT_GRID_SIZE, online_chunks
 from attnvision.errors import UserError
 from attnvision.memory import release_freed_memory
 
-SUPPORT_GRID_SIZE = 6
 ITERS = 6  # refinement iterations, as the official predictors run
 OFFLINE_THRESHOLD = 0.9  # visibility probability above which a point counts as visible
 ONLINE_THRESHOLD = 0.6  # visibility x confidence, online
@@ -263,22 +263,6 @@ def video_tensor(frames: Sequence[np.ndarray] | np.ndarray,
     array = np.ascontiguousarray(np.stack(list(frames)) if not isinstance(frames, np.ndarray)
                                  else frames)
     return torch.from_numpy(array).to(device).permute(0, 3, 1, 2)[None].float()
-
-
-def online_chunks(first: np.ndarray, rest: Iterator[np.ndarray], step: int
-                  ) -> Iterator[tuple[list[np.ndarray], int]]:
-    """The chunks of the official online loop, each as soon as its frames have arrived, with
-    how many of its frames are new: 2 x step frames, each chunk after the first starting with
-    the previous one's last step frames; at the end, what is left when it holds new frames (or
-    when nothing went yet: a video of 2 x step frames or fewer is one chunk)."""
-    buffer, sent = [first], False
-    for frame in rest:
-        buffer.append(frame)
-        if len(buffer) == 2 * step:
-            yield buffer, len(buffer) - (step if sent else 0)
-            sent, buffer = True, buffer[step:]
-    if not sent or len(buffer) > step:
-        yield buffer, len(buffer) - (step if sent else 0)
 
 
 def track_online(predictor: CoTrackerOnlinePredictor, frames: Iterable[np.ndarray], *,
