@@ -2,7 +2,7 @@
 # The shipped digits model (src/attnvision/diffusion/weights/digits.safetensors): a small
 # latent diffusion model (autoencoder + class-conditional DiT) trained on MNIST-5k's training
 # split (4,000 digits; the 1,000 test digits are never seen), in five commands:
-# bash recipes/digits.sh [RUNS_DIR]. About four hours on a 2-core CPU left to itself (a
+# bash recipes/digits.sh [RUNS_DIR]. About three hours on a 2-core CPU left to itself (a
 # training run sharing the cores with another is many times slower). Each stage resumes
 # where it stopped if run again; figures: benchmarks/RESULTS.md.
 #

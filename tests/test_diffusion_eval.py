@@ -375,7 +375,7 @@ def test_the_shipped_digits_model_is_a_digit_model():
 
 def test_the_shipped_digits_model_draws_the_asked_digit():
     """A small sample of what eval diffusion measured on 1,000 per class at the model's own
-    guidance 1.5 (97.1 %, benchmarks/RESULTS.md): the shipped ViT reads the asked class in
+    guidance 1.3 (96.8 %, benchmarks/RESULTS.md): the shipped ViT reads the asked class in
     95 % or more."""
     from attnvision.diffusion import pretrained
     from attnvision.vit.pretrained import load_shipped

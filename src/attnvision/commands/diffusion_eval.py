@@ -48,7 +48,8 @@ def register_eval(models: argparse._SubParsersAction) -> None:
                    help=f"sampler on the model's noise schedule (default: {DEFAULTS['sampler']})")
     p.add_argument("--guidance", type=float, default=DEFAULTS["guidance"],
                    help="classifier-free guidance scale; 1 turns it off (default: the "
-                        "model's own: 1.5 for the shipped digits, 4 for a file that stores none)")
+                        "model's own, which the shipped digits' file stores; 4 for a file that "
+                        "stores none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
                    help=f"images denoised together (default: {DEFAULTS['batch_size']})")

@@ -90,7 +90,7 @@ def register_train(models: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, default=4.0,
                    help="the guidance scale the export stores as the model's default, which "
                         "generate, eval diffusion and demo use (default 4; the shipped "
-                        "digits: 1.5, chosen on the training split by "
+                        "digits' was chosen on the training split by "
                         "recipes/digits_guidance.py)")
     common(p, train_diffusion)
 

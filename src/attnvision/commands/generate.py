@@ -45,8 +45,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "(default: dpm++)")
     p.add_argument("--guidance", type=float,
                    help="classifier-free guidance scale s: ε = ε_u + s (ε_c − ε_u); 1 turns it "
-                        "off (default: the model's own: 1.5 for the shipped digits, 4 for a "
-                        "file that stores none)")
+                        "off (default: the model's own, which the shipped digits' file "
+                        "stores; 4 for a file that stores none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
     p.add_argument("--size", type=int, metavar="PIXELS",
                    help="image side (default: the model's own)")

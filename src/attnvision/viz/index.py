@@ -82,7 +82,8 @@ CAPTIONS = {
     "generated_digits": "The shipped digits model (a latent diffusion model trained here on "
                         "MNIST-5k's 4,000 training digits: an autoencoder to 4 x 7 x 7 latents "
                         "and a small DiT) drawing ten digits of each class, one row per class "
-                        "(DPM-Solver++, 25 steps, its guidance 1.5; `attnvision generate`).",
+                        "(DPM-Solver++, 25 steps, the guidance its file stores; `attnvision "
+                        "generate`).",
     "diffusion_forward_reverse": "Top: the forward process, a real test digit's latent noised "
                                  "as t grows (decoded). Bottom: the reverse process, the "
                                  "model's estimate x̂₀ of the clean digit at the same steps "
