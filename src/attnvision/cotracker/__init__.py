@@ -17,7 +17,14 @@ an exported graph in ONNX Runtime, without torch).
 """
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers and editors see; at run time, __getattr__ below
+    from attnvision.cotracker.build import build_cotracker, cotracker_from_config
+    from attnvision.cotracker.checkpoints import config_from_weights
+    from attnvision.cotracker.configs import COTRACKER_CONFIGS, CoTrackerConfig
+    from attnvision.cotracker.model import CoTracker3, OnlineState, TrackerOutput
+    from attnvision.cotracker.predictor import CoTrackerOnlinePredictor, CoTrackerPredictor
 
 # Names load on first use (PEP 562), so that attnvision.cotracker.runtime, the ONNX Runtime
 # tracker, imports no torch through this package.
@@ -28,7 +35,9 @@ _NAMES = {
     "CoTracker3": "model", "OnlineState": "model", "TrackerOutput": "model",
     "CoTrackerOnlinePredictor": "predictor", "CoTrackerPredictor": "predictor",
 }
-__all__ = sorted(_NAMES)
+__all__ = ["COTRACKER_CONFIGS", "CoTracker3", "CoTrackerConfig", "CoTrackerOnlinePredictor",
+           "CoTrackerPredictor", "OnlineState", "TrackerOutput", "build_cotracker",
+           "config_from_weights", "cotracker_from_config"]  # the keys of _NAMES
 
 
 def __getattr__(name: str) -> Any:
