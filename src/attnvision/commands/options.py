@@ -139,21 +139,33 @@ def parse_freeze(text: str | None, parts: tuple[str, ...], all_frozen: str) -> t
     return names
 
 
-def check_resumable(out: Path, metadata: dict[str, Any], model: str) -> None:
-    """A run about to resume in ``out`` must have the settings ``metadata`` it was started
-    with (the training loop compares its own; these are the ``model`` trainer's): one line
-    naming what changed otherwise."""
+def _run_record(out: Path) -> dict[str, Any] | None:
+    """The model.json of a run the training loop would resume in ``out`` (its state and its
+    record both there), or None: none there, or a record that cannot be read (the loop itself
+    says what is wrong with the folder)."""
     import json
-
-    from attnvision.errors import UserError
 
     state, info = out / "train_state.pt", out / "model.json"
     if not (state.exists() and info.exists()):
-        return
+        return None
     try:
-        saved = json.loads(info.read_text()).get("metadata", {})
-    except (OSError, json.JSONDecodeError):
-        return  # the loop itself says what is wrong with the folder
+        record = json.loads(info.read_text())
+    except (OSError, ValueError):  # json.JSONDecodeError is a ValueError
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def check_resumable(out: Path, metadata: dict[str, Any], model: str,
+                    record: dict[str, Any] | None = None) -> None:
+    """A run about to resume in ``out`` must have the settings ``metadata`` it was started
+    with (the training loop compares its own; these are the ``model`` trainer's): one line
+    naming what changed otherwise. ``record``: the run's model.json, if already read."""
+    from attnvision.errors import UserError
+
+    record = record if record is not None else _run_record(out)
+    if record is None:
+        return
+    saved = record.get("metadata", {})
     changed = [f"{k} {saved[k]!r} -> {v!r}" for k, v in metadata.items()
                if k in saved and saved[k] != v]
     if changed:
@@ -167,17 +179,15 @@ def resume_epochs(out: Path, metadata: dict[str, Any], model: str, train_set: An
     """For a training set that draws each epoch afresh (``set_epoch``): checks that a run to
     resume in ``out`` has these settings, sets the epoch it goes on at, and returns the folder
     (made now, after every check) and fit's ``on_epoch_end`` that moves the set on."""
-    import json
-
     from attnvision.files import ensure_dir
 
-    if resume:
-        check_resumable(out, metadata, model)
+    record = _run_record(out) if resume else None
     done = 0  # the last finished epoch of the run fit will resume
-    if resume and (out / "train_state.pt").exists() and (out / "model.json").exists():
+    if record is not None:
+        check_resumable(out, metadata, model, record)
         try:
-            done = int(json.loads((out / "model.json").read_text()).get("epoch", 0))
-        except (OSError, ValueError, TypeError):
+            done = int(record.get("epoch", 0))
+        except (ValueError, TypeError):
             done = 0
     train_set.set_epoch(done + 1)
 
