@@ -202,26 +202,3 @@ def test_train_diffusion_goes_on_from_init(trained_vae, tmp_path, capsys):
                        "--out", tmp_path / "bad", *tiny)
     assert code == 2 and "does not fit these latents" in err and "in_channels 3" in err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
-
-
-def test_train_diffusion_under_torchrun_with_bf16(trained_vae, tmp_path):
-    """Two processes, one run, bf16 autocast: rank 0 writes the checkpoint and the export, each
-    step's batch is split between the ranks (as the other trainers under torchrun)."""
-    import os
-    import subprocess
-    import sys
-
-    out, export = tmp_path / "ddp", tmp_path / "digits.safetensors"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--standalone", "-m", "attnvision", "train", "diffusion",
-           "--vae", str(trained_vae / "vae.safetensors"), "--hidden", "16", "--depth", "1",
-           "--heads", "2", "--epochs", "1", "--batch-size", "100", "--per-class", "20",
-           "--amp", "bf16", "--out", str(out), "--export", str(export), "--quiet"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    info = json.loads((out / "model.json").read_text())
-    # 200 latents, batches of 100: 2 steps, as in one process, each rank 50 latents a step.
-    assert info["world_size"] == 2 and info["global_step"] == 2
-    pipe = DiTPipeline.from_pretrained(export)
-    assert pipe.transformer.config.hidden_size == 16
