@@ -202,3 +202,46 @@ def test_train_diffusion_goes_on_from_init(trained_vae, tmp_path, capsys):
                        "--out", tmp_path / "bad", *tiny)
     assert code == 2 and "does not fit these latents" in err and "in_channels 3" in err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+
+
+TORCHRUN_WORKER = """
+import sys
+import torch
+torch.set_num_threads(1)  # two ranks on a two-core machine: one thread each
+from attnvision.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_train_vae_and_diffusion_under_torchrun_with_bf16(tmp_path):
+    """Two processes, one run each, bf16 autocast: every step's batch is split between the
+    ranks (so as many steps as in one process), rank 0 writes the checkpoint and the export,
+    and the exported autoencoder trains the DiT whose pipeline loads."""
+    import os
+    import subprocess
+    import sys
+
+    worker = tmp_path / "worker.py"
+    worker.write_text(TORCHRUN_WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+              "--standalone", str(worker)]
+    common = ["--epochs", "1", "--batch-size", "100", "--per-class", "20", "--amp", "bf16",
+              "--quiet"]
+    vae_file, pipe_file = tmp_path / "vae.safetensors", tmp_path / "digits.safetensors"
+    runs = {
+        "vae": ["train", "vae", "--widths", "8,8,8", "--latent-channels", "4",
+                "--perceptual-weight", "0", "--export", str(vae_file)],
+        "dit": ["train", "diffusion", "--vae", str(vae_file), "--hidden", "16", "--depth", "1",
+                "--heads", "2", "--export", str(pipe_file)],
+    }
+    for name, args in runs.items():
+        proc = subprocess.run([*launch, *args, *common, "--out", str(tmp_path / name)],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        info = json.loads((tmp_path / name / "model.json").read_text())
+        # 200 digits, batches of 100: 2 steps, as in one process; each rank 50 a step.
+        assert info["world_size"] == 2 and info["global_step"] == 2, info
+    assert load_vae(vae_file).config.scaling_factor != 1.0
+    pipe = DiTPipeline.from_pretrained(pipe_file)
+    assert pipe.transformer.config.hidden_size == 16
