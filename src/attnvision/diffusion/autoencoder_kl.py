@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnvision.diffusion import row_bands
 from attnvision.errors import UserError
 
 NORM_EPS = 1e-6  # every GroupNorm of the SD VAE
@@ -339,7 +340,14 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """(B, c, h, w) latents (after post_quant_conv) -> image."""
+    """(B, c, h, w) latents (after post_quant_conv) -> image.
+
+    ``bands_above``: at inference, layers whose maps (the whole batch) hold more than this
+    many values run band by band (:mod:`row_bands`: the same result in a fraction of the
+    memory); 0 runs every layer so. Smaller maps, every one of a 256-px SD decode, run plain:
+    their copies are small next to the model, and bands cost a few percent of time in bf16."""
+
+    bands_above = 1 << 24
 
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
@@ -359,11 +367,19 @@ class Decoder(nn.Module):
         h = self.mid(self.conv_in(z))
         for level in reversed(self.up):  # lowest resolution first
             for block in level.block:
-                h = block(h)
+                h = row_bands.resnet_block(block, h) if self._by_bands(h) else block(h)
             if level.upsample is not None:
-                h = level.upsample(h)
+                up = level.upsample
+                h = row_bands.upsample(up, h) if self._by_bands(h, 4) else up(h)
+        if self._by_bands(h):
+            return row_bands.norm_silu_conv(self.norm_out, self.conv_out, h)
         h = self.norm_out(h)
         return self.conv_out(_silu(h))
+
+    def _by_bands(self, x: Tensor, growth: int = 1) -> bool:
+        # ``growth``: the layer's output is that many times its input. Training keeps the
+        # plain layers, whose graph autograd needs.
+        return not torch.is_grad_enabled() and x.numel() * growth > self.bands_above
 
 
 class AutoencoderKL(nn.Module):
