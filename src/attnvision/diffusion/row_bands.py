@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 # A band holds about this many activation values (8 MiB in fp32). Measured on the SD decoder
-# at 512 px (benchmarks/RESULTS.md): 4 Mi values a band left a work peak 7 % higher, 1 Mi
-# no lower than 2 Mi and the bf16 decode 3 % slower.
+# (benchmarks/RESULTS.md): 4 Mi values a band left the 512-px work peak 7 % higher; 1 Mi
+# left it no lower and made a bf16 decode by bands 2 % slower.
 BAND_ELEMENTS = 1 << 21
 
 
@@ -51,7 +51,7 @@ def norm_scale_shift(x: Tensor, norm: nn.GroupNorm, rows: int) -> tuple[Tensor, 
     # x: (B, C, H, W)
     b, c, height = x.shape[:3]
     counts, means, sq_devs = [], [], []
-    # (B, cells, C) float32, one buffer for every band: both sums run along memory
+    # (B, cells, C) in float32 at least, one buffer for every band: the sums run along memory
     work = x.new_empty(b, min(rows, height) * x.shape[3], c, dtype=_at_least_float32(x))
     for top, bottom in _bands(height, rows):
         band = work[:, :(bottom - top) * x.shape[3]]
