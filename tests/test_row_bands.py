@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from attnvision.diffusion import row_bands
 from attnvision.diffusion.autoencoder_kl import (
     AutoencoderKL,
+    Conv2d,
     ResnetBlock,
     Upsample,
     VAEConfig,
@@ -68,7 +69,7 @@ def test_upsample_by_bands_is_the_upsampler(h, w, rows, channels_last):
 @given(h=st.integers(1, 10), w=st.integers(1, 6), rows=st.integers(1, 11))
 def test_output_layers_by_bands(h, w, rows):
     norm = randomised(torch.nn.GroupNorm(4, 8, eps=1e-6)).double()
-    conv = randomised(torch.nn.Conv2d(8, 3, 3, padding=1)).double()
+    conv = randomised(Conv2d(8, 3, 3, padding=1)).double()
     x = inputs(1, 8, h, w, channels_last=True, dtype=torch.float64)
     with torch.no_grad():
         expected = conv(F.silu(norm(x)))

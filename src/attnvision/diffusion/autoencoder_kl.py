@@ -191,11 +191,14 @@ class Conv2d(nn.Conv2d):
     (at most 9 MB, a small cost next to the convolution).
     """
 
-    def forward(self, x: Tensor) -> Tensor:
-        weight = self.weight
+    def weight_for(self, x: Tensor) -> Tensor:
+        """The weight as the convolution of ``x`` takes it: channels-last on a CPU."""
         if x.device.type == "cpu":
-            weight = weight.contiguous(memory_format=torch.channels_last)
-        return self._conv_forward(x, weight, self.bias)
+            return self.weight.contiguous(memory_format=torch.channels_last)
+        return self.weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, self.weight_for(x), self.bias)
 
 
 def _silu(x: Tensor) -> Tensor:

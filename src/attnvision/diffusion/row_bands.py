@@ -24,10 +24,14 @@ The arithmetic is the plain path's, in a different order: results agree to float
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:  # autoencoder_kl imports this module
+    from attnvision.diffusion.autoencoder_kl import Conv2d
 
 # A band holds about this many activation values (8 MiB in fp32). Measured on the SD decoder
 # (benchmarks/RESULTS.md): 4 Mi values a band left the 512-px work peak 7 % higher; 1 Mi
@@ -84,13 +88,6 @@ def _at_least_float32(x: Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
-def _conv_weight(conv: nn.Conv2d, x: Tensor) -> Tensor:
-    # As attnvision.diffusion.autoencoder_kl.Conv2d: channels-last on a CPU.
-    if x.device.type == "cpu":
-        return conv.weight.contiguous(memory_format=torch.channels_last)
-    return conv.weight
-
-
 def _empty_map(like: Tensor, channels: int, height: int, width: int,
                dtype: torch.dtype | None = None) -> Tensor:
     return torch.empty(like.shape[0], channels, height, width, dtype=dtype or like.dtype,
@@ -100,7 +97,7 @@ def _empty_map(like: Tensor, channels: int, height: int, width: int,
 Fill = Callable[[int, int, Tensor], None]
 
 
-def _conv3x3_bands(conv: nn.Conv2d, fill: Fill, like: Tensor, height: int, width: int,
+def _conv3x3_bands(conv: Conv2d, fill: Fill, like: Tensor, height: int, width: int,
                    rows: int) -> Iterator[tuple[int, int, Tensor]]:
     """(top, bottom, conv output rows top..bottom) for each band. ``fill(lo, hi, out)``
     writes the conv's input rows lo..hi (the band's rows and the one-row halo inside the
@@ -109,7 +106,7 @@ def _conv3x3_bands(conv: nn.Conv2d, fill: Fill, like: Tensor, height: int, width
     # temporaries of several sizes, allocated anew each band, made glibc's heap grow by up
     # to 400 MB in a bf16 decode at 512 px (benchmarks/RESULTS.md).
     buffer = _empty_map(like, conv.in_channels, min(rows, height) + 2, width)
-    weight = _conv_weight(conv, buffer)
+    weight = conv.weight_for(buffer)
     for top, bottom in _bands(height, rows):
         lo, hi = max(top - 1, 0), min(bottom + 1, height)
         band = buffer[:, :, :bottom - top + 2]       # rows top - 1 .. bottom, zero outside
@@ -197,7 +194,7 @@ def upsample(up: nn.Module, x: Tensor, rows: int | None = None) -> Tensor:
 
 
 @torch.no_grad()
-def norm_silu_conv(norm: nn.GroupNorm, conv: nn.Conv2d, x: Tensor,
+def norm_silu_conv(norm: nn.GroupNorm, conv: Conv2d, x: Tensor,
                    rows: int | None = None) -> Tensor:
     """``conv(SiLU(norm(x)))`` for a 3x3 ``conv``, by bands: the decoder's output layers."""
     # x: (B, C, H, W)
