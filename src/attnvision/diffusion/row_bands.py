@@ -120,6 +120,15 @@ def _conv3x3_bands(conv: Conv2d, fill: Fill, like: Tensor, height: int, width: i
         yield top, bottom, F.conv2d(band, weight, conv.bias, padding=(0, 1))
 
 
+def _conv3x3_map(conv: Conv2d, fill: Fill, like: Tensor, height: int, width: int,
+                 rows: int) -> Tensor:
+    """The conv's whole output map, written band after band (see :func:`_conv3x3_bands`)."""
+    out = _empty_map(like, conv.out_channels, height, width)
+    for top, bottom, band in _conv3x3_bands(conv, fill, like, height, width, rows):
+        out[:, :, top:bottom] = band
+    return out
+
+
 class _NormSiLU:
     """Fills rows with SiLU(GroupNorm(rows of x)) given the norm's scale and shift."""
 
@@ -147,11 +156,8 @@ def resnet_block(block: nn.Module, x: Tensor, rows: int | None = None) -> Tensor
     c_out = block.conv1.out_channels
     rows = rows or band_rows(x.shape[0], max(c_in, c_out), width)
     norm = _NormSiLU(*norm_scale_shift(x, block.norm1, rows), x, rows + 2)
-    h = _empty_map(x, c_out, height, width)
-    for top, bottom, out in _conv3x3_bands(
-            block.conv1, lambda lo, hi, into: norm(x[:, :, lo:hi], into), x, height, width,
-            rows):
-        h[:, :, top:bottom] = out
+    h = _conv3x3_map(block.conv1, lambda lo, hi, into: norm(x[:, :, lo:hi], into), x,
+                     height, width, rows)
     norm = _NormSiLU(*norm_scale_shift(h, block.norm2, rows), h, rows + 2)
     above: Tensor | None = None  # row top - 1 of h as conv1 wrote it, before this loop did
 
@@ -187,10 +193,7 @@ def upsample(up: nn.Module, x: Tensor, rows: int | None = None) -> Tensor:
             start = (lo + p) // 2
             dst.copy_(x[:, :, start:start + dst.shape[2], :, None].expand_as(dst))
 
-    out = _empty_map(x, up.conv.out_channels, 2 * height, 2 * width)
-    for top, bottom, band in _conv3x3_bands(up.conv, fill, x, 2 * height, 2 * width, rows):
-        out[:, :, top:bottom] = band
-    return out
+    return _conv3x3_map(up.conv, fill, x, 2 * height, 2 * width, rows)
 
 
 @torch.no_grad()
@@ -201,8 +204,5 @@ def norm_silu_conv(norm: nn.GroupNorm, conv: Conv2d, x: Tensor,
     _, c, height, width = x.shape
     rows = rows or band_rows(x.shape[0], c, width)
     act = _NormSiLU(*norm_scale_shift(x, norm, rows), x, rows + 2)
-    out = _empty_map(x, conv.out_channels, height, width)
-    for top, bottom, band in _conv3x3_bands(
-            conv, lambda lo, hi, into: act(x[:, :, lo:hi], into), x, height, width, rows):
-        out[:, :, top:bottom] = band
-    return out
+    return _conv3x3_map(conv, lambda lo, hi, into: act(x[:, :, lo:hi], into), x, height,
+                        width, rows)
