@@ -28,7 +28,9 @@ class ResidualBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, padding=1)
         self.norm1 = nn.InstanceNorm2d(planes)
         self.norm2 = nn.InstanceNorm2d(planes)
-        self.relu = nn.ReLU()
+        # In place, as the official: each ReLU would otherwise hold one more map of the
+        # frames at that stage (300 MB for 24 frames at 192 x 256), and time to fill it.
+        self.relu = nn.ReLU(inplace=True)
         # A Sequential, so that the projection's key is the official ``downsample.0``.
         self.downsample = (None if stride == 1 else nn.Sequential(
             nn.Conv2d(in_planes, planes, kernel_size=1, stride=stride),
@@ -63,7 +65,7 @@ class FeatureEncoder(nn.Module):
         self.conv2 = nn.Conv2d(sum(widths), output_dim * 2, kernel_size=3, padding=1)
         self.norm2 = nn.InstanceNorm2d(output_dim * 2)
         self.conv3 = nn.Conv2d(output_dim * 2, output_dim, kernel_size=1)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         for m in self.modules():  # the official initialisation, for training from scratch
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -76,7 +78,15 @@ class FeatureEncoder(nn.Module):
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             x = layer(x)  # strides 2, 4, 8, 16
             stages.append(x)
-        x = torch.cat([F.interpolate(s, size, mode="bilinear", align_corners=True)
-                       for s in stages], dim=1)  # (B, 3D + D/4, H/4, W/4)
+        del x
+        # The concatenation is the CNN's largest map (3D + D/4 channels at stride 4): each
+        # stage is resized and let go in turn, so neither the four stages nor their resized
+        # copies are held beside it (at inference; autograd keeps what it needs anyway).
+        resized = []
+        while stages:
+            resized.append(F.interpolate(stages.pop(0), size, mode="bilinear",
+                                         align_corners=True))
+        x = torch.cat(resized, dim=1)  # (B, 3D + D/4, H/4, W/4)
+        del resized
         x = self.relu(self.norm2(self.conv2(x)))
         return self.conv3(x)  # (B, D, H/4, W/4)
