@@ -97,6 +97,10 @@ def _image_to_tokens_folded(attn: MultiHeadAttention, q: Tensor | None, k: Tenso
     Σ_h P_h (V_h W_o,hᵀ) + b_o, one product of the (HW, H·Nt) attention weights with H·Nt
     values already projected to width D.
 
+    The logits are laid out tokens first, (B, H, Nt, HW), and normalised over the Nt axis:
+    torch's CPU softmax over a last axis shorter than 16 runs 10-20 times slower (5 ms for
+    SAM's 4096 x 8 heads x 8 tokens against 0.2 ms along a middle axis).
+
     q: (B or 1, HW, D) or None with qh: (1, H, HW, d); k, v: (B, Nt, D) -> (B, HW, D)
     """
     b, nt, dim = k.shape
@@ -104,18 +108,18 @@ def _image_to_tokens_folded(attn: MultiHeadAttention, q: Tensor | None, k: Tenso
     kh = split_heads(attn.k_proj(k), heads) * d ** -0.5  # (B, H, Nt, d)
     vh = split_heads(attn.v_proj(v), heads)  # (B, H, Nt, d)
     if qh is None:
-        folded = attn.q_proj.weight.view(heads, d, dim).transpose(1, 2) @ kh.transpose(2, 3)
-        logits = q @ folded.permute(0, 2, 1, 3).reshape(b, dim, heads * nt)  # (B, HW, H·Nt)
+        folded = kh @ attn.q_proj.weight.view(heads, d, dim)  # (B, H, Nt, D)
+        logits = folded.reshape(b, heads * nt, dim) @ q.transpose(1, 2)  # (B, H·Nt, HW)
         if attn.q_proj.bias is not None:
-            logits = logits + (attn.q_proj.bias.view(heads, 1, d) @ kh.transpose(2, 3)
-                               ).reshape(b, 1, heads * nt)
+            logits = logits + (kh @ attn.q_proj.bias.view(heads, d, 1)
+                               ).reshape(b, heads * nt, 1)
     else:
-        logits = (qh @ kh.transpose(2, 3)).permute(0, 2, 1, 3)  # (B, HW, H, Nt)
-    hw = logits.shape[1]
-    weights = logits.reshape(b, hw, heads, nt).softmax(dim=-1).view(b, hw, heads * nt)
+        logits = kh @ qh.transpose(2, 3)  # (B, H, Nt, HW)
+    hw = logits.shape[-1]
+    weights = logits.reshape(b, heads, nt, hw).softmax(dim=2).view(b, heads * nt, hw)
     wo = attn.out_proj.weight.view(dim, heads, d).permute(1, 2, 0)  # (H, d, D)
     values = (vh @ wo).reshape(b, heads * nt, dim)  # (B, H·Nt, D): V_h W_o,hᵀ
-    out = weights @ values
+    out = weights.transpose(1, 2) @ values  # (B, HW, D)
     return out + attn.out_proj.bias if attn.out_proj.bias is not None else out
 
 
