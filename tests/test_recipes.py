@@ -1,8 +1,13 @@
 """The recipe that made the shipped sam_tiny stays a valid series of commands."""
 
 import itertools
+import json
 import shlex
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from attnvision.cli import build_parser
 from attnvision.commands.sam_train import SYNTHETIC_RECIPE
@@ -41,13 +46,41 @@ def test_every_stage_parses_and_chains_to_the_shipped_file():
     assert [a.export for a in parsed[:-1]] == [None] * 8  # one stage writes the package's file
 
 
-def test_the_sam2_tiny_recipe_parses_and_writes_the_shipped_file():
+def test_the_sam2_tiny_recipe_chains_two_stages_to_the_shipped_file():
     commands = recipe_commands(RECIPES / "sam2_tiny.sh")
-    assert len(commands) == 1
-    args = build_parser().parse_args(commands[0])
-    assert args.model == "sam2" and args.init is None and args.annotations is None
-    assert args.freeze == "image_encoder" and args.amp == "bf16"
-    assert args.export == "src/attnvision/sam2/weights/sam2_tiny.safetensors"
+    assert len(commands) == 2
+    first, second = (build_parser().parse_args(c) for c in commands)
+    assert first.model == second.model == "sam2"
+    assert first.init is None and first.annotations is None and second.annotations is None
+    assert first.freeze == second.freeze == "image_encoder"
+    assert first.amp == second.amp == "bf16"
+    assert first.export == "src/attnvision/sam2/weights/sam2_tiny.safetensors"
+    # Stage 2 starts from stage 1's best, on clips stage 1 never saw, and exports into its
+    # own folder: the recipe copies that file into the package only if it validates higher.
+    assert second.init == f"{first.out}/best.safetensors"
+    assert second.first_clip >= first.first_clip + first.clips
+    assert second.export == f"{second.out}/export.safetensors"
+
+
+@pytest.mark.parametrize(("first_jf", "second_jf", "ships"), [(0.685, 0.70, True),
+                                                               (0.685, 0.685, False),
+                                                               (0.685, 0.60, False)])
+def test_the_sam2_tiny_recipe_ships_stage_2_only_if_it_validates_higher(
+        tmp_path, first_jf, second_jf, ships):
+    # The recipe's own check, run as the recipe runs it, on two made-up runs.
+    text = (RECIPES / "sam2_tiny.sh").read_text()
+    check = text.split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
+    runs = tmp_path / "runs"
+    for name, jf in (("sam2_tiny", first_jf), ("sam2_tiny_stage2", second_jf)):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "best.json").write_text(json.dumps({"best": {"epoch": 3, "jf": jf}}))
+    (runs / "sam2_tiny_stage2" / "export.safetensors").write_bytes(b"stage 2")
+    shipped = tmp_path / "src/attnvision/sam2/weights/sam2_tiny.safetensors"
+    shipped.parent.mkdir(parents=True)
+    shipped.write_bytes(b"stage 1")
+    subprocess.run([sys.executable, "-", str(runs)], input=check, text=True, cwd=tmp_path,
+                   check=True, capture_output=True)
+    assert shipped.read_bytes() == (b"stage 2" if ships else b"stage 1")
 
 
 def test_the_cotracker_tiny_recipe_chains_two_stages_to_the_shipped_file():
