@@ -166,3 +166,20 @@ def test_sd_sized_diffusers_weights_map_onto_our_modules():
     assert key_problems(ours.state_dict(), sd) == ""
     assert sum(p.numel() for p in reference.parameters()) == sum(
         p.numel() for p in ours.parameters())
+
+
+def test_winograd_convolutions_match_diffusers(tmp_path, monkeypatch):
+    # 96 and 128 channels at 96 x 96: wide enough and large enough that our float32 inference
+    # runs its 3 x 3 convs by Winograd's F(4 x 4, 3 x 3) (attnvision.nn.winograd).
+    from attnvision.nn import winograd
+
+    reference = diffusers_vae(seed=4, block_out_channels=(96, 128), layers_per_block=1,
+                              norm_num_groups=32, latent_channels=4)
+    reference.save_pretrained(tmp_path / "vae")
+    ours = load_vae(tmp_path / "vae")
+    calls = []
+    real = winograd.conv3x3
+    monkeypatch.setattr(winograd, "conv3x3", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x = torch.rand(1, 3, 96, 96) * 2 - 1
+    assert_same(outputs(ours, x), outputs(reference, x))
+    assert len(calls) >= 10  # encoder and decoder, every pass in outputs()

@@ -7,6 +7,10 @@ with context from up to 1/16 of the frame; two convolutions bring that down to D
 Instance normalisation (no parameters) everywhere: a feature does not depend on the
 brightness and contrast of its frame, and frames are normalised one by one.
 
+The 3 x 3 convolutions of 96 channels and more (the later stages and ``conv2``, the widest:
+416 -> 256 channels at stride 4) run by Winograd's F(4 x 4, 3 x 3) at float32 inference
+(:mod:`attnvision.nn.winograd`): half of oneDNN's time for ``conv2``.
+
 Parameter names are the official ones (``conv1``, ``layer1.0.conv1``, ``layer2.0.downsample.0``,
 ``conv2``, ``conv3``).
 """
@@ -17,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnvision.nn.winograd import Conv2d
+
 
 class ResidualBlock(nn.Module):
     """relu(x + relu(IN(conv(relu(IN(conv(x))))))), x projected by a strided 1x1 conv when the
@@ -24,8 +30,8 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, padding=1, stride=stride)
-        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, padding=1)
+        self.conv1 = Conv2d(in_planes, planes, kernel_size=3, padding=1, stride=stride)
+        self.conv2 = Conv2d(planes, planes, kernel_size=3, padding=1)
         self.norm1 = nn.InstanceNorm2d(planes)
         self.norm2 = nn.InstanceNorm2d(planes)
         # In place, as the official: each ReLU would otherwise hold one more map of the
@@ -62,7 +68,7 @@ class FeatureEncoder(nn.Module):
         self.layer2 = _stage(widths[0], widths[1], stride=2)
         self.layer3 = _stage(widths[1], widths[2], stride=2)
         self.layer4 = _stage(widths[2], widths[3], stride=2)
-        self.conv2 = nn.Conv2d(sum(widths), output_dim * 2, kernel_size=3, padding=1)
+        self.conv2 = Conv2d(sum(widths), output_dim * 2, kernel_size=3, padding=1)
         self.norm2 = nn.InstanceNorm2d(output_dim * 2)
         self.conv3 = nn.Conv2d(output_dim * 2, output_dim, kernel_size=1)
         self.relu = nn.ReLU(inplace=True)
