@@ -83,14 +83,42 @@ def test_the_sam2_tiny_recipe_ships_stage_2_only_if_it_validates_higher(
     assert shipped.read_bytes() == (b"stage 2" if ships else b"stage 1")
 
 
-def test_the_cotracker_tiny_recipe_chains_two_stages_to_the_shipped_file():
+def test_the_cotracker_tiny_recipe_chains_three_stages_to_the_shipped_file():
     commands = recipe_commands(RECIPES / "cotracker_tiny.sh")
-    assert len(commands) == 2
-    first, second = (build_parser().parse_args(c) for c in commands)
-    assert first.model == second.model == "cotracker"
-    assert first.init is None and first.export is None and first.amp == second.amp == "bf16"
+    assert len(commands) == 3
+    first, second, third = (build_parser().parse_args(c) for c in commands)
+    assert first.model == second.model == third.model == "cotracker"
+    assert first.init is None and first.export is None
+    assert first.amp == second.amp == third.amp == "bf16"
     assert (first.clips, first.epochs, first.points, first.lr) == (200, 4, 128, 5e-4)
     assert second.init == f"{first.out}/best.safetensors"
     assert second.first_clip >= first.first_clip + first.clips  # clips stage 1 never saw
     assert (second.clips, second.epochs, second.lr) == (250, 2, 3e-4)
     assert second.export == "src/attnvision/cotracker/weights/cotracker_tiny.safetensors"
+    # Stage 3 starts from the file stage 2 wrote, on clips neither saw, into its own folder:
+    # the recipe copies its export into the package only if it validates higher.
+    assert third.init == second.export
+    assert third.first_clip >= second.first_clip + second.clips
+    assert (third.clips, third.epochs, third.lr) == (600, 1, 3e-4)
+    assert third.export == f"{third.out}/export.safetensors"
+
+
+@pytest.mark.parametrize(("second", "third", "ships"), [(0.501, 0.52, True),
+                                                         (0.501, 0.501, False),
+                                                         (0.501, 0.45, False)])
+def test_the_cotracker_tiny_recipe_ships_stage_3_only_if_it_validates_higher(
+        tmp_path, second, third, ships):
+    text = (RECIPES / "cotracker_tiny.sh").read_text()
+    check = text.split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
+    runs = tmp_path / "runs"
+    for name, delta in (("cotracker_tiny_stage2", second), ("cotracker_tiny_stage3", third)):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "best.json").write_text(
+            json.dumps({"best": {"epoch": 1, "average_pts_within_thresh": delta}}))
+    (runs / "cotracker_tiny_stage3" / "export.safetensors").write_bytes(b"stage 3")
+    shipped = tmp_path / "src/attnvision/cotracker/weights/cotracker_tiny.safetensors"
+    shipped.parent.mkdir(parents=True)
+    shipped.write_bytes(b"stage 2")
+    subprocess.run([sys.executable, "-", str(runs)], input=check, text=True, cwd=tmp_path,
+                   check=True, capture_output=True)
+    assert shipped.read_bytes() == (b"stage 3" if ships else b"stage 2")
