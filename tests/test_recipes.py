@@ -46,20 +46,24 @@ def test_every_stage_parses_and_chains_to_the_shipped_file():
     assert [a.export for a in parsed[:-1]] == [None] * 8  # one stage writes the package's file
 
 
-def test_the_sam2_tiny_recipe_chains_two_stages_to_the_shipped_file():
+def test_the_sam2_tiny_recipe_chains_three_stages_to_the_shipped_file():
     commands = recipe_commands(RECIPES / "sam2_tiny.sh")
-    assert len(commands) == 2
-    first, second = (build_parser().parse_args(c) for c in commands)
-    assert first.model == second.model == "sam2"
+    assert len(commands) == 3
+    first, second, third = (build_parser().parse_args(c) for c in commands)
+    assert first.model == second.model == third.model == "sam2"
     assert first.init is None and first.annotations is None and second.annotations is None
-    assert first.freeze == second.freeze == "image_encoder"
-    assert first.amp == second.amp == "bf16"
+    assert first.freeze == second.freeze == third.freeze == "image_encoder"
+    assert first.amp == second.amp == third.amp == "bf16"
     assert first.export == "src/attnvision/sam2/weights/sam2_tiny.safetensors"
     # Stage 2 starts from stage 1's best, on clips stage 1 never saw, and exports into its
     # own folder: the recipe copies that file into the package only if it validates higher.
     assert second.init == f"{first.out}/best.safetensors"
     assert second.first_clip >= first.first_clip + first.clips
     assert second.export == f"{second.out}/export.safetensors"
+    # Stage 3 starts from whichever file the package holds then, on clips neither saw.
+    assert third.init == first.export
+    assert third.first_clip >= second.first_clip + second.clips
+    assert third.export == f"{third.out}/export.safetensors"
 
 
 @pytest.mark.parametrize(("first_jf", "second_jf", "ships"), [(0.685, 0.70, True),
@@ -81,6 +85,28 @@ def test_the_sam2_tiny_recipe_ships_stage_2_only_if_it_validates_higher(
     subprocess.run([sys.executable, "-", str(runs)], input=check, text=True, cwd=tmp_path,
                    check=True, capture_output=True)
     assert shipped.read_bytes() == (b"stage 2" if ships else b"stage 1")
+
+
+@pytest.mark.parametrize(("jfs", "ships"), [((0.685, 0.717, 0.73), True),
+                                            ((0.685, 0.717, 0.717), False),
+                                            ((0.75, 0.717, 0.73), False),
+                                            ((0.685, 0.60, 0.70), True)])
+def test_the_sam2_tiny_recipe_ships_stage_3_only_if_it_beats_the_packaged_file(
+        tmp_path, jfs, ships):
+    text = (RECIPES / "sam2_tiny.sh").read_text()
+    check = text.split("<<'PY'\n")[2].split("\nPY\n", 1)[0]
+    runs = tmp_path / "runs"
+    for name, jf in zip(("sam2_tiny", "sam2_tiny_stage2", "sam2_tiny_stage3"), jfs,
+                        strict=True):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "best.json").write_text(json.dumps({"best": {"epoch": 2, "jf": jf}}))
+    (runs / "sam2_tiny_stage3" / "export.safetensors").write_bytes(b"stage 3")
+    shipped = tmp_path / "src/attnvision/sam2/weights/sam2_tiny.safetensors"
+    shipped.parent.mkdir(parents=True)
+    shipped.write_bytes(b"before")
+    subprocess.run([sys.executable, "-", str(runs)], input=check, text=True, cwd=tmp_path,
+                   check=True, capture_output=True)
+    assert shipped.read_bytes() == (b"stage 3" if ships else b"before")
 
 
 def test_the_cotracker_tiny_recipe_chains_three_stages_to_the_shipped_file():
