@@ -15,8 +15,9 @@ next to those products when the channels are wide.
 
 Why it is here: the SD VAE decoder spends 93 % of its time in 3 x 3 convolutions of 128 to 512
 channels, which oneDNN runs directly at the core's peak; the same arithmetic cannot go faster,
-fewer products can. On this project's CPU (one core, float32) a 512-channel 64 x 64 conv
-takes 0.4 of oneDNN's time, a 128-channel 256 x 256 one about the same time as oneDNN
+fewer products can. On this project's CPU (one core, float32, against oneDNN channels-last)
+a 512-channel 64 x 64 conv takes 0.47 of oneDNN's time, a 256-channel 256 x 256 one 0.49, a
+128-channel 256 x 256 one 0.52-0.60; a whole 256-px SD decode 0.56 of diffusers' time
 (benchmarks/RESULTS.md, "Latent diffusion speed").
 
 The price is rounding: the transforms scale values by up to 25 and cancel them again, so the
@@ -141,7 +142,7 @@ def conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None,
         # d: (6, 6, N, r, tiles_w, C_in), the 6 x 6 windows at a stride of 4 (overlapping)
         d = band.as_strided((WINDOW, WINDOW, n, r, tiles_w, c_in),
                             (s[1], s[2], s[0], TILE * s[1], TILE * s[2], s[3]))
-        # V = Bᵀ d B: Bᵀ on the window's rows, then (Bᵀ (Bᵀ d)ᵀ)ᵀ on its columns
+        # V = Bᵀ d B: Bᵀ along the windows' rows (one product), then along their columns
         v = (bt @ d.reshape(WINDOW, -1)).view(WINDOW, WINDOW, t * c_in)
         v = torch.matmul(bt, v).view(WINDOW * WINDOW, t, c_in)
         m = torch.bmm(v, u)  # (36, t, C_out): the products, summed over C_in
