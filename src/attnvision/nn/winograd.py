@@ -105,19 +105,18 @@ def filter_transform(weight: Tensor) -> Tensor:
     return u.view(WINDOW * WINDOW, c_out, c_in).transpose(1, 2)
 
 
-def conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None,
-            transformed: Tensor | None = None) -> Tensor:
+def conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``F.conv2d(x, weight, bias, padding=1)`` by F(4 x 4, 3 x 3), band by band.
 
-    x: (N, C_in, H, W), any memory layout; weight: (C_out, C_in, 3, 3); ``transformed``: its
-    :func:`filter_transform`, if the caller keeps one. Returns (N, C_out, H, W) in the
-    input's memory layout (channels-last or contiguous), as ``F.conv2d`` does.
+    x: (N, C_in, H, W), any memory layout; weight: (C_out, C_in, 3, 3). Returns (N, C_out, H,
+    W) in the input's memory layout (channels-last or contiguous), as ``F.conv2d`` does. The
+    filter is transformed at each call (a few ms; keeping it would hold 4x the weights).
     """
     n, c_in, h, w = x.shape
     # As PyTorch suggests a layout: a tensor that is both (one channel, 1 x 1 maps) counts
     # as contiguous.
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    u = filter_transform(weight) if transformed is None else transformed
+    u = filter_transform(weight)
     c_out = u.shape[2]
     tiles_h, tiles_w = -(-h // TILE), -(-w // TILE)
     rows = max(1, BAND_VALUES // (n * tiles_w * max(c_in, c_out)))  # tile rows a band
