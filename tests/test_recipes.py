@@ -109,11 +109,11 @@ def test_the_sam2_tiny_recipe_ships_stage_3_only_if_it_beats_the_packaged_file(
     assert shipped.read_bytes() == (b"stage 3" if ships else b"before")
 
 
-def test_the_cotracker_tiny_recipe_chains_three_stages_to_the_shipped_file():
+def test_the_cotracker_tiny_recipe_chains_four_stages_to_the_shipped_file():
     commands = recipe_commands(RECIPES / "cotracker_tiny.sh")
-    assert len(commands) == 3
-    first, second, third = (build_parser().parse_args(c) for c in commands)
-    assert first.model == second.model == third.model == "cotracker"
+    assert len(commands) == 4
+    first, second, third, fourth = (build_parser().parse_args(c) for c in commands)
+    assert {a.model for a in (first, second, third, fourth)} == {"cotracker"}
     assert first.init is None and first.export is None
     assert first.amp == second.amp == third.amp == "bf16"
     assert (first.clips, first.epochs, first.points, first.lr) == (200, 4, 128, 5e-4)
@@ -127,6 +127,11 @@ def test_the_cotracker_tiny_recipe_chains_three_stages_to_the_shipped_file():
     assert third.first_clip >= second.first_clip + second.clips
     assert (third.clips, third.epochs, third.lr) == (600, 1, 3e-4)
     assert third.export == f"{third.out}/export.safetensors"
+    # Stage 4 as stage 3, from whichever file the package holds then, on the next clips.
+    assert fourth.init == second.export
+    assert fourth.first_clip >= third.first_clip + third.clips
+    assert (fourth.clips, fourth.epochs, fourth.lr) == (600, 1, 3e-4)
+    assert fourth.export == f"{fourth.out}/export.safetensors"
 
 
 @pytest.mark.parametrize(("second", "third", "ships"), [(0.501, 0.52, True),
@@ -148,3 +153,26 @@ def test_the_cotracker_tiny_recipe_ships_stage_3_only_if_it_validates_higher(
     subprocess.run([sys.executable, "-", str(runs)], input=check, text=True, cwd=tmp_path,
                    check=True, capture_output=True)
     assert shipped.read_bytes() == (b"stage 3" if ships else b"stage 2")
+
+
+@pytest.mark.parametrize(("deltas", "ships"), [((0.501, 0.531, 0.55), True),
+                                               ((0.501, 0.531, 0.531), False),
+                                               ((0.501, 0.531, 0.52), False),
+                                               ((0.501, 0.45, 0.52), True)])
+def test_the_cotracker_tiny_recipe_ships_stage_4_only_if_it_beats_the_packaged_file(
+        tmp_path, deltas, ships):
+    text = (RECIPES / "cotracker_tiny.sh").read_text()
+    check = text.split("<<'PY'\n")[2].split("\nPY\n", 1)[0]
+    runs = tmp_path / "runs"
+    names = ("cotracker_tiny_stage2", "cotracker_tiny_stage3", "cotracker_tiny_stage4")
+    for name, delta in zip(names, deltas, strict=True):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "best.json").write_text(
+            json.dumps({"best": {"epoch": 1, "average_pts_within_thresh": delta}}))
+    (runs / "cotracker_tiny_stage4" / "export.safetensors").write_bytes(b"stage 4")
+    shipped = tmp_path / "src/attnvision/cotracker/weights/cotracker_tiny.safetensors"
+    shipped.parent.mkdir(parents=True)
+    shipped.write_bytes(b"before")
+    subprocess.run([sys.executable, "-", str(runs)], input=check, text=True, cwd=tmp_path,
+                   check=True, capture_output=True)
+    assert shipped.read_bytes() == (b"stage 4" if ships else b"before")
