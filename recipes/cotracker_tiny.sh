@@ -45,7 +45,7 @@ if third > second:
     print("stage 3 ships")
 PY
 
-# Stage 4 (written 2026-12-06 at 02:47 UTC, before it ran): stage 3 raised validation δ_avg
+# Stage 4 (written 2026-12-06 at 02:45 UTC, before it ran): stage 3 raised validation δ_avg
 # from 0.501 to 0.531 in one epoch of new clips, so the same again on the next 600 clips
 # (1050-1649), from the package's file, other query points (seed 3). The rule: stage 4 ships
 # only if its validation δ_avg is higher than that of the file in the package (the higher
