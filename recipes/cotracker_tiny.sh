@@ -33,17 +33,9 @@ OMP_NUM_THREADS=1 attnvision train cotracker \
     --init src/attnvision/cotracker/weights/cotracker_tiny.safetensors \
     --first-clip 450 --clips 600 --epochs 1 --points 128 --lr 3e-4 --amp bf16 --seed 2 \
     --out "$runs/cotracker_tiny_stage3" --export "$runs/cotracker_tiny_stage3/export.safetensors"
-"${PYTHON:-python}" - "$runs" <<'PY'
-import json, shutil, sys
-runs = sys.argv[1]
-second, third = (json.load(open(f"{runs}/{name}/best.json"))["best"]["average_pts_within_thresh"]
-                 for name in ("cotracker_tiny_stage2", "cotracker_tiny_stage3"))
-print(f"validation δ_avg: stage 2 {second:.4f}, stage 3 {third:.4f}")
-if third > second:
-    shutil.copyfile(f"{runs}/cotracker_tiny_stage3/export.safetensors",
-                    "src/attnvision/cotracker/weights/cotracker_tiny.safetensors")
-    print("stage 3 ships")
-PY
+"${PYTHON:-python}" recipes/ship_if_better.py average_pts_within_thresh \
+    "$runs/cotracker_tiny_stage3" src/attnvision/cotracker/weights/cotracker_tiny.safetensors \
+    "$runs/cotracker_tiny_stage2"
 
 # Stage 4 (written 2026-12-06 at 02:45 UTC, before it ran): stage 3 raised validation δ_avg
 # from 0.501 to 0.531 in one epoch of new clips, so the same again on the next 600 clips
@@ -54,15 +46,6 @@ OMP_NUM_THREADS=1 attnvision train cotracker \
     --init src/attnvision/cotracker/weights/cotracker_tiny.safetensors \
     --first-clip 1050 --clips 600 --epochs 1 --points 128 --lr 3e-4 --amp bf16 --seed 3 \
     --out "$runs/cotracker_tiny_stage4" --export "$runs/cotracker_tiny_stage4/export.safetensors"
-"${PYTHON:-python}" - "$runs" <<'PY'
-import json, shutil, sys
-runs = sys.argv[1]
-second, third, fourth = (
-    json.load(open(f"{runs}/{name}/best.json"))["best"]["average_pts_within_thresh"]
-    for name in ("cotracker_tiny_stage2", "cotracker_tiny_stage3", "cotracker_tiny_stage4"))
-print(f"validation δ_avg: in the package {max(second, third):.4f}, stage 4 {fourth:.4f}")
-if fourth > max(second, third):
-    shutil.copyfile(f"{runs}/cotracker_tiny_stage4/export.safetensors",
-                    "src/attnvision/cotracker/weights/cotracker_tiny.safetensors")
-    print("stage 4 ships")
-PY
+"${PYTHON:-python}" recipes/ship_if_better.py average_pts_within_thresh \
+    "$runs/cotracker_tiny_stage4" src/attnvision/cotracker/weights/cotracker_tiny.safetensors \
+    "$runs/cotracker_tiny_stage2" "$runs/cotracker_tiny_stage3"

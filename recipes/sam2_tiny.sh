@@ -26,17 +26,8 @@ OMP_NUM_THREADS=1 attnvision train sam2 --init "$runs/sam2_tiny/best.safetensors
     --first-clip 450 --clips 450 --epochs 4 --lr 5e-5 --warmup-epochs 0.25 --amp bf16 \
     --freeze image_encoder --seed 1 --out "$runs/sam2_tiny_stage2" \
     --export "$runs/sam2_tiny_stage2/export.safetensors"
-"${PYTHON:-python}" - "$runs" <<'PY'
-import json, shutil, sys
-runs = sys.argv[1]
-first, second = (json.load(open(f"{runs}/{name}/best.json"))["best"]["jf"]
-                 for name in ("sam2_tiny", "sam2_tiny_stage2"))
-print(f"validation J&F: stage 1 {first:.4f}, stage 2 {second:.4f}")
-if second > first:
-    shutil.copyfile(f"{runs}/sam2_tiny_stage2/export.safetensors",
-                    "src/attnvision/sam2/weights/sam2_tiny.safetensors")
-    print("stage 2 ships")
-PY
+"${PYTHON:-python}" recipes/ship_if_better.py jf "$runs/sam2_tiny_stage2" \
+    src/attnvision/sam2/weights/sam2_tiny.safetensors "$runs/sam2_tiny"
 
 # Stage 3 (written 2026-12-06 before it ran): stage 2's validation J&F was still rising, so 3
 # more epochs from the package's file (the better of stages 1 and 2, in float16) on 300 clips
@@ -47,14 +38,5 @@ OMP_NUM_THREADS=1 attnvision train sam2 --init src/attnvision/sam2/weights/sam2_
     --first-clip 900 --clips 300 --epochs 3 --lr 5e-5 --warmup-epochs 0.25 --amp bf16 \
     --freeze image_encoder --seed 2 --out "$runs/sam2_tiny_stage3" \
     --export "$runs/sam2_tiny_stage3/export.safetensors"
-"${PYTHON:-python}" - "$runs" <<'PY'
-import json, shutil, sys
-runs = sys.argv[1]
-first, second, third = (json.load(open(f"{runs}/{name}/best.json"))["best"]["jf"]
-                        for name in ("sam2_tiny", "sam2_tiny_stage2", "sam2_tiny_stage3"))
-print(f"validation J&F: in the package {max(first, second):.4f}, stage 3 {third:.4f}")
-if third > max(first, second):
-    shutil.copyfile(f"{runs}/sam2_tiny_stage3/export.safetensors",
-                    "src/attnvision/sam2/weights/sam2_tiny.safetensors")
-    print("stage 3 ships")
-PY
+"${PYTHON:-python}" recipes/ship_if_better.py jf "$runs/sam2_tiny_stage3" \
+    src/attnvision/sam2/weights/sam2_tiny.safetensors "$runs/sam2_tiny" "$runs/sam2_tiny_stage2"

@@ -66,49 +66,6 @@ def test_the_sam2_tiny_recipe_chains_three_stages_to_the_shipped_file():
     assert third.export == f"{third.out}/export.safetensors"
 
 
-@pytest.mark.parametrize(("first_jf", "second_jf", "ships"), [(0.685, 0.70, True),
-                                                               (0.685, 0.685, False),
-                                                               (0.685, 0.60, False)])
-def test_the_sam2_tiny_recipe_ships_stage_2_only_if_it_validates_higher(
-        tmp_path, first_jf, second_jf, ships):
-    # The recipe's own check, run as the recipe runs it, on two made-up runs.
-    text = (RECIPES / "sam2_tiny.sh").read_text()
-    check = text.split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
-    runs = tmp_path / "runs"
-    for name, jf in (("sam2_tiny", first_jf), ("sam2_tiny_stage2", second_jf)):
-        (runs / name).mkdir(parents=True)
-        (runs / name / "best.json").write_text(json.dumps({"best": {"epoch": 3, "jf": jf}}))
-    (runs / "sam2_tiny_stage2" / "export.safetensors").write_bytes(b"stage 2")
-    shipped = tmp_path / "src/attnvision/sam2/weights/sam2_tiny.safetensors"
-    shipped.parent.mkdir(parents=True)
-    shipped.write_bytes(b"stage 1")
-    subprocess.run([sys.executable, "-", str(runs)], input=check, text=True, cwd=tmp_path,
-                   check=True, capture_output=True)
-    assert shipped.read_bytes() == (b"stage 2" if ships else b"stage 1")
-
-
-@pytest.mark.parametrize(("jfs", "ships"), [((0.685, 0.717, 0.73), True),
-                                            ((0.685, 0.717, 0.717), False),
-                                            ((0.75, 0.717, 0.73), False),
-                                            ((0.685, 0.60, 0.70), True)])
-def test_the_sam2_tiny_recipe_ships_stage_3_only_if_it_beats_the_packaged_file(
-        tmp_path, jfs, ships):
-    text = (RECIPES / "sam2_tiny.sh").read_text()
-    check = text.split("<<'PY'\n")[2].split("\nPY\n", 1)[0]
-    runs = tmp_path / "runs"
-    for name, jf in zip(("sam2_tiny", "sam2_tiny_stage2", "sam2_tiny_stage3"), jfs,
-                        strict=True):
-        (runs / name).mkdir(parents=True)
-        (runs / name / "best.json").write_text(json.dumps({"best": {"epoch": 2, "jf": jf}}))
-    (runs / "sam2_tiny_stage3" / "export.safetensors").write_bytes(b"stage 3")
-    shipped = tmp_path / "src/attnvision/sam2/weights/sam2_tiny.safetensors"
-    shipped.parent.mkdir(parents=True)
-    shipped.write_bytes(b"before")
-    subprocess.run([sys.executable, "-", str(runs)], input=check, text=True, cwd=tmp_path,
-                   check=True, capture_output=True)
-    assert shipped.read_bytes() == (b"stage 3" if ships else b"before")
-
-
 def test_the_cotracker_tiny_recipe_chains_four_stages_to_the_shipped_file():
     commands = recipe_commands(RECIPES / "cotracker_tiny.sh")
     assert len(commands) == 4
@@ -134,45 +91,42 @@ def test_the_cotracker_tiny_recipe_chains_four_stages_to_the_shipped_file():
     assert fourth.export == f"{fourth.out}/export.safetensors"
 
 
-@pytest.mark.parametrize(("second", "third", "ships"), [(0.501, 0.52, True),
-                                                         (0.501, 0.501, False),
-                                                         (0.501, 0.45, False)])
-def test_the_cotracker_tiny_recipe_ships_stage_3_only_if_it_validates_higher(
-        tmp_path, second, third, ships):
-    text = (RECIPES / "cotracker_tiny.sh").read_text()
-    check = text.split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
-    runs = tmp_path / "runs"
-    for name, delta in (("cotracker_tiny_stage2", second), ("cotracker_tiny_stage3", third)):
-        (runs / name).mkdir(parents=True)
-        (runs / name / "best.json").write_text(
-            json.dumps({"best": {"epoch": 1, "average_pts_within_thresh": delta}}))
-    (runs / "cotracker_tiny_stage3" / "export.safetensors").write_bytes(b"stage 3")
-    shipped = tmp_path / "src/attnvision/cotracker/weights/cotracker_tiny.safetensors"
-    shipped.parent.mkdir(parents=True)
-    shipped.write_bytes(b"stage 2")
-    subprocess.run([sys.executable, "-", str(runs)], input=check, text=True, cwd=tmp_path,
-                   check=True, capture_output=True)
-    assert shipped.read_bytes() == (b"stage 3" if ships else b"stage 2")
+def ship_lines(recipe: Path) -> list[list[str]]:
+    """The arguments of each ``ship_if_better.py`` call, with ``$runs`` left as it is."""
+    text = recipe.read_text().replace("\\\n", " ")
+    return [shlex.split(line, comments=True)[2:] for line in text.splitlines()
+            if "recipes/ship_if_better.py" in line]
 
 
-@pytest.mark.parametrize(("deltas", "ships"), [((0.501, 0.531, 0.55), True),
-                                               ((0.501, 0.531, 0.531), False),
-                                               ((0.501, 0.531, 0.52), False),
-                                               ((0.501, 0.45, 0.52), True)])
-def test_the_cotracker_tiny_recipe_ships_stage_4_only_if_it_beats_the_packaged_file(
-        tmp_path, deltas, ships):
-    text = (RECIPES / "cotracker_tiny.sh").read_text()
-    check = text.split("<<'PY'\n")[2].split("\nPY\n", 1)[0]
-    runs = tmp_path / "runs"
-    names = ("cotracker_tiny_stage2", "cotracker_tiny_stage3", "cotracker_tiny_stage4")
-    for name, delta in zip(names, deltas, strict=True):
-        (runs / name).mkdir(parents=True)
-        (runs / name / "best.json").write_text(
-            json.dumps({"best": {"epoch": 1, "average_pts_within_thresh": delta}}))
-    (runs / "cotracker_tiny_stage4" / "export.safetensors").write_bytes(b"stage 4")
-    shipped = tmp_path / "src/attnvision/cotracker/weights/cotracker_tiny.safetensors"
-    shipped.parent.mkdir(parents=True)
-    shipped.write_bytes(b"before")
-    subprocess.run([sys.executable, "-", str(runs)], input=check, text=True, cwd=tmp_path,
-                   check=True, capture_output=True)
-    assert shipped.read_bytes() == (b"stage 4" if ships else b"before")
+def test_each_later_stage_ships_only_through_the_check_against_every_earlier_one():
+    runs = "$runs"
+    sam2 = "src/attnvision/sam2/weights/sam2_tiny.safetensors"
+    cotracker = "src/attnvision/cotracker/weights/cotracker_tiny.safetensors"
+    assert ship_lines(RECIPES / "sam2_tiny.sh") == [
+        ["jf", f"{runs}/sam2_tiny_stage2", sam2, f"{runs}/sam2_tiny"],
+        ["jf", f"{runs}/sam2_tiny_stage3", sam2, f"{runs}/sam2_tiny", f"{runs}/sam2_tiny_stage2"]]
+    metric = "average_pts_within_thresh"
+    assert ship_lines(RECIPES / "cotracker_tiny.sh") == [
+        [metric, f"{runs}/cotracker_tiny_stage3", cotracker, f"{runs}/cotracker_tiny_stage2"],
+        [metric, f"{runs}/cotracker_tiny_stage4", cotracker, f"{runs}/cotracker_tiny_stage2",
+         f"{runs}/cotracker_tiny_stage3"]]
+
+
+@pytest.mark.parametrize(("earlier", "new", "ships"), [((0.685,), 0.70, True),
+                                                       ((0.685,), 0.685, False),
+                                                       ((0.685,), 0.60, False),
+                                                       ((0.685, 0.717), 0.72, True),
+                                                       ((0.75, 0.717), 0.72, False)])
+def test_ship_if_better_copies_only_a_higher_figure(tmp_path, earlier, new, ships):
+    runs = []
+    for i, value in enumerate((*earlier, new)):
+        run = tmp_path / f"stage{i + 1}"
+        run.mkdir()
+        (run / "best.json").write_text(json.dumps({"best": {"epoch": 2, "jf": value}}))
+        runs.append(run)
+    (runs[-1] / "export.safetensors").write_bytes(b"new")
+    packaged = tmp_path / "packaged.safetensors"
+    packaged.write_bytes(b"before")
+    subprocess.run([sys.executable, str(RECIPES / "ship_if_better.py"), "jf", str(runs[-1]),
+                    str(packaged), *map(str, runs[:-1])], check=True, capture_output=True)
+    assert packaged.read_bytes() == (b"new" if ships else b"before")

@@ -1,0 +1,32 @@
+"""Copy a stage's exported weights into the package only if it validated higher.
+
+    python recipes/ship_if_better.py METRIC STAGE_DIR PACKAGED_FILE EARLIER_DIR [EARLIER_DIR ...]
+
+Each run folder holds the trainer's ``best.json``, whose ``best[METRIC]`` is its best epoch's
+validation figure. The package holds the best of the earlier stages, so STAGE_DIR's
+``export.safetensors`` replaces PACKAGED_FILE only if its figure is higher than all of theirs
+(a tie keeps the earlier file). The rule each recipe states before its runs, as code.
+"""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+
+def best(run: Path, metric: str) -> float:
+    return float(json.loads((run / "best.json").read_text())["best"][metric])
+
+
+def main(argv: list[str]) -> None:
+    metric, stage, packaged, *earlier = argv
+    new = best(Path(stage), metric)
+    old = max(best(Path(run), metric) for run in earlier)
+    print(f"validation {metric}: in the package {old:.4f}, {Path(stage).name} {new:.4f}")
+    if new > old:
+        shutil.copyfile(Path(stage) / "export.safetensors", packaged)
+        print(f"{Path(stage).name} ships")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
