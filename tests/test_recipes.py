@@ -72,7 +72,7 @@ def test_the_cotracker_tiny_recipe_chains_four_stages_to_the_shipped_file():
     first, second, third, fourth = (build_parser().parse_args(c) for c in commands)
     assert {a.model for a in (first, second, third, fourth)} == {"cotracker"}
     assert first.init is None and first.export is None
-    assert first.amp == second.amp == third.amp == "bf16"
+    assert first.amp == second.amp == third.amp == fourth.amp == "bf16"
     assert (first.clips, first.epochs, first.points, first.lr) == (200, 4, 128, 5e-4)
     assert second.init == f"{first.out}/best.safetensors"
     assert second.first_clip >= first.first_clip + first.clips  # clips stage 1 never saw

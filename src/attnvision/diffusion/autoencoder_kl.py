@@ -201,11 +201,6 @@ class Conv2d(winograd.Conv2d):
             return self.weight.contiguous(memory_format=torch.channels_last)
         return self.weight
 
-    def forward(self, x: Tensor) -> Tensor:
-        if winograd.pays(x, self):
-            return winograd.conv3x3(x, self.weight, self.bias)  # channels-last in, out
-        return self._conv_forward(x, self.weight_for(x), self.bias)
-
 
 def _silu(x: Tensor) -> Tensor:
     # In place when nothing records the graph: x is always a fresh norm output here, so

@@ -86,12 +86,17 @@ def pays(x: Tensor, conv: nn.Conv2d) -> bool:
 
 class Conv2d(nn.Conv2d):
     """nn.Conv2d (same parameters, same state dict) that runs by :func:`conv3x3` where that
-    :func:`pays`, and as nn.Conv2d everywhere else (training, other shapes, bfloat16)."""
+    :func:`pays`, and as nn.Conv2d everywhere else (training, other shapes, bfloat16).
+    Subclasses choose how the direct convolution takes its weight (:meth:`weight_for`)."""
+
+    def weight_for(self, x: Tensor) -> Tensor:
+        """The weight as the direct convolution of ``x`` takes it: as stored."""
+        return self.weight
 
     def forward(self, x: Tensor) -> Tensor:
         if pays(x, self):
             return conv3x3(x, self.weight, self.bias)
-        return super().forward(x)
+        return self._conv_forward(x, self.weight_for(x), self.bias)
 
 
 def filter_transform(weight: Tensor) -> Tensor:
