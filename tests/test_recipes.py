@@ -46,14 +46,14 @@ def test_every_stage_parses_and_chains_to_the_shipped_file():
     assert [a.export for a in parsed[:-1]] == [None] * 8  # one stage writes the package's file
 
 
-def test_the_sam2_tiny_recipe_chains_three_stages_to_the_shipped_file():
+def test_the_sam2_tiny_recipe_chains_four_stages_to_the_shipped_file():
     commands = recipe_commands(RECIPES / "sam2_tiny.sh")
-    assert len(commands) == 3
-    first, second, third = (build_parser().parse_args(c) for c in commands)
-    assert first.model == second.model == third.model == "sam2"
+    assert len(commands) == 4
+    first, second, third, fourth = (build_parser().parse_args(c) for c in commands)
+    assert {a.model for a in (first, second, third, fourth)} == {"sam2"}
     assert first.init is None and first.annotations is None and second.annotations is None
-    assert first.freeze == second.freeze == third.freeze == "image_encoder"
-    assert first.amp == second.amp == third.amp == "bf16"
+    assert {a.freeze for a in (first, second, third, fourth)} == {"image_encoder"}
+    assert {a.amp for a in (first, second, third, fourth)} == {"bf16"}
     assert first.export == "src/attnvision/sam2/weights/sam2_tiny.safetensors"
     # Stage 2 starts from stage 1's best, on clips stage 1 never saw, and exports into its
     # own folder: the recipe copies that file into the package only if it validates higher.
@@ -64,15 +64,19 @@ def test_the_sam2_tiny_recipe_chains_three_stages_to_the_shipped_file():
     assert third.init == first.export
     assert third.first_clip >= second.first_clip + second.clips
     assert third.export == f"{third.out}/export.safetensors"
+    # Stage 4 as stage 3, from whichever file the package holds then, on the next clips.
+    assert fourth.init == first.export
+    assert fourth.first_clip >= third.first_clip + third.clips
+    assert fourth.export == f"{fourth.out}/export.safetensors"
 
 
-def test_the_cotracker_tiny_recipe_chains_four_stages_to_the_shipped_file():
+def test_the_cotracker_tiny_recipe_chains_five_stages_to_the_shipped_file():
     commands = recipe_commands(RECIPES / "cotracker_tiny.sh")
-    assert len(commands) == 4
-    first, second, third, fourth = (build_parser().parse_args(c) for c in commands)
-    assert {a.model for a in (first, second, third, fourth)} == {"cotracker"}
+    assert len(commands) == 5
+    first, second, third, fourth, fifth = (build_parser().parse_args(c) for c in commands)
+    assert {a.model for a in (first, second, third, fourth, fifth)} == {"cotracker"}
     assert first.init is None and first.export is None
-    assert first.amp == second.amp == third.amp == fourth.amp == "bf16"
+    assert {a.amp for a in (first, second, third, fourth, fifth)} == {"bf16"}
     assert (first.clips, first.epochs, first.points, first.lr) == (200, 4, 128, 5e-4)
     assert second.init == f"{first.out}/best.safetensors"
     assert second.first_clip >= first.first_clip + first.clips  # clips stage 1 never saw
@@ -89,6 +93,11 @@ def test_the_cotracker_tiny_recipe_chains_four_stages_to_the_shipped_file():
     assert fourth.first_clip >= third.first_clip + third.clips
     assert (fourth.clips, fourth.epochs, fourth.lr) == (600, 1, 3e-4)
     assert fourth.export == f"{fourth.out}/export.safetensors"
+    # Stage 5 the same, on 900 clips after stage 4's.
+    assert fifth.init == second.export
+    assert fifth.first_clip >= fourth.first_clip + fourth.clips
+    assert (fifth.clips, fifth.epochs, fifth.lr) == (900, 1, 3e-4)
+    assert fifth.export == f"{fifth.out}/export.safetensors"
 
 
 def ship_lines(recipe: Path) -> list[list[str]]:
@@ -104,12 +113,16 @@ def test_each_later_stage_ships_only_through_the_check_against_every_earlier_one
     cotracker = "src/attnvision/cotracker/weights/cotracker_tiny.safetensors"
     assert ship_lines(RECIPES / "sam2_tiny.sh") == [
         ["jf", f"{runs}/sam2_tiny_stage2", sam2, f"{runs}/sam2_tiny"],
-        ["jf", f"{runs}/sam2_tiny_stage3", sam2, f"{runs}/sam2_tiny", f"{runs}/sam2_tiny_stage2"]]
+        ["jf", f"{runs}/sam2_tiny_stage3", sam2, f"{runs}/sam2_tiny", f"{runs}/sam2_tiny_stage2"],
+        ["jf", f"{runs}/sam2_tiny_stage4", sam2, f"{runs}/sam2_tiny", f"{runs}/sam2_tiny_stage2",
+         f"{runs}/sam2_tiny_stage3"]]
     metric = "average_pts_within_thresh"
     assert ship_lines(RECIPES / "cotracker_tiny.sh") == [
         [metric, f"{runs}/cotracker_tiny_stage3", cotracker, f"{runs}/cotracker_tiny_stage2"],
         [metric, f"{runs}/cotracker_tiny_stage4", cotracker, f"{runs}/cotracker_tiny_stage2",
-         f"{runs}/cotracker_tiny_stage3"]]
+         f"{runs}/cotracker_tiny_stage3"],
+        [metric, f"{runs}/cotracker_tiny_stage5", cotracker, f"{runs}/cotracker_tiny_stage2",
+         f"{runs}/cotracker_tiny_stage3", f"{runs}/cotracker_tiny_stage4"]]
 
 
 @pytest.mark.parametrize(("earlier", "new", "ships"), [((0.685,), 0.70, True),
