@@ -18,10 +18,13 @@ from attnvision.cli import main
 from attnvision.errors import UserError
 from attnvision.sam2 import SAM2_CONFIGS, build_sam2
 from attnvision.sam2.synthetic_eval import (
+    MIN_SHARE,
     REAPPEAR_FRAMES,
     evaluate_clips,
     first_frame_prompts,
     held_out_clips,
+    score_clip,
+    summarise,
 )
 
 T, S = 8, 64  # frames and side of the clips these tests track
@@ -140,10 +143,15 @@ def test_the_true_masks_score_one_and_every_object_is_prompted_in_one_session(cl
         if clip.occlusion is not None:
             occlusion = record["occlusion"]
             assert occlusion["target"] == clip.occlusion.target and occlusion["reappeared"]
-            # The first 3 frames after the hidden run that show it (fewer at the clip's end).
-            shows = [t for t in range(clip.occlusion.frames[-1] + 1, T)
-                     if (clip.masks[t] == clip.occlusion.target).any()]
+            # The first 3 frames after the hidden run that show at least MIN_SHARE of the
+            # frame (fewer at the clip's end), and the first 3 that show any pixel of it.
+            area = [np.count_nonzero(clip.masks[t] == clip.occlusion.target) for t in range(T)]
+            later = range(clip.occlusion.frames[-1] + 1, T)
+            shows = [t for t in later if area[t] >= MIN_SHARE * S * S]
             assert occlusion["after"] == shows[:REAPPEAR_FRAMES] and shows
+            shows = [t for t in later if area[t] > 0]
+            assert occlusion["after_any_pixel"] == shows[:REAPPEAR_FRAMES]
+            assert occlusion["reappeared_any_pixel"]
     boxed = evaluate_clips(model, clips, "box", video_predictor=FakeVideo(clips, truth))
     assert boxed["jf"] == 1.0 and boxed["prompt"] == "box"
     assert model.training  # restored
@@ -175,6 +183,30 @@ def test_an_object_lost_after_its_occlusion_is_not_found_again(clips):
             others = [v for k, v in record["objects"].items()
                       if int(k) != record["occlusion"]["target"]]
             assert all(v["J"] == v["F"] == 1.0 for v in others)
+
+
+def test_a_sliver_at_the_occluders_edge_counts_only_in_the_any_pixel_figure(clips):
+    # Clip 0's target comes back as 3 pixels on frame 6, then 28 on frame 7: at 64 x 64,
+    # MIN_SHARE is 4 pixels, so it has come back on frame 7. A tracker that misses the sliver
+    # and finds the rest has found it again; by the first-pixel figure, J is (0 + 1) / 2.
+    clip = clips[0]
+    target = clip.occlusion.target
+    area = [np.count_nonzero(clip.masks[t] == target) for t in range(T)]
+    assert clip.occlusion.frames == (2, 3, 4, 5) and area[6:] == [3, 28]
+    labels = np.where(clip.masks == target, np.uint8(0), clip.masks).astype(np.uint8)
+    labels[7][clip.masks[7] == target] = target
+    objects = list(first_frame_prompts(clip)[0])
+    occlusion = score_clip(clip, labels, objects)["occlusion"]
+    assert (occlusion["after"], occlusion["J_after"], occlusion["reappeared"]) == ([7], 1.0, True)
+    assert occlusion["after_any_pixel"] == [6, 7] and occlusion["J_after_any_pixel"] == 0.5
+    # A target that never shows MIN_SHARE again is left out of "found again" (not counted as
+    # lost), but its clip is still occluded and measured by the first pixel.
+    never = score_clip(clip, labels, objects, min_share=29 / (S * S))
+    assert never["occlusion"]["reappeared"] is None
+    assert never["occlusion"]["after_any_pixel"] == [6, 7]
+    summary = summarise([never])
+    assert (summary["occluded_clips"], summary["reappeared_clips"]) == (1, 0)
+    assert summary["reappeared"] is None and summary["reappeared_any_pixel"] == 1.0
 
 
 class FakeImage:

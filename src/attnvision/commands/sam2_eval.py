@@ -246,8 +246,8 @@ def _synthetic_chart(runs: dict[str, dict[str, Any]], path: Path) -> Path:
     ax = fig.add_subplot()
     for k, (name, run) in enumerate(runs.items()):
         values = [run["jf"], run["jf_occluded"] if run["jf_occluded"] is not None else 0.0]
-        found = (f"; found again {run['reappeared_count']}/{run['occluded_clips']}"
-                 if run["occluded_clips"] else "")
+        found = (f"; found again {run['reappeared_count']}/{run['reappeared_clips']}"
+                 if run["reappeared_clips"] else "")
         bars = ax.bar(x - 0.4 + (k + 0.5) * width, values, width, color=colours[name],
                       label=f"{name} ({run['fps']:.1f} frames/s{found})")
         ax.bar_label(bars, fmt="%.3f", padding=2, fontsize=8)
@@ -317,8 +317,9 @@ def _summary(runs: dict[str, dict[str, Any]]) -> list[str]:
     lines = []
     for name, run in runs.items():
         found = (f"hidden objects found again {run['reappeared_count']}/"
-                 f"{run['occluded_clips']} ({run['reappeared']:.0%})"
-                 if run["occluded_clips"] else "no occlusion measured")
+                 f"{run['reappeared_clips']} ({run['reappeared']:.0%}; from their first "
+                 f"pixel {run['reappeared_any_pixel_count']}/{run['occluded_clips']})"
+                 if run["reappeared_clips"] else "no occlusion measured")
         lines.append(f"{name}: {found}; {run['fps']:.1f} frames/s")
     return lines
 

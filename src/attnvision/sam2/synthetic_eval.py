@@ -34,11 +34,16 @@ The protocol (:func:`evaluate_clips`), as a user meets the model:
   is hidden is right.
 - *Found again.* On a clip with an occlusion whose target was prompted, the target is found
   again when its mean J over the first :data:`REAPPEAR_FRAMES` (3) frames after the hidden
-  run *on which it shows at least one pixel* is at least :data:`FOUND` (0.5); fewer frames
-  are averaged where the clip ends sooner. Frames where it is still absent (it may leave the
-  frame behind the occluder) are skipped because an empty prediction scores 1 there and
-  would count a lost object as found. ``reappeared`` is the share of such clips,
-  ``reappeared_count`` how many, ``occluded_clips`` of how many.
+  run *on which it shows at least* :data:`MIN_SHARE` *of the frame* (it has come back as
+  far as an object must show on frame 0 to be prompted) is at least :data:`FOUND` (0.5);
+  fewer frames are averaged where the clip ends sooner. Frames where it is still absent (it
+  may leave the frame behind the occluder) are skipped because an empty prediction scores 1
+  there and would count a lost object as found. ``reappeared`` is the share of such clips,
+  ``reappeared_count`` how many, ``reappeared_clips`` of how many (an occluded clip whose
+  target never shows that much again is not counted). The stricter figure of the first
+  three frames that show *any* pixel of it, where the first is often a sliver of a few
+  pixels at the occluder's edge that scores J = 0 if missed, is kept beside it as
+  ``reappeared_any_pixel`` (and ``_count``) over all ``occluded_clips``.
 - *Without memory* (``memory=False``): the same model frame by frame through
   :class:`~attnvision.sam2.image_predictor.SAM2ImagePredictor`, no memory at all. Frame 0 is
   prompted as above (a click takes the best of the three masks by predicted IoU, as the video
@@ -241,15 +246,23 @@ def track_without_memory(predictor: ImagePredictor, clip: Clip, prompts: dict[in
 # Scores
 
 
-def _after_run(clip: Clip, target: int) -> list[int]:
-    """The first REAPPEAR_FRAMES frames after the hidden run where the target shows."""
+def _after_run(clip: Clip, target: int, least: int = 1) -> list[int]:
+    """The first REAPPEAR_FRAMES frames after the hidden run where the target shows at least
+    ``least`` pixels."""
     assert clip.occlusion is not None
     last = max(clip.occlusion.frames)
-    shows = [t for t in range(last + 1, len(clip.masks)) if (clip.masks[t] == target).any()]
+    shows = [t for t in range(last + 1, len(clip.masks))
+             if np.count_nonzero(clip.masks[t] == target) >= least]
     return shows[:REAPPEAR_FRAMES]
 
 
-def score_clip(clip: Clip, labels: np.ndarray, objects: Sequence[int]) -> dict[str, Any]:
+def _j_after(clip: Clip, labels: np.ndarray, target: int, frames: list[int]) -> float:
+    return float(np.mean([region_similarity(labels[t] == target, clip.masks[t] == target)
+                          for t in frames]))
+
+
+def score_clip(clip: Clip, labels: np.ndarray, objects: Sequence[int],
+               min_share: float = MIN_SHARE) -> dict[str, Any]:
     """One clip's scores: each prompted object's J, F and J recall over frames 1..T-1, their
     means, and the occlusion's target J after its hidden run (module doc)."""
     scored = range(1, len(clip.masks))
@@ -265,13 +278,19 @@ def score_clip(clip: Clip, labels: np.ndarray, objects: Sequence[int]) -> dict[s
         target = clip.occlusion.target
         occlusion: dict[str, Any] = {"target": target, "hidden": list(clip.occlusion.frames),
                                      "prompted": target in per_object, "after": [],
-                                     "J_after": None, "reappeared": None}
+                                     "J_after": None, "reappeared": None,
+                                     "after_any_pixel": [], "J_after_any_pixel": None,
+                                     "reappeared_any_pixel": None}
+        least = max(int(np.ceil(min_share * clip.masks[0].size)), 1)
+        after = _after_run(clip, target, least)
+        if target in per_object and after:
+            j_after = _j_after(clip, labels, target, after)
+            occlusion.update(after=after, J_after=j_after, reappeared=j_after >= FOUND)
         after = _after_run(clip, target)
         if target in per_object and after:
-            j_after = float(np.mean([region_similarity(labels[t] == target,
-                                                       clip.masks[t] == target)
-                                     for t in after]))
-            occlusion.update(after=after, J_after=j_after, reappeared=j_after >= FOUND)
+            j_after = _j_after(clip, labels, target, after)
+            occlusion.update(after_any_pixel=after, J_after_any_pixel=j_after,
+                             reappeared_any_pixel=j_after >= FOUND)
         record["occlusion"] = occlusion
     return record
 
@@ -290,11 +309,13 @@ def _means(records: Iterable[dict[str, Any]], only: Callable[[str, dict[str, Any
 def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     """The figures over every clip's :func:`score_clip` record (module doc)."""
     jf, j, f, objects = _means(records)
-    occluded = [r for r in records
-                if r["occlusion"] is not None and r["occlusion"]["reappeared"] is not None]
+    occluded = [r for r in records if r["occlusion"] is not None
+                and r["occlusion"]["reappeared_any_pixel"] is not None]
     jf_o, j_o, f_o, objects_o = _means(occluded)
     jf_t, _, _, _ = _means(occluded, lambda k, r: int(k) == r["occlusion"]["target"])
-    found = sum(bool(r["occlusion"]["reappeared"]) for r in occluded)
+    back = [r for r in occluded if r["occlusion"]["reappeared"] is not None]
+    found = sum(bool(r["occlusion"]["reappeared"]) for r in back)
+    found_any = sum(bool(r["occlusion"]["reappeared_any_pixel"]) for r in occluded)
     recall = [v["J_recall"] for r in records for v in r["objects"].values()]
     return {"jf": jf if jf is not None else 0.0, "j": j if j is not None else 0.0,
             "f": f if f is not None else 0.0,
@@ -304,7 +325,9 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
             "jf_occluded": jf_o, "j_occluded": j_o, "f_occluded": f_o,
             "objects_occluded": objects_o, "jf_targets": jf_t,
             "occluded_clips": len(occluded), "reappeared_count": found,
-            "reappeared": found / len(occluded) if occluded else None}
+            "reappeared_clips": len(back), "reappeared": found / len(back) if back else None,
+            "reappeared_any_pixel_count": found_any,
+            "reappeared_any_pixel": found_any / len(occluded) if occluded else None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,8 +364,9 @@ def evaluate_clips(model: SAM2, clips: Sequence[Clip], prompt: str = "click",
     Returns "jf", "j", "f", "j_recall" (means over objects), "objects", "clips",
     "unprompted_objects"; over the occluded clips "jf_occluded", "j_occluded", "f_occluded",
     "objects_occluded", "jf_targets" (the hidden objects alone), "occluded_clips",
-    "reappeared_count" and "reappeared" (a share; None when no clip has a measured
-    occlusion, as are the other occluded figures); "fps", "seconds" (of tracking),
+    "reappeared_count", "reappeared_clips" and "reappeared" (a share; None when no clip has
+    a measured occlusion, as are the other occluded figures), "reappeared_any_pixel_count" and
+    "reappeared_any_pixel" (the stricter count, module doc); "fps", "seconds" (of tracking),
     "tracked_frames", "prompt", "memory" and "per_clip" (each clip's :func:`score_clip`
     record with its "unprompted" ids). ``on_clip(clip, labels)`` sees each clip's (T, H, W)
     uint8 predictions (pictures). ``video_predictor`` / ``image_predictor`` make the
@@ -367,7 +391,7 @@ def evaluate_clips(model: SAM2, clips: Sequence[Clip], prompt: str = "click",
                 tracked += len(clip.masks)
             else:  # nothing to prompt: nothing predicted, nothing scored
                 labels = np.zeros_like(clip.masks)
-            record = score_clip(clip, labels, list(prompts))
+            record = score_clip(clip, labels, list(prompts), min_share)
             record["unprompted"] = unprompted
             records.append(record)
             if on_clip is not None:
