@@ -70,13 +70,14 @@ def test_the_sam2_tiny_recipe_chains_four_stages_to_the_shipped_file():
     assert fourth.export == f"{fourth.out}/export.safetensors"
 
 
-def test_the_cotracker_tiny_recipe_chains_five_stages_to_the_shipped_file():
+def test_the_cotracker_tiny_recipe_chains_six_stages_to_the_shipped_file():
     commands = recipe_commands(RECIPES / "cotracker_tiny.sh")
-    assert len(commands) == 5
-    first, second, third, fourth, fifth = (build_parser().parse_args(c) for c in commands)
-    assert {a.model for a in (first, second, third, fourth, fifth)} == {"cotracker"}
+    assert len(commands) == 6
+    stages = [build_parser().parse_args(c) for c in commands]
+    first, second, third, fourth, fifth, sixth = stages
+    assert {a.model for a in stages} == {"cotracker"}
     assert first.init is None and first.export is None
-    assert {a.amp for a in (first, second, third, fourth, fifth)} == {"bf16"}
+    assert {a.amp for a in stages} == {"bf16"}
     assert (first.clips, first.epochs, first.points, first.lr) == (200, 4, 128, 5e-4)
     assert second.init == f"{first.out}/best.safetensors"
     assert second.first_clip >= first.first_clip + first.clips  # clips stage 1 never saw
@@ -98,6 +99,10 @@ def test_the_cotracker_tiny_recipe_chains_five_stages_to_the_shipped_file():
     assert fifth.first_clip >= fourth.first_clip + fourth.clips
     assert (fifth.clips, fifth.epochs, fifth.lr) == (900, 1, 3e-4)
     assert fifth.export == f"{fifth.out}/export.safetensors"
+    assert sixth.init == second.export
+    assert sixth.first_clip >= fifth.first_clip + fifth.clips
+    assert (sixth.clips, sixth.epochs, sixth.lr) == (450, 1, 3e-4)
+    assert sixth.export == f"{sixth.out}/export.safetensors"
 
 
 def ship_lines(recipe: Path) -> list[list[str]]:
@@ -122,7 +127,10 @@ def test_each_later_stage_ships_only_through_the_check_against_every_earlier_one
         [metric, f"{runs}/cotracker_tiny_stage4", cotracker, f"{runs}/cotracker_tiny_stage2",
          f"{runs}/cotracker_tiny_stage3"],
         [metric, f"{runs}/cotracker_tiny_stage5", cotracker, f"{runs}/cotracker_tiny_stage2",
-         f"{runs}/cotracker_tiny_stage3", f"{runs}/cotracker_tiny_stage4"]]
+         f"{runs}/cotracker_tiny_stage3", f"{runs}/cotracker_tiny_stage4"],
+        [metric, f"{runs}/cotracker_tiny_stage6", cotracker, f"{runs}/cotracker_tiny_stage2",
+         f"{runs}/cotracker_tiny_stage3", f"{runs}/cotracker_tiny_stage4",
+         f"{runs}/cotracker_tiny_stage5"]]
 
 
 @pytest.mark.parametrize(("earlier", "new", "ships"), [((0.685,), 0.70, True),
