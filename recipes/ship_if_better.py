@@ -15,10 +15,20 @@ from pathlib import Path
 
 
 def best(run: Path, metric: str) -> float:
-    return float(json.loads((run / "best.json").read_text())["best"][metric])
+    path = run / "best.json"
+    try:
+        return float(json.loads(path.read_text())["best"][metric])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        # A recipe run again on another machine may lack an earlier stage's folder: say
+        # which, and how to check by hand (the earlier figures are in benchmarks/RESULTS.md).
+        sys.exit(f"ship_if_better.py: no best {metric} in {path} ({type(err).__name__}: "
+                 f"{err}); give the run folders that exist, or compare with the figure "
+                 f"recorded in benchmarks/RESULTS.md")
 
 
 def main(argv: list[str]) -> None:
+    if len(argv) < 4:
+        sys.exit(__doc__)
     metric, stage, packaged, *earlier = argv
     new = best(Path(stage), metric)
     old = max(best(Path(run), metric) for run in earlier)

@@ -151,3 +151,18 @@ def test_ship_if_better_copies_only_a_higher_figure(tmp_path, earlier, new, ship
     subprocess.run([sys.executable, str(RECIPES / "ship_if_better.py"), "jf", str(runs[-1]),
                     str(packaged), *map(str, runs[:-1])], check=True, capture_output=True)
     assert packaged.read_bytes() == (b"new" if ships else b"before")
+
+
+def test_ship_if_better_names_a_missing_run_folder_in_one_line_and_copies_nothing(tmp_path):
+    stage = tmp_path / "stage2"
+    stage.mkdir()
+    (stage / "best.json").write_text(json.dumps({"best": {"jf": 0.9}}))
+    (stage / "export.safetensors").write_bytes(b"new")
+    packaged = tmp_path / "packaged.safetensors"
+    packaged.write_bytes(b"before")
+    gone = tmp_path / "stage1"
+    done = subprocess.run([sys.executable, str(RECIPES / "ship_if_better.py"), "jf", str(stage),
+                           str(packaged), str(gone)], capture_output=True, text=True)
+    assert done.returncode == 1 and packaged.read_bytes() == b"before"
+    assert done.stderr.count("\n") == 1 and str(gone / "best.json") in done.stderr
+    assert "Traceback" not in done.stderr
