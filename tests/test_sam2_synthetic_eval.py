@@ -376,3 +376,17 @@ def test_bad_flags_are_one_line_and_write_nothing(weights, small_config, tmp_pat
     code, stdout, err = run(capsys, *argv)
     assert code == 2 and err.count("\n") == 1 and words in err, err
     assert not stdout and not (tmp_path / "out").exists()
+
+
+def test_the_summary_line_gives_both_counts_and_says_when_nothing_came_back():
+    from attnvision.commands.sam2_eval import _summary
+
+    run = {"reappeared_count": 3, "reappeared_clips": 4, "reappeared": 0.75,
+           "reappeared_any_pixel_count": 1, "occluded_clips": 5, "fps": 12.0}
+    assert _summary({"click": run}) == [
+        "click: hidden objects found again 3/4 (75%; from their first pixel 1/5); "
+        "12.0 frames/s"]
+    gone = {**run, "reappeared_count": 0, "reappeared_clips": 0, "reappeared": None}
+    assert "no hidden object came back" in _summary({"box": gone})[0]
+    none = {**gone, "occluded_clips": 0, "reappeared_any_pixel_count": 0}
+    assert _summary({"box": none}) == ["box: no occlusion measured; 12.0 frames/s"]

@@ -316,10 +316,15 @@ def _rows(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
 def _summary(runs: dict[str, dict[str, Any]]) -> list[str]:
     lines = []
     for name, run in runs.items():
-        found = (f"hidden objects found again {run['reappeared_count']}/"
-                 f"{run['reappeared_clips']} ({run['reappeared']:.0%}; from their first "
-                 f"pixel {run['reappeared_any_pixel_count']}/{run['occluded_clips']})"
-                 if run["reappeared_clips"] else "no occlusion measured")
+        first_pixel = (f"from their first pixel {run['reappeared_any_pixel_count']}/"
+                       f"{run['occluded_clips']}")
+        if run["reappeared_clips"]:
+            found = (f"hidden objects found again {run['reappeared_count']}/"
+                     f"{run['reappeared_clips']} ({run['reappeared']:.0%}; {first_pixel})")
+        elif run["occluded_clips"]:
+            found = f"no hidden object came back as far as the prompts' least share; {first_pixel}"
+        else:
+            found = "no occlusion measured"
         lines.append(f"{name}: {found}; {run['fps']:.1f} frames/s")
     return lines
 
