@@ -74,7 +74,7 @@ def test_the_cotracker_tiny_recipe_chains_six_stages_to_the_shipped_file():
     commands = recipe_commands(RECIPES / "cotracker_tiny.sh")
     assert len(commands) == 6
     stages = [build_parser().parse_args(c) for c in commands]
-    first, second, third, fourth, fifth, sixth = stages
+    first, second = stages[:2]
     assert {a.model for a in stages} == {"cotracker"}
     assert first.init is None and first.export is None
     assert {a.amp for a in stages} == {"bf16"}
@@ -83,26 +83,14 @@ def test_the_cotracker_tiny_recipe_chains_six_stages_to_the_shipped_file():
     assert second.first_clip >= first.first_clip + first.clips  # clips stage 1 never saw
     assert (second.clips, second.epochs, second.lr) == (250, 2, 3e-4)
     assert second.export == "src/attnvision/cotracker/weights/cotracker_tiny.safetensors"
-    # Stage 3 starts from the file stage 2 wrote, on clips neither saw, into its own folder:
-    # the recipe copies its export into the package only if it validates higher.
-    assert third.init == second.export
-    assert third.first_clip >= second.first_clip + second.clips
-    assert (third.clips, third.epochs, third.lr) == (600, 1, 3e-4)
-    assert third.export == f"{third.out}/export.safetensors"
-    # Stage 4 as stage 3, from whichever file the package holds then, on the next clips.
-    assert fourth.init == second.export
-    assert fourth.first_clip >= third.first_clip + third.clips
-    assert (fourth.clips, fourth.epochs, fourth.lr) == (600, 1, 3e-4)
-    assert fourth.export == f"{fourth.out}/export.safetensors"
-    # Stage 5 the same, on 900 clips after stage 4's.
-    assert fifth.init == second.export
-    assert fifth.first_clip >= fourth.first_clip + fourth.clips
-    assert (fifth.clips, fifth.epochs, fifth.lr) == (900, 1, 3e-4)
-    assert fifth.export == f"{fifth.out}/export.safetensors"
-    assert sixth.init == second.export
-    assert sixth.first_clip >= fifth.first_clip + fifth.clips
-    assert (sixth.clips, sixth.epochs, sixth.lr) == (450, 1, 3e-4)
-    assert sixth.export == f"{sixth.out}/export.safetensors"
+    # Stages 3 on start from the file in the package (stage 2 wrote it; a later stage
+    # replaces it only if it validates higher), each on clips no stage before it saw, one
+    # epoch at stage 2's learning rate, into its own folder.
+    for before, stage, clips in zip(stages[1:-1], stages[2:], (600, 600, 900, 450), strict=True):
+        assert stage.init == second.export
+        assert stage.first_clip >= before.first_clip + before.clips
+        assert (stage.clips, stage.epochs, stage.lr) == (clips, 1, 3e-4)
+        assert stage.export == f"{stage.out}/export.safetensors"
 
 
 def ship_lines(recipe: Path) -> list[list[str]]:
