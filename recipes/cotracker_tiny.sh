@@ -50,7 +50,7 @@ OMP_NUM_THREADS=1 attnvision train cotracker \
     "$runs/cotracker_tiny_stage4" src/attnvision/cotracker/weights/cotracker_tiny.safetensors \
     "$runs/cotracker_tiny_stage2" "$runs/cotracker_tiny_stage3"
 
-# Stage 5 (written 2026-12-06 at 04:40 UTC, before it ran): stages 3 and 4 each raised
+# Stage 5 (written 2026-12-06 at 04:34 UTC, before it ran): stages 3 and 4 each raised
 # validation δ_avg by 3-4 points per 600 new clips (0.501, 0.531, 0.571), so one epoch over
 # 900 clips no stage saw (1650-2549), from the package's file, other query points (seed 4).
 # The rule: stage 5 ships only if its validation δ_avg is higher than that of the file in the
@@ -63,7 +63,7 @@ OMP_NUM_THREADS=1 attnvision train cotracker \
     "$runs/cotracker_tiny_stage5" src/attnvision/cotracker/weights/cotracker_tiny.safetensors \
     "$runs/cotracker_tiny_stage2" "$runs/cotracker_tiny_stage3" "$runs/cotracker_tiny_stage4"
 
-# Stage 6 (written 2026-12-06 at 05:38 UTC, before stage 5 had finished and before it ran):
+# Stage 6 (written 2026-12-06 at 05:23 UTC, before stage 5 had finished and before it ran):
 # one epoch over the next 450 clips (2550-2999), from the package's file (stage 5's if it
 # shipped), other query points (seed 5): fewer clips than stage 5 to fit the session's time.
 # The rule: stage 6 ships only if its validation δ_avg is higher than that of the file in the

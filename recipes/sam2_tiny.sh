@@ -41,7 +41,7 @@ OMP_NUM_THREADS=1 attnvision train sam2 --init src/attnvision/sam2/weights/sam2_
 "${PYTHON:-python}" recipes/ship_if_better.py jf "$runs/sam2_tiny_stage3" \
     src/attnvision/sam2/weights/sam2_tiny.safetensors "$runs/sam2_tiny" "$runs/sam2_tiny_stage2"
 
-# Stage 4 (written 2026-12-06 at 04:40 UTC, before it ran): stage 3's validation J&F rose
+# Stage 4 (written 2026-12-06 at 04:34 UTC, before it ran): stage 3's validation J&F rose
 # again (0.664, 0.723 at its epochs 1 and 2), so 3 more epochs from the package's file on 450
 # clips no stage saw (1200-1649), as stage 3 otherwise, other prompts (seed 3). The rule:
 # stage 4's best epoch ships only if its validation J&F (the same 16 clips) is higher than
