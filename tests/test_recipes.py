@@ -49,25 +49,24 @@ def test_every_stage_parses_and_chains_to_the_shipped_file():
 def test_the_sam2_tiny_recipe_chains_four_stages_to_the_shipped_file():
     commands = recipe_commands(RECIPES / "sam2_tiny.sh")
     assert len(commands) == 4
-    first, second, third, fourth = (build_parser().parse_args(c) for c in commands)
-    assert {a.model for a in (first, second, third, fourth)} == {"sam2"}
+    stages = [build_parser().parse_args(c) for c in commands]
+    first, second = stages[:2]
+    assert {a.model for a in stages} == {"sam2"}
     assert first.init is None and first.annotations is None and second.annotations is None
-    assert {a.freeze for a in (first, second, third, fourth)} == {"image_encoder"}
-    assert {a.amp for a in (first, second, third, fourth)} == {"bf16"}
+    assert {a.freeze for a in stages} == {"image_encoder"}
+    assert {a.amp for a in stages} == {"bf16"}
     assert first.export == "src/attnvision/sam2/weights/sam2_tiny.safetensors"
     # Stage 2 starts from stage 1's best, on clips stage 1 never saw, and exports into its
     # own folder: the recipe copies that file into the package only if it validates higher.
     assert second.init == f"{first.out}/best.safetensors"
     assert second.first_clip >= first.first_clip + first.clips
     assert second.export == f"{second.out}/export.safetensors"
-    # Stage 3 starts from whichever file the package holds then, on clips neither saw.
-    assert third.init == first.export
-    assert third.first_clip >= second.first_clip + second.clips
-    assert third.export == f"{third.out}/export.safetensors"
-    # Stage 4 as stage 3, from whichever file the package holds then, on the next clips.
-    assert fourth.init == first.export
-    assert fourth.first_clip >= third.first_clip + third.clips
-    assert fourth.export == f"{fourth.out}/export.safetensors"
+    # Stages 3 on start from whichever file the package holds then, on clips no stage before
+    # it saw, into their own folders.
+    for before, stage in itertools.pairwise(stages[1:]):
+        assert stage.init == first.export
+        assert stage.first_clip >= before.first_clip + before.clips
+        assert stage.export == f"{stage.out}/export.safetensors"
 
 
 def test_the_cotracker_tiny_recipe_chains_six_stages_to_the_shipped_file():
