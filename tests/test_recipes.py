@@ -46,14 +46,22 @@ def test_every_stage_parses_and_chains_to_the_shipped_file():
     assert [a.export for a in parsed[:-1]] == [None] * 8  # one stage writes the package's file
 
 
-def test_the_sam2_tiny_recipe_chains_four_stages_to_the_shipped_file():
+def test_the_sam2_tiny_recipe_chains_its_stages_to_the_shipped_file():
     commands = recipe_commands(RECIPES / "sam2_tiny.sh")
-    assert len(commands) == 4
-    stages = [build_parser().parse_args(c) for c in commands]
+    assert len(commands) == 6
+    parsed = [build_parser().parse_args(c) for c in commands]
+    # Stage 5 is two variants on the same clips (learning rates), grown by the pixel stem.
+    variant, other = parsed[-2:]
+    assert (variant.first_clip, variant.clips, variant.epochs, variant.seed) == (
+        other.first_clip, other.clips, other.epochs, other.seed)
+    assert variant.lr < other.lr and variant.out != other.out
+    assert {variant.config, other.config} == {"sam2_tiny_hr"}
+    assert {variant.freeze, other.freeze} == {"image_encoder.trunk"}
+    stages = parsed[:-1]
     first, second = stages[:2]
-    assert {a.model for a in stages} == {"sam2"}
+    assert {a.model for a in parsed} == {"sam2"}
     assert first.init is None and first.annotations is None and second.annotations is None
-    assert {a.freeze for a in stages} == {"image_encoder"}
+    assert {a.freeze for a in stages[:-1]} == {"image_encoder"}
     assert {a.amp for a in stages} == {"bf16"}
     assert first.export == "src/attnvision/sam2/weights/sam2_tiny.safetensors"
     # Stage 2 starts from stage 1's best, on clips stage 1 never saw, and exports into its
@@ -107,7 +115,12 @@ def test_each_later_stage_ships_only_through_the_check_against_every_earlier_one
         ["jf", f"{runs}/sam2_tiny_stage2", sam2, f"{runs}/sam2_tiny"],
         ["jf", f"{runs}/sam2_tiny_stage3", sam2, f"{runs}/sam2_tiny", f"{runs}/sam2_tiny_stage2"],
         ["jf", f"{runs}/sam2_tiny_stage4", sam2, f"{runs}/sam2_tiny", f"{runs}/sam2_tiny_stage2",
-         f"{runs}/sam2_tiny_stage3"]]
+         f"{runs}/sam2_tiny_stage3"],
+        ["jf", f"{runs}/sam2_tiny_stage5", sam2, f"{runs}/sam2_tiny", f"{runs}/sam2_tiny_stage2",
+         f"{runs}/sam2_tiny_stage3", f"{runs}/sam2_tiny_stage4"],
+        ["jf", f"{runs}/sam2_tiny_stage5_lr1e-4", sam2, f"{runs}/sam2_tiny",
+         f"{runs}/sam2_tiny_stage2", f"{runs}/sam2_tiny_stage3", f"{runs}/sam2_tiny_stage4",
+         f"{runs}/sam2_tiny_stage5"]]
     metric = "average_pts_within_thresh"
     assert ship_lines(RECIPES / "cotracker_tiny.sh") == [
         [metric, f"{runs}/cotracker_tiny_stage3", cotracker, f"{runs}/cotracker_tiny_stage2"],

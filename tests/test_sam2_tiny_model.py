@@ -269,9 +269,9 @@ def test_config_checks_and_a_smaller_input_size():
     from attnvision.sam2 import sam2_from_config
 
     config = SAM2_CONFIGS[NAME]
-    with pytest.raises(UserError) as e:  # a ViT has no stride-4 / stride-8 levels
+    with pytest.raises(UserError) as e:  # a ViT alone has no stride-4 / stride-8 levels
         sam2_from_config(replace(config, use_high_res_features_in_sam=True))
-    assert "use_high_res_features_in_sam=False" in one_line(e)
+    assert "need the pixel stem" in one_line(e)
     with pytest.raises(UserError) as e:
         sam2_from_config(replace(config, image_size=200))
     assert "multiple of 16" in one_line(e)

@@ -27,7 +27,7 @@ from attnvision.commands.sam2_train import PARTS
 from attnvision.data.davis import write_indexed_png
 from attnvision.data.moving_scenes import make_clip
 from attnvision.errors import UserError
-from attnvision.sam2 import SAM2_CONFIGS, build_sam2, sam2_from_config
+from attnvision.sam2 import SAM2_CONFIGS, build_sam2, sam2_from_config, save_sam2
 from attnvision.sam2.tracking import MemoryBank, frame_features, track_step
 from attnvision.sam2.training import (
     SAM2Train,
@@ -400,6 +400,37 @@ def test_fine_tune_an_official_style_checkpoint_on_a_davis_folder(tmp_path, caps
     for part, same in (("image_encoder", True), ("memory_attention", False)):
         a, b = getattr(tuned, part).state_dict(), getattr(start, part).state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a) is same, part
+
+
+def test_grow_a_trained_sam2_tiny_by_the_pixel_stem_and_train_the_stem(tmp_path, capsys,
+                                                                       small_sam2_tiny,
+                                                                       monkeypatch):
+    monkeypatch.setitem(SAM2_CONFIGS, "sam2_tiny_hr",
+                        replace(SMALL, pixel_stem=True, use_high_res_features_in_sam=True))
+    start = small_model(seed=4)
+    init = save_sam2(start, tmp_path / "sam2_tiny.safetensors", NAME)
+    code, result = run_json(["train", "sam2", "--model", "sam2_tiny_hr", "--init", str(init),
+                             "--freeze", "image_encoder.trunk", "--clips", "2", "--frames", "3",
+                             "--epochs", "1", "--batch-size", "2", "--eval-clips", "1",
+                             "--eval-frames", "5", "--out", str(tmp_path / "hr")], capsys)
+    assert code == 0, result
+    assert result["model"] == "sam2_tiny_hr" and "grown by the pixel stem" in result["init"]
+    assert result["frozen"] == ["image_encoder.trunk"]
+    grown = build_sam2(None, result["files"]["checkpoint"])
+    assert grown.size_name == "sam2_tiny_hr"
+    before = start.state_dict()
+    after = grown.state_dict()
+    trunk = [k for k in after if k.startswith("image_encoder.trunk.")]
+    assert trunk and all(torch.equal(after[k], before[k]) for k in trunk)
+    # The projections started at zero and opened; the fresh stem learnt through them.
+    assert after["sam_mask_decoder.conv_s0.weight"].abs().sum() > 0
+    assert not torch.equal(after["sam_mask_decoder.conv_s1.weight"],
+                           torch.zeros_like(after["sam_mask_decoder.conv_s1.weight"]))
+    # --model naming a config the file is not, nor grows into: one line, exit 2.
+    code, result = run_json(["train", "sam2", "--model", "sam2.1_hiera_tiny", "--init",
+                             str(init), "--clips", "2", "--frames", "3", "--epochs", "1",
+                             "--out", str(tmp_path / "other")], capsys)
+    assert code == 2 and "not sam2.1_hiera_tiny" in result["stderr"]
 
 
 def test_train_sam2_with_the_real_held_out_measure(tmp_path, capsys, monkeypatch):

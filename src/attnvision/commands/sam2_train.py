@@ -8,7 +8,10 @@ masks); with ``--annotations`` on a user's DAVIS-format folder, e.g. fine-tuning
 checkpoint's video parts: ``--init sam2.1_hiera_tiny.pt --freeze image_encoder``. Without
 ``--init`` the model is ``sam2_tiny`` started from the shipped SAM ``sam_tiny``
 (:func:`~attnvision.sam2.from_sam.sam2_from_sam`: its image encoder, prompt encoder and mask
-decoder, the video parts fresh).
+decoder, the video parts fresh). ``--model sam2_tiny_hr --init sam2_tiny.safetensors`` grows a
+trained ``sam2_tiny`` by the pixel stem (:func:`~attnvision.sam2.from_sam.with_pixel_stem`:
+the same masks to start with); ``--freeze image_encoder.trunk`` then keeps the ViT fixed and
+trains the stem.
 
 After each epoch (``--eval-every``) the model tracks the objects of ``--eval-clips``
 validation clips from one click on frame 0 (:mod:`attnvision.sam2.synthetic_eval`): train-split
@@ -40,9 +43,11 @@ from attnvision.errors import UserError
 if TYPE_CHECKING:
     from attnvision.sam2.model import SAM2
 
-# The model's top-level parts (SAM2's module names), any of which --freeze keeps fixed.
-PARTS = ("image_encoder", "sam_prompt_encoder", "sam_mask_decoder", "memory_attention",
-         "memory_encoder", "mask_downsample", "obj_ptr_proj", "obj_ptr_tpos_proj")
+# The model's parts (SAM2's module names), any of which --freeze keeps fixed; the image
+# encoder's trunk alone leaves a pixel stem (sam2_tiny_hr) or a Hiera's neck to train.
+PARTS = ("image_encoder", "image_encoder.trunk", "sam_prompt_encoder", "sam_mask_decoder",
+         "memory_attention", "memory_encoder", "mask_downsample", "obj_ptr_proj",
+         "obj_ptr_tpos_proj")
 DEFAULT_MODEL = "sam2_tiny"
 SYNTHETIC_RECIPE: dict[str, Any] = {"epochs": 10, "clips": 2000, "batch_size": 2, "lr": 1e-4}
 DAVIS_RECIPE: dict[str, Any] = {"epochs": 20, "batch_size": 2, "lr": 2e-5}
@@ -131,6 +136,22 @@ def _check_numbers(args: argparse.Namespace, recipe: dict[str, Any]) -> dict[str
     return {**chosen, "clips": clips}
 
 
+def _grows(config: str | None, init: str) -> str | None:
+    """The config name of ``init``'s file when ``config`` is that model plus the pixel stem
+    (a trained sam2_tiny grown into sam2_tiny_hr), else None."""
+    from dataclasses import replace
+
+    from attnvision.sam2.checkpoints import read_sam2_weights
+    from attnvision.sam2.configs import SAM2_CONFIGS, resolve_name
+
+    name = resolve_name(config) if config is not None else None
+    if name is None or not SAM2_CONFIGS[name].pixel_stem:
+        return None
+    _, recorded, _ = read_sam2_weights(init, name)
+    plain = replace(SAM2_CONFIGS[name], pixel_stem=False, use_high_res_features_in_sam=False)
+    return recorded if recorded in SAM2_CONFIGS and SAM2_CONFIGS[recorded] == plain else None
+
+
 def _model(args: argparse.Namespace) -> tuple[SAM2, str, str]:
     """The model to train, its config name and where its weights come from."""
     import torch
@@ -143,8 +164,14 @@ def _model(args: argparse.Namespace) -> tuple[SAM2, str, str]:
                         f"{', '.join(SAM2_CONFIGS)}")
     torch.manual_seed(args.seed)  # the fresh parts' weights are part of the run's seed
     if args.init is not None:
-        model = build_sam2(args.config, args.init)
+        grow = _grows(args.config, args.init)
+        model = build_sam2(grow or args.config, args.init)
         source = str(args.init)
+        if grow is not None:
+            from attnvision.sam2.from_sam import with_pixel_stem
+
+            model = with_pixel_stem(model, resolve_name(args.config) or args.config)
+            source += f" ({grow}, grown by the pixel stem)"
     else:
         from attnvision.sam.pretrained import load_shipped
         from attnvision.sam2.from_sam import sam2_from_sam
@@ -204,7 +231,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                       f"{args.eval_frames} frames")
 
     for part in freeze:
-        getattr(model, part).requires_grad_(False)
+        model.get_submodule(part).requires_grad_(False)
     net = SAM2Train(model)
     trained = sum(p.numel() for p in net.parameters() if p.requires_grad)
     train_log(f"attnvision train sam2: {trained:,} of {sum(p.numel() for p in net.parameters()):,} "

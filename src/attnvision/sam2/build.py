@@ -17,6 +17,7 @@ from attnvision.sam2.image_encoder import ImageEncoder, ViTImageEncoder
 from attnvision.sam2.mask_decoder import SAM2MaskDecoder, SAM2TwoWayTransformer
 from attnvision.sam2.model import SAM2
 from attnvision.sam2.neck import FpnNeck
+from attnvision.sam2.pixel_stem import PixelStem
 
 
 def _image_encoder(config: SAM2Config) -> ImageEncoder | ViTImageEncoder:
@@ -33,12 +34,16 @@ def _image_encoder(config: SAM2Config) -> ImageEncoder | ViTImageEncoder:
         if trunk.out_chans != config.d_model:
             raise UserError(f"the ViT's neck gives {trunk.out_chans} channels; the SAM 2 "
                             f"decoder is {config.d_model} wide: set out_chans = d_model")
-        if config.use_high_res_features_in_sam:
-            raise UserError("a ViT encoder gives one (stride-16) level: set "
-                            "use_high_res_features_in_sam=False")
+        if config.use_high_res_features_in_sam != config.pixel_stem:
+            raise UserError("a ViT encoder gives one (stride-16) level: its high-resolution "
+                            "features need the pixel stem (set use_high_res_features_in_sam "
+                            "and pixel_stem both, or neither)")
         # Built at the SAM 2 config's image size (see SAM2Config).
-        return ViTImageEncoder(ImageEncoderViT(**{**asdict(trunk),
-                                                  "img_size": config.image_size}))
+        vit = ImageEncoderViT(**{**asdict(trunk), "img_size": config.image_size})
+        return ViTImageEncoder(vit, PixelStem(config.d_model) if config.pixel_stem else None)
+    if config.pixel_stem:
+        raise UserError("the pixel stem is for a ViT encoder; a Hiera gives its own "
+                        "high-resolution levels: set pixel_stem=False")
     if config.image_size % 32:
         raise UserError(f"a SAM 2 image size must be a multiple of 32 pixels (four stages of "
                         f"2x pooling after a stride-4 patch embedding), not {config.image_size}")
@@ -57,6 +62,9 @@ def sam2_from_config(config: SAM2Config) -> SAM2:
                                           mlp_dim=2048),
         num_multimask_outputs=3, iou_head_depth=3, iou_head_hidden_dim=256,
         use_high_res_features=config.use_high_res_features_in_sam,
+        # The stem's maps are already as narrow as the projections' outputs.
+        high_res_in_chans=((config.d_model // 8, config.d_model // 4) if config.pixel_stem
+                           else None),
         iou_prediction_use_sigmoid=config.iou_prediction_use_sigmoid,
         dynamic_multimask_via_stability=config.dynamic_multimask_via_stability,
         dynamic_multimask_stability_delta=config.dynamic_multimask_stability_delta,

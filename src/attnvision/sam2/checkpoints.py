@@ -25,9 +25,9 @@ OFFICIAL_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/"
 # (trunk width, trunk blocks) -> size; the version (2.0 / 2.1) shows in the video keys.
 _SIZES = {(c.trunk.embed_dim, c.trunk.depth): name.rpartition("_hiera_")[2]
           for name, c in SAM2_CONFIGS.items() if name in OFFICIAL_NAMES}
-# Ours with SAM's ViT as the encoder: (trunk width, trunk blocks) -> config name.
-_VIT_MODELS = {(c.trunk.embed_dim, c.trunk.depth): name for name, c in SAM2_CONFIGS.items()
-               if isinstance(c.trunk, EncoderConfig)}
+# Ours with SAM's ViT as the encoder: (trunk width, trunk blocks, pixel stem) -> config name.
+_VIT_MODELS = {(c.trunk.embed_dim, c.trunk.depth, c.pixel_stem): name
+               for name, c in SAM2_CONFIGS.items() if isinstance(c.trunk, EncoderConfig)}
 
 
 def where_to_get(name: str) -> str:
@@ -52,7 +52,8 @@ def size_of(sd: dict[str, Tensor]) -> str | None:
     blocks = {int(k.split(".")[3]) for k in sd if k.startswith("image_encoder.trunk.blocks.")}
     key = (patch.shape[0], max(blocks, default=-1) + 1)
     if any(k.startswith("image_encoder.trunk.neck.") for k in sd):
-        return _VIT_MODELS.get(key)
+        stem = any(k.startswith("image_encoder.stem.") for k in sd)
+        return _VIT_MODELS.get((*key, stem))
     size = _SIZES.get(key)
     if size is None:
         return None

@@ -112,6 +112,8 @@ class SAM2Config:
     scalp: int = 1  # lowest-resolution neck levels dropped
     backbone_stride: int = 16  # image pixels per cell of the image embedding
     use_high_res_features_in_sam: bool = True
+    # A ViT trunk only: its high-res features from a small CNN on the pixels (pixel_stem.py).
+    pixel_stem: bool = False
     iou_prediction_use_sigmoid: bool = True
     pred_obj_scores: bool = True
     pred_obj_scores_mlp: bool = True
@@ -163,6 +165,11 @@ SAM2_CONFIGS["sam2_tiny"] = SAM2Config(
     use_high_res_features_in_sam=False, iou_prediction_use_sigmoid=False,
     video=VideoConfig(memory_attention_layers=2, dim_feedforward=1024,
                       memory_attention_dropout=0.0))
+
+# sam2_tiny with the decoder's high-resolution skip features, which SAM's ViT cannot give,
+# drawn from the pixels by a small CNN (attnvision.sam2.pixel_stem: 43k parameters more).
+SAM2_CONFIGS["sam2_tiny_hr"] = replace(SAM2_CONFIGS["sam2_tiny"], pixel_stem=True,
+                                       use_high_res_features_in_sam=True)
 
 # The official config file names ("configs/sam2.1/sam2.1_hiera_t.yaml", "sam2_hiera_b+")
 # name the same models.

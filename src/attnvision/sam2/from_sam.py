@@ -20,7 +20,13 @@ attention passes the frame's features through; the "no memory" embedding starts 
 at random, so that on a still image (and on a video's first prompted frame) the new model
 reads exactly SAM's image embedding; and the object-score head's last bias starts at
 "present" (:data:`OBJECT_PRESENT_LOGIT`), so that the new model shows its masks before it has
-learnt when an object is gone. Training moves all three.
+learnt when an object is gone. Training moves all three. A ViT model with the pixel stem
+(``sam2_tiny_hr``) has its high-resolution projections zeroed too, so its fresh stem adds
+nothing to SAM's masks until training opens them.
+
+:func:`with_pixel_stem` grows a trained model without the stem (the shipped ``sam2_tiny``)
+into the same model with it, the same way: every weight kept, the stem fresh, its
+projections at zero, so the grown model's masks are the old model's to start with.
 
 A SAM 2 with a Hiera encoder takes SAM's prompt encoder and mask decoder only; its encoder
 stays fresh. A SAM run at another input size than the SAM 2's has its grid-sized position
@@ -37,7 +43,7 @@ from attnvision.errors import UserError
 from attnvision.sam.input_size import fit_to_input_size
 from attnvision.sam.model import Sam
 from attnvision.sam2.build import build_sam2
-from attnvision.sam2.configs import SAM2Config
+from attnvision.sam2.configs import SAM2_CONFIGS, SAM2Config
 from attnvision.sam2.image_encoder import ViTImageEncoder
 from attnvision.sam2.model import SAM2
 from attnvision.weights import key_problems
@@ -115,7 +121,39 @@ def copy_sam_weights(model: SAM2, sam: Sam) -> list[str]:
     if head is not None:
         last = head.layers[-1] if hasattr(head, "layers") else head
         last.bias.fill_(OBJECT_PRESENT_LOGIT)
+    if with_encoder and model.config.pixel_stem:
+        _close_stem(model)
     return sorted(set(target) - set(mapped))
+
+
+def _close_stem(model: SAM2) -> None:
+    """Zero the projections of the pixel stem's maps: the decoder then ignores the stem."""
+    for conv in (model.sam_mask_decoder.conv_s0, model.sam_mask_decoder.conv_s1):
+        conv.weight.zero_()
+        conv.bias.zero_()
+
+
+@torch.no_grad()
+def with_pixel_stem(model: SAM2, name: str) -> SAM2:
+    """``model`` (a ViT SAM 2 without the pixel stem, e.g. ``sam2_tiny``) grown into config
+    ``name`` (the same with the stem, e.g. ``sam2_tiny_hr``): every weight of ``model`` copied,
+    the stem fresh and its projections zeroed (module doc), in eval mode on ``model``'s
+    device. Any other difference between the two configs is refused in one line."""
+    from dataclasses import replace
+
+    if name not in SAM2_CONFIGS:
+        raise UserError(f"unknown SAM 2 model {name!r}: choose one of {', '.join(SAM2_CONFIGS)}")
+    # apply_postprocessing as the model was built (build_sam2 sets both flags from it)
+    grown = build_sam2(name, apply_postprocessing=model.config.dynamic_multimask_via_stability)
+    without = replace(grown.config, pixel_stem=False, use_high_res_features_in_sam=False)
+    if not grown.config.pixel_stem or without != model.config:
+        raise UserError(f"SAM 2 {model.size_name or '(custom config)'} does not grow into "
+                        f"{name}: {name} must be that model plus the pixel stem")
+    target = grown.state_dict()
+    for key, value in model.state_dict().items():
+        target[key].copy_(value)
+    _close_stem(grown)
+    return grown.to(model.device).eval()
 
 
 def sam2_from_sam(sam: Sam, name: str | None = "sam2_tiny", *, config: SAM2Config | None = None,

@@ -14,7 +14,9 @@ neck included) in the Hiera's place, as the official SAM 2 allows an encoder wit
 high-resolution features (``use_high_res_features_in_sam=False``): one level, the ViT's
 stride-16 embedding, with the sine code the FPN neck gives its stride-16 level. Its weights
 sit under ``image_encoder.trunk.`` with SAM's own names (``image_encoder.trunk.blocks.0.attn
-.qkv``, ``image_encoder.trunk.neck.0``), so a SAM checkpoint maps in by one prefix.
+.qkv``, ``image_encoder.trunk.neck.0``), so a SAM checkpoint maps in by one prefix. With a
+:class:`~attnvision.sam2.pixel_stem.PixelStem` (``image_encoder.stem``) it gives the two
+high-resolution levels too, drawn from the pixels: three levels, as a Hiera's.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import Tensor, nn
 from attnvision.sam.image_encoder import ImageEncoderViT
 from attnvision.sam2.hiera import Hiera
 from attnvision.sam2.neck import FpnNeck, position_codes
+from attnvision.sam2.pixel_stem import PixelStem
 
 
 @dataclass
@@ -66,16 +69,19 @@ class ImageEncoder(nn.Module):
 
 class ViTImageEncoder(nn.Module):
     """SAM's ViT encoder as SAM 2's: ``forward(x)`` returns a one-level
-    :class:`BackboneOutput`, the (B, 256, S/16, S/16) embedding and its sine code."""
+    :class:`BackboneOutput`, the (B, 256, S/16, S/16) embedding and its sine code, or with
+    ``stem`` three levels, the stem's stride-4 and stride-8 maps first."""
 
-    def __init__(self, trunk: ImageEncoderViT) -> None:
+    def __init__(self, trunk: ImageEncoderViT, stem: PixelStem | None = None) -> None:
         super().__init__()
         self.trunk = trunk
+        self.stem = stem
         self.d_model = trunk.neck[-1].weight.shape[0]  # the neck's last LayerNorm2d: out_chans
 
     def forward(self, x: Tensor, positions: bool = True) -> BackboneOutput:
-        # x: (B, 3, S, S) normalised pixels; positions: also return the sine code
+        # x: (B, 3, S, S) normalised pixels; positions: also return the sine codes
         embed = self.trunk(x)  # (B, 256, S/16, S/16)
-        features = [embed]
+        # with a stem: [(B, D/8, S/4, S/4), (B, D/4, S/8, S/8), embed]
+        features = [*self.stem(x), embed] if self.stem is not None else [embed]
         pos = position_codes(features, self.d_model) if positions else None
         return BackboneOutput(backbone_fpn=features, vision_pos_enc=pos)

@@ -58,7 +58,9 @@ class SAM2MaskDecoder(MaskDecoder):
     def __init__(self, transformer_dim: int = 256, transformer: nn.Module | None = None,
                  num_multimask_outputs: int = 3, activation: type[nn.Module] = nn.GELU,
                  iou_head_depth: int = 3, iou_head_hidden_dim: int = 256,
-                 use_high_res_features: bool = False, iou_prediction_use_sigmoid: bool = False,
+                 use_high_res_features: bool = False,
+                 high_res_in_chans: tuple[int, int] | None = None,
+                 iou_prediction_use_sigmoid: bool = False,
                  dynamic_multimask_via_stability: bool = False,
                  dynamic_multimask_stability_delta: float = 0.05,
                  dynamic_multimask_stability_thresh: float = 0.98,
@@ -79,8 +81,10 @@ class SAM2MaskDecoder(MaskDecoder):
             self.iou_token_index = 1  # after the object-score token
         self.use_high_res_features = use_high_res_features
         if use_high_res_features:
-            self.conv_s0 = nn.Conv2d(transformer_dim, transformer_dim // 8, kernel_size=1)
-            self.conv_s1 = nn.Conv2d(transformer_dim, transformer_dim // 4, kernel_size=1)
+            # The encoder's stride-4 and stride-8 widths: the FPN's D unless given.
+            in_s0, in_s1 = high_res_in_chans or (transformer_dim, transformer_dim)
+            self.conv_s0 = nn.Conv2d(in_s0, transformer_dim // 8, kernel_size=1)
+            self.conv_s1 = nn.Conv2d(in_s1, transformer_dim // 4, kernel_size=1)
         self.use_multimask_token_for_obj_ptr = use_multimask_token_for_obj_ptr
         self.dynamic_multimask_via_stability = dynamic_multimask_via_stability
         self.dynamic_multimask_stability_delta = dynamic_multimask_stability_delta
