@@ -53,7 +53,7 @@ OMP_NUM_THREADS=1 attnvision train sam2 --init src/attnvision/sam2/weights/sam2_
 "${PYTHON:-python}" recipes/ship_if_better.py jf "$runs/sam2_tiny_stage4" \
     src/attnvision/sam2/weights/sam2_tiny.safetensors "$runs/sam2_tiny" "$runs/sam2_tiny_stage2" \
     "$runs/sam2_tiny_stage3"
-# Stage 5 (written 2026-12-06 at 07:46 UTC, before it ran): stage 4 said more clips at this
+# Stage 5 (written 2026-12-06 at 07:42 UTC, before it ran): stage 4 said more clips at this
 # learning rate no longer move the model, and a look at validation clips said why: with the
 # true box as its prompt on every frame the package's model scores J 0.78 (objects under 400
 # px: 0.49; over 5,000 px: 0.97), and its J from one click on frame 0 is 0.77: what bounds it

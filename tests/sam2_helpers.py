@@ -1,4 +1,5 @@
-"""A small random-weight SAM 2 that the command-line tests save and load by the tiny name.
+"""A small random-weight SAM 2 that the command-line tests save and load by the tiny name,
+and :func:`first_frame_outputs`, what tests compare between two models of the same weights.
 
 The commands read the model's name from the file and build that config; while a test runs,
 a fixture registers this 128 px model with a tiny trunk under the tiny name, so
@@ -30,3 +31,17 @@ def small_sam2_weights(path: Path) -> Path:
         for mlp in model.sam_mask_decoder.output_hypernetworks_mlps:
             mlp.layers[-1].weight.mul_(40.0)
     return save_sam2(model, path, NAME)
+
+
+def first_frame_outputs(model, x: torch.Tensor) -> list[torch.Tensor]:
+    """Image embedding, masks and IoU of a click at (120, 100), object score, memory and
+    object pointer of one prompted frame: (B, ...) tensors."""
+    from attnvision.sam2.tracking import MemoryBank, frame_features, track_step
+
+    with torch.no_grad():
+        features = frame_features(model, x)
+        out = track_step(model, 0, features, MemoryBank(),
+                         points=(torch.tensor([[[120.0, 100.0]]]), torch.tensor([[1]])),
+                         is_init_cond_frame=True)
+    return [features.vision, out.multimasks, out.ious, out.object_score_logits,
+            out.memory.maskmem, out.obj_ptr]

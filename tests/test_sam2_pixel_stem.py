@@ -13,6 +13,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sam2_helpers import first_frame_outputs
 
 from attnvision.errors import UserError
 from attnvision.sam.build import build_sam
@@ -20,7 +21,7 @@ from attnvision.sam.pretrained import shipped_checkpoint
 from attnvision.sam2 import SAM2_CONFIGS, build_sam2, sam2_from_sam, save_sam2
 from attnvision.sam2.from_sam import with_pixel_stem
 from attnvision.sam2.pixel_stem import PixelStem
-from attnvision.sam2.tracking import MemoryBank, frame_features, track_step
+from attnvision.sam2.tracking import frame_features
 
 S = 256
 
@@ -35,17 +36,6 @@ def tiny():
 def grown(tiny):
     torch.manual_seed(1)
     return with_pixel_stem(tiny, "sam2_tiny_hr")
-
-
-def outputs(model, x):
-    """Image embedding, masks and IoU of a click, object score, memory and pointer."""
-    with torch.no_grad():
-        features = frame_features(model, x)
-        out = track_step(model, 0, features, MemoryBank(),
-                         points=(torch.tensor([[[120.0, 100.0]]]), torch.tensor([[1]])),
-                         is_init_cond_frame=True)
-    return [features.vision, out.multimasks, out.ious, out.object_score_logits,
-            out.memory.maskmem, out.obj_ptr]
 
 
 @settings(max_examples=10, deadline=None)
@@ -63,7 +53,7 @@ def test_grown_model_is_the_old_one_until_the_projections_open(tiny, grown):
     assert sum(p.numel() for p in grown.parameters()) - sum(
         p.numel() for p in tiny.parameters()) == 43_424
     x = torch.randn(1, 3, S, S)
-    for a, b in zip(outputs(grown, x), outputs(tiny, x), strict=True):
+    for a, b in zip(first_frame_outputs(grown, x), first_frame_outputs(tiny, x), strict=True):
         assert torch.equal(a, b)
     features = frame_features(grown, x)
     assert [tuple(f.shape[1:]) for f in features.high_res] == [(32, 64, 64), (64, 32, 32)]
@@ -72,7 +62,7 @@ def test_grown_model_is_the_old_one_until_the_projections_open(tiny, grown):
     with torch.no_grad():
         for conv in (opened.sam_mask_decoder.conv_s0, opened.sam_mask_decoder.conv_s1):
             conv.weight.normal_(0, 0.3)
-    masks, old = outputs(opened, x)[1], outputs(tiny, x)[1]
+    masks, old = first_frame_outputs(opened, x)[1], first_frame_outputs(tiny, x)[1]
     assert masks.shape == old.shape and (masks - old).abs().max() > 0.1
 
 
@@ -82,25 +72,25 @@ def test_sam2_tiny_hr_from_sam_starts_closed(tiny):
     for conv in (hr.sam_mask_decoder.conv_s0, hr.sam_mask_decoder.conv_s1):
         assert not conv.weight.any() and not conv.bias.any()
     x = torch.randn(1, 3, S, S)
-    expected = outputs(hr, x)
-    assert torch.equal(expected[0], outputs(tiny, x)[0])  # SAM's image embedding
+    expected = first_frame_outputs(hr, x)
+    assert torch.equal(expected[0], first_frame_outputs(tiny, x)[0])  # SAM's image embedding
     with torch.no_grad():  # while closed, the stem's weights do not matter
         for p in hr.image_encoder.stem.parameters():
             p.normal_()
-    for a, b in zip(outputs(hr, x), expected, strict=True):
+    for a, b in zip(first_frame_outputs(hr, x), expected, strict=True):
         assert torch.equal(a, b)
 
 
 def test_files_load_back_under_their_own_name(grown, tmp_path):
     x = torch.randn(1, 3, S, S)
-    expected = outputs(grown, x)
+    expected = first_frame_outputs(grown, x)
     path = save_sam2(grown, tmp_path / "hr.safetensors", "sam2_tiny_hr")
     plain = tmp_path / "hr.pt"
     torch.save({"model": grown.state_dict()}, plain)  # no metadata: recognised by its keys
     for file in (path, plain):
         loaded = build_sam2(None, file)
         assert loaded.size_name == "sam2_tiny_hr"
-        for a, b in zip(outputs(loaded, x), expected, strict=True):
+        for a, b in zip(first_frame_outputs(loaded, x), expected, strict=True):
             assert torch.equal(a, b)
     with pytest.raises(UserError) as excinfo:  # a sam2_tiny file is not an hr one
         build_sam2("sam2_tiny_hr", save_sam2(build_sam2("sam2_tiny"),

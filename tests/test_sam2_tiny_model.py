@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from sam2_helpers import first_frame_outputs
 
 from attnvision.errors import UserError
 from attnvision.sam.build import build_sam
@@ -189,29 +190,16 @@ def test_video_and_stream_predictors_run_on_one_level(model):
         torch.testing.assert_close(m, tracked[t], rtol=1e-4, atol=1e-3)
 
 
-def outputs(model, x):
-    """Image embedding, masks and IoU of a click, and a memory: (B, ...) tensors."""
-    from attnvision.sam2.tracking import MemoryBank, frame_features, track_step
-
-    with torch.no_grad():
-        features = frame_features(model, x)
-        out = track_step(model, 0, features, MemoryBank(),
-                         points=(torch.tensor([[[120.0, 100.0]]]), torch.tensor([[1]])),
-                         is_init_cond_frame=True)
-    return [features.vision, out.multimasks, out.ious, out.object_score_logits,
-            out.memory.maskmem, out.obj_ptr]
-
-
 @pytest.mark.parametrize("dtype", [None, torch.float16])
 def test_save_and_load_round_trip(model, tmp_path, dtype):
     path = save_sam2(model, tmp_path / "sam2_tiny.safetensors", NAME, dtype=dtype)
     x = torch.randn(1, 3, S, S)
-    expected = outputs(model, x)
+    expected = first_frame_outputs(model, x)
     for name in (NAME, None):  # None: the name the file records
         loaded = build_sam2(name, path)
         assert loaded.size_name == NAME
         assert all(p.dtype == torch.float32 for p in loaded.parameters())
-        got = outputs(loaded, x)
+        got = first_frame_outputs(loaded, x)
         for a, b in zip(got, expected, strict=True):
             if dtype is None:
                 assert torch.equal(a, b)
