@@ -267,3 +267,21 @@ def test_config_checks_and_a_smaller_input_size():
     with torch.no_grad():
         features = small.image_features(torch.randn(1, 3, 128, 128))
     assert features["image_embed"].shape == (1, 256, 8, 8)
+
+
+def test_position_codes_are_computed_once_and_serve_training_after_inference():
+    from attnvision.sam2.neck import position_codes
+
+    with torch.inference_mode():
+        first = sine_position_encoding(12, 10, 64)
+    assert not first.is_inference() and not first.requires_grad
+    again = sine_position_encoding(12, 10, 64)
+    assert again.data_ptr() == first.data_ptr()  # the same tensor, not a new one
+    maps = [torch.zeros(2, 8, 12, 10, dtype=torch.bfloat16)]
+    (codes,) = position_codes(maps, 64)
+    assert codes.shape == (2, 64, 12, 10) and codes.dtype == torch.bfloat16
+    torch.testing.assert_close(codes[1].float(), first[0], atol=1e-2, rtol=1e-2)
+    # used in a step that trains (saved for backward) after the inference-mode call
+    w = torch.ones(1, requires_grad=True)
+    (first * w * w).sum().backward()
+    assert w.grad is not None
