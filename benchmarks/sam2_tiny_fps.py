@@ -1,6 +1,6 @@
 """Frames per second of our small SAM 2 (``sam2_tiny``, 256 px) on this CPU.
 
-    python benchmarks/sam2_tiny_fps.py                        # the shipped sam_tiny, converted
+    python benchmarks/sam2_tiny_fps.py                        # the shipped sam2_tiny
     python benchmarks/sam2_tiny_fps.py --checkpoint best.safetensors --objects 1 3 --json
 
 Issue 22 asks for at least 10 frames per second at the model's own input size. There is no
@@ -26,7 +26,8 @@ import torch
 from machine import OtherLoad, cpu_model
 
 from attnvision.data.moving_scenes import make_clip
-from attnvision.sam2 import SAM2StreamPredictor, SAM2VideoPredictor, build_sam2, sam2_from_sam
+from attnvision.sam2 import SAM2StreamPredictor, SAM2VideoPredictor, build_sam2
+from attnvision.sam2.pretrained import load_shipped
 
 
 def clicks(masks: np.ndarray, count: int) -> list[list[float]]:
@@ -64,8 +65,7 @@ def stream_run(model: Any, frames: np.ndarray, points: list[list[float]]) -> flo
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", help="a sam2_tiny file (default: the shipped sam_tiny "
-                                             "converted by sam2_from_sam)")
+    parser.add_argument("--checkpoint", help="a sam2_tiny(_hr) file (default: the shipped one)")
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)
@@ -74,12 +74,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.checkpoint:
-        model = build_sam2(None, args.checkpoint)
-    else:
-        from attnvision.sam.pretrained import load_shipped
-
-        model = sam2_from_sam(load_shipped())
+    model = build_sam2(None, args.checkpoint) if args.checkpoint else load_shipped()
     clip = make_clip(7, "test", size=model.image_size, frames=args.frames, n_objects=(3, 3),
                      occlusion=False)
     results: dict[str, Any] = {"machine": {"cpu": cpu_model(),

@@ -15,7 +15,7 @@ import attnvision.sam2.pretrained as pretrained
 from attnvision.cli import main
 from attnvision.errors import UserError
 from attnvision.sam2 import SAM2
-from attnvision.sam2.pretrained import load_shipped, shipped_checkpoint
+from attnvision.sam2.pretrained import load_shipped, shipped_checkpoint, shipped_model
 
 
 @pytest.fixture
@@ -23,18 +23,22 @@ def no_shipped_file(monkeypatch):
     monkeypatch.setattr(pretrained, "SHIPPED", "missing.safetensors")
 
 
+# The shipped file's model: sam2_tiny grown by the pixel stem (recipes/sam2_tiny.sh, stage 5).
+SHIPPED_MODEL = "sam2_tiny_hr"
+
+
 def test_the_shipped_file_is_sam2_tiny_in_float16():
     path = shipped_checkpoint()
     assert path.name == "sam2_tiny.safetensors" and path.parent.name == "weights"
-    assert path.stat().st_size < 26e6  # float16 keeps it within the package's 25 MB
+    assert path.stat().st_size < 25e6  # float16 keeps it within the package's 25 MB
     with safe_open(path, "pt") as f:
-        assert f.metadata()["model"] == "sam2_tiny"
+        assert f.metadata()["model"] == SHIPPED_MODEL == shipped_model()
         assert f.get_tensor("memory_attention.norm.weight").dtype == torch.float16
 
 
 def test_load_shipped_gives_sam2_tiny_in_eval_mode_and_float32():
     model = load_shipped()
-    assert isinstance(model, SAM2) and model.size_name == "sam2_tiny"
+    assert isinstance(model, SAM2) and model.size_name == SHIPPED_MODEL
     assert model.image_size == 256 and not model.training
     assert {p.dtype for p in model.parameters()} == {torch.float32}
 
@@ -65,7 +69,7 @@ def segment_video(capsys, *argv):
     return code, out, err
 
 
-@pytest.mark.parametrize("model", [[], ["--model", "sam2_tiny"]])
+@pytest.mark.parametrize("model", [[], ["--model", SHIPPED_MODEL]])
 def test_segment_video_without_a_checkpoint_tracks_with_the_shipped_model(
         frames_folder, tmp_path, capsys, model):
     pytest.importorskip("av")  # overlay.mp4
@@ -74,13 +78,22 @@ def test_segment_video_without_a_checkpoint_tracks_with_the_shipped_model(
                                       "--out", out, "--json", "--quiet")
     assert code == 0, err
     result = json.loads(stdout)
-    assert result["model"] == "sam2_tiny" and result["weights"] == str(shipped_checkpoint())
+    assert result["model"] == SHIPPED_MODEL and result["weights"] == str(shipped_checkpoint())
     assert result["frames"] == 6 and result["objects"] == [1]
     assert set(result["files"]) == {"masks", "masks_json", "overlay", "contact_sheet"}
     for path in [*result["files"].values(), *result["mask_files"]]:
         assert Path(path).exists(), path
     assert len(result["mask_files"]) == 6
     assert "shipped sam2_tiny" in err
+
+
+def test_a_model_other_than_the_shipped_one_needs_its_checkpoint(frames_folder, tmp_path,
+                                                                  capsys):
+    out = tmp_path / "out"
+    code, _, err = segment_video(capsys, frames_folder, "--model", "sam2_tiny", "--point",
+                                 "0,16,24", "--out", out)
+    assert code == 2 and err.count("\n") == 1 and "--checkpoint" in err, err
+    assert f"the shipped model, {SHIPPED_MODEL}" in err and not out.exists()
 
 
 def test_segment_video_without_shipped_weights_is_one_line_and_writes_nothing(
@@ -97,7 +110,7 @@ def test_eval_sam2_synthetic_without_a_checkpoint_runs_the_shipped_model(tmp_pat
     stdout, err = capsys.readouterr()
     assert code == 0, err
     report = json.loads(stdout)
-    assert report["model"] == "sam2_tiny" and report["weights"] == str(shipped_checkpoint())
+    assert report["model"] == SHIPPED_MODEL and report["weights"] == str(shipped_checkpoint())
     assert (report["clips"], report["frames"]) == (1, 6)
     assert 0.0 <= report["J&F"] <= 1.0
     assert "shipped sam2_tiny" in err

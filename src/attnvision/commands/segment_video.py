@@ -151,11 +151,11 @@ def check_prompts(prompts: list[dict[str, Any]], num_frames: int, height: int,
 
 def sam2_weights(command: str, model: str | None, checkpoint: str | None) -> str:
     """The weights file to load: --checkpoint, or the shipped sam2_tiny when none is given
-    and --model is unset or sam2_tiny. A --model that names another model needs its file:
-    one line saying where to get it, as does an unknown name."""
+    and --model is unset or names the shipped file's model. A --model that names another
+    model needs its file: one line saying where to get it, as does an unknown name."""
     from attnvision.sam2.checkpoints import where_to_get
     from attnvision.sam2.configs import SAM2_CONFIGS, resolve_name
-    from attnvision.sam2.pretrained import shipped_checkpoint
+    from attnvision.sam2.pretrained import shipped_checkpoint, shipped_model
 
     name = None if model is None else resolve_name(model)
     if model is not None and name is None:
@@ -163,9 +163,9 @@ def sam2_weights(command: str, model: str | None, checkpoint: str | None) -> str
                         f"{', '.join(SAM2_CONFIGS)}")
     if checkpoint is not None:
         return checkpoint
-    if name not in (None, "sam2_tiny"):
+    if name is not None and name != shipped_model():
         raise UserError(f"{command} --model {model} needs SAM 2 weights: pass --checkpoint "
-                        f"FILE (or drop --model for the shipped sam2_tiny); "
+                        f"FILE (or drop --model for the shipped model, {shipped_model()}); "
                         f"{where_to_get(name)}")
     return str(shipped_checkpoint())
 

@@ -13,7 +13,9 @@ video parts (memory encoder, memory attention, object pointers), and
 
 Ours: ``sam2_tiny``, SAM 2 with the ViT encoder of SAM's shipped ``sam_tiny``, started from
 it by ``sam2_from_sam(load_shipped())`` (:mod:`attnvision.sam2.from_sam`), trained on
-synthetic videos and shipped in the package: ``attnvision.sam2.pretrained.load_shipped()``.
+synthetic videos, then grown by a pixel stem that gives its decoder high-resolution features
+(``sam2_tiny_hr``, :mod:`attnvision.sam2.pixel_stem`) and trained on; shipped in the package:
+``attnvision.sam2.pretrained.load_shipped()``.
 """
 
 from attnvision.sam2.automatic import SAM2AutomaticMaskGenerator

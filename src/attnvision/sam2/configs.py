@@ -14,8 +14,9 @@ new model can turn one off.
 Beside the released models, ours: ``sam2_tiny``, a SAM 2 whose image encoder is the ViT of
 SAM's shipped ``sam_tiny`` (:class:`~attnvision.sam.image_encoder.EncoderConfig` as its
 trunk, one stride-16 level, no high-resolution features), initialised from ``sam_tiny`` by
-:func:`attnvision.sam2.from_sam.sam2_from_sam` and trained here. It lives in the same dict, so
-names, lists and command lines know it as they know the official ones; ``OFFICIAL_NAMES``
+:func:`attnvision.sam2.from_sam.sam2_from_sam` and trained here; ``sam2_tiny_hr`` is the same
+with a pixel stem for the high-resolution features (what ships). They live in the same dict,
+so names, lists and command lines know them as they know the official ones; ``OFFICIAL_NAMES``
 tells the released models apart (what parity tests and download hints are about).
 """
 
@@ -167,7 +168,9 @@ SAM2_CONFIGS["sam2_tiny"] = SAM2Config(
                       memory_attention_dropout=0.0))
 
 # sam2_tiny with the decoder's high-resolution skip features, which SAM's ViT cannot give,
-# drawn from the pixels by a small CNN (attnvision.sam2.pixel_stem: 43k parameters more).
+# drawn from the pixels by a small CNN (attnvision.sam2.pixel_stem: 43k parameters more). The
+# shipped model since stage 5 of recipes/sam2_tiny.sh (its file keeps the name
+# sam2_tiny.safetensors).
 SAM2_CONFIGS["sam2_tiny_hr"] = replace(SAM2_CONFIGS["sam2_tiny"], pixel_stem=True,
                                        use_high_res_features_in_sam=True)
 

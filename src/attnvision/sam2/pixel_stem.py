@@ -5,7 +5,8 @@ steps (``use_high_res_features_in_sam``); the released models take them from the
 two stages. SAM's ViT (our ``sam2_tiny``'s encoder) gives only its stride-16 grid, so on a
 256 px frame the decoder draws masks from 16 x 16 tokens, and objects a few cells wide come
 out as blobs: with the true box as the prompt, objects under 400 pixels scored J 0.49 and
-objects over 5,000 pixels 0.97 (the shipped ``sam2_tiny`` on validation clips).
+objects over 5,000 pixels 0.97 (``sam2_tiny`` as shipped until stage 5 of its recipe, on
+validation clips).
 
 :class:`PixelStem` supplies the two maps from the image itself, at a small cost (three 3 x 3
 convolutions of stride 2 and one of stride 1: 0.2 GFLOP at 256 px, against the ViT's several):

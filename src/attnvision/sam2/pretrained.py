@@ -2,7 +2,8 @@
 
 No SAM 2 weights can be downloaded on an offline machine, so a fresh install carries its own
 small video model, as it carries SAM's ``sam_tiny``: SAM 2 with sam_tiny's ViT encoder, started
-from sam_tiny and trained on the moving scenes (benchmarks/RESULTS.md, "The small SAM 2,
+from sam_tiny and trained on the moving scenes, its decoder's high-resolution features drawn
+from the pixels (config ``sam2_tiny_hr``; benchmarks/RESULTS.md, "The small SAM 2,
 sam2_tiny", has its recipe and figures). It is stored in float16 to stay small and runs in
 float32. The video commands and the demo use it when no ``--checkpoint`` is given.
 """
@@ -24,6 +25,16 @@ def shipped_checkpoint() -> Path:
     return shipped_file("attnvision.sam2", SHIPPED,
                         "this install ships no SAM 2 weights: pass --checkpoint (an official "
                         "sam2.1_hiera_*.pt or ours), or train one with 'attnvision train sam2'")
+
+
+def shipped_model() -> str:
+    """The config name the shipped file records (``sam2_tiny``, or ``sam2_tiny_hr`` once a
+    model with the pixel stem ships): what ``--model`` may name without ``--checkpoint``."""
+    from attnvision.sam2.checkpoints import read_sam2_weights
+
+    _, recorded, _ = read_sam2_weights(shipped_checkpoint(), None)
+    assert recorded is not None, "the shipped file records its model"
+    return recorded
 
 
 def load_shipped(device: str | torch.device = "cpu", apply_postprocessing: bool = True
