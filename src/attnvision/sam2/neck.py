@@ -11,8 +11,8 @@ Every level's position code is the sine encoding of DETR: the course's sinusoida
 (:func:`attnvision.nn.positional.sinusoidal_encoding`) of the row and of the column, each
 normalised to (0, 2 pi], 128 numbers each, rows first. A grid's code is computed once and
 kept (as the official neck caches it): at 1024 px the three levels' codes are 84 MB, which
-took 150-440 ms to compute on this project's CPU for every frame, while the tracker reads
-only the coarsest level's.
+took 29-48 ms to compute for every frame on this project's CPU (150-440 ms with its cores
+busy), while the tracker reads only the coarsest level's.
 
 Keys mirror the official checkpoint: ``image_encoder.neck.convs.N.conv``, N = 0 for the
 coarsest level.
