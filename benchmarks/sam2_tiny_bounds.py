@@ -11,9 +11,10 @@ the figures reported):
   memory (``eval sam2 --synthetic``'s protocol, one click), by frame;
 - *true box*: J of the image predictor given each object's true tight box on every frame
   (no tracking, no memory: what the encoder and decoder can draw when told exactly where the
-  object is), by object size in pixels, beside the J the true mask keeps when brought down to
-  the decoder's low-resolution grid (a quarter of the input) and back up, which no decoder of
-  that grid can beat.
+  object is), by object size in pixels, beside the J the true mask keeps through the decoder's
+  low-resolution grid (a quarter of the input; ``sam_mask_ceiling.ceiling_iou``, the best
+  logits that grid can hold, upsampled as the predictor does), which no decoder of that grid
+  can beat.
 
 If *true box* is far below 1 for small objects while their masks survive the decoder's grid,
 the encoder's token grid is what bounds the model; if *tracked* falls well below *true box*,
@@ -30,8 +31,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from machine import cpu_model
+from sam_mask_ceiling import ceiling_iou
 from tqdm import tqdm
 
 from attnvision.sam.evaluation import tight_box
@@ -47,14 +48,6 @@ from attnvision.sam2.synthetic_eval import (
 from attnvision.sam2.training_data import VALIDATION_FIRST_SEED
 
 SIZES = ((0, 400), (400, 1500), (1500, 5000), (5000, None))  # object pixels at 256 x 256
-
-
-def grid_j(truth: np.ndarray, cells: int) -> float:
-    """J of the true mask brought down to ``cells`` x ``cells`` (area) and back (bilinear)."""
-    t = torch.from_numpy(truth.astype(np.float32))[None, None]
-    back = F.interpolate(F.interpolate(t, size=(cells, cells), mode="area"),
-                         size=truth.shape, mode="bilinear", align_corners=False)
-    return region_similarity(back[0, 0].numpy() > 0.5, truth)
 
 
 def measure(model: Any, clips: list[Any]) -> dict[str, Any]:
@@ -76,7 +69,7 @@ def measure(model: Any, clips: list[Any]) -> dict[str, Any]:
                 if truth.sum() >= least:
                     masks, _, _ = image.predict(box=tight_box(truth), multimask_output=False)
                     boxed.append((int(truth.sum()), region_similarity(masks[0], truth),
-                                  grid_j(truth, cells)))
+                                  ceiling_iou(truth, cells)))
     rows = np.array(boxed, np.float64).reshape(-1, 3)
     by_size = {}
     for lo, hi in SIZES:
