@@ -81,8 +81,8 @@ def measure(model: Any, clips: list[Any]) -> dict[str, Any]:
     return {"tracked_J_by_frame": {t: float(np.mean(v)) for t, v in sorted(tracked.items())},
             "tracked_J_frames_1_on": float(np.mean([j for t, v in tracked.items() if t
                                                     for j in v])),
-            "true_box_J": float(np.mean([b[1] for b in boxed])),
-            "grid_J": float(np.mean([b[2] for b in boxed])), "objects": len(boxed),
+            "true_box_J": float(rows[:, 1].mean()), "grid_J": float(rows[:, 2].mean()),
+            "objects": len(rows),
             "true_box_by_size": by_size}
 
 

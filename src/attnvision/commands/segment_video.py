@@ -163,9 +163,10 @@ def sam2_weights(command: str, model: str | None, checkpoint: str | None) -> str
                         f"{', '.join(SAM2_CONFIGS)}")
     if checkpoint is not None:
         return checkpoint
-    if name is not None and name != shipped_model():
+    shipped = None if name is None else shipped_model()
+    if shipped is not None and name != shipped:
         raise UserError(f"{command} --model {model} needs SAM 2 weights: pass --checkpoint "
-                        f"FILE (or drop --model for the shipped model, {shipped_model()}); "
+                        f"FILE (or drop --model for the shipped model, {shipped}); "
                         f"{where_to_get(name)}")
     return str(shipped_checkpoint())
 

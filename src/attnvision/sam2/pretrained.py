@@ -13,9 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from attnvision.sam2.model import SAM2
-from attnvision.weights import shipped_file
+from attnvision.weights import corrupt, shipped_file
 
 SHIPPED = "sam2_tiny.safetensors"
 
@@ -30,11 +31,13 @@ def shipped_checkpoint() -> Path:
 def shipped_model() -> str:
     """The config name the shipped file records (``sam2_tiny``, or ``sam2_tiny_hr`` once a
     model with the pixel stem ships): what ``--model`` may name without ``--checkpoint``."""
-    from attnvision.sam2.checkpoints import read_sam2_weights
-
-    _, recorded, _ = read_sam2_weights(shipped_checkpoint(), None)
-    assert recorded is not None, "the shipped file records its model"
-    return recorded
+    # The header only: the 24 MB of weights are read once, when the model is built.
+    path = shipped_checkpoint()
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {})["model"]
+    except (SafetensorError, OSError, KeyError) as e:
+        raise corrupt(path, e) from None
 
 
 def load_shipped(device: str | torch.device = "cpu", apply_postprocessing: bool = True
