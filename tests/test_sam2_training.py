@@ -410,12 +410,20 @@ def test_grow_a_trained_sam2_tiny_by_the_pixel_stem_and_train_the_stem(tmp_path,
     start = small_model(seed=4)
     init = save_sam2(start, tmp_path / "sam2_tiny.safetensors", NAME)
     code, result = run_json(["train", "sam2", "--model", "sam2_tiny_hr", "--init", str(init),
-                             "--freeze", "image_encoder.trunk", "--clips", "2", "--frames", "3",
+                             "--freeze", "image_encoder.trunk", "--lr-scale",
+                             "image_encoder.stem=10,sam_mask_decoder.conv_s0=10",
+                             "--clips", "2", "--frames", "3",
                              "--epochs", "1", "--batch-size", "2", "--eval-clips", "1",
                              "--eval-frames", "5", "--out", str(tmp_path / "hr")], capsys)
     assert code == 0, result
     assert result["model"] == "sam2_tiny_hr" and "grown by the pixel stem" in result["init"]
     assert result["frozen"] == ["image_encoder.trunk"]
+    # The fresh parts trained at ten times the rate of the rest, all the way down the schedule.
+    state = torch.load(tmp_path / "hr" / "train_state.pt", weights_only=True)
+    rates = sorted({g["initial_lr"] for g in state["optimizer"]["param_groups"]})
+    assert rates == [pytest.approx(1e-4), pytest.approx(1e-3)]
+    assert state["config"]["lr_scale"] == (("image_encoder.stem", 10.0),
+                                           ("sam_mask_decoder.conv_s0", 10.0))
     grown = build_sam2(None, result["files"]["checkpoint"])
     assert grown.size_name == "sam2_tiny_hr"
     before = start.state_dict()
@@ -456,6 +464,8 @@ def test_train_sam2_with_the_real_held_out_measure(tmp_path, capsys, monkeypatch
     (["--epochs", "0"], "must be >= 1"),
     (["--eval-frames", "4"], "--eval-frames 4: give 5 or more"),
     (["--first-clip", "999999", "--clips", "2"], "the validation clips"),
+    (["--lr-scale", "memory_attention=fast"], "give PART=FACTOR with a factor > 0"),
+    (["--lr-scale", "memory_attention=0"], "give PART=FACTOR with a factor > 0"),
 ])
 def test_train_sam2_bad_input_exits_2(tmp_path, capsys, argv, message):
     if "SAM1" in argv:  # a SAM (v1) state dict: SAM's encoder keys, no trunk
@@ -465,6 +475,19 @@ def test_train_sam2_bad_input_exits_2(tmp_path, capsys, argv, message):
     code = main(["train", "sam2", "--out", str(tmp_path / "o"), *argv])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lr-scale", "decoder=2"], "the model has no part 'decoder'"),
+    (["--freeze", "memory_attention", "--lr-scale", "memory_attention=2"], "is frozen"),
+])
+def test_train_sam2_lr_scale_names_a_trained_part(tmp_path, capsys, small_sam2_tiny, argv,
+                                                  message):
+    # Checked once the model is built (after its one line saying which): exit 2, nothing written.
+    code = main(["train", "sam2", "--out", str(tmp_path / "o"), *argv])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and message in lines[-1] and sum("error" in x for x in lines) == 1, lines
     assert not (tmp_path / "o").exists()
 
 

@@ -101,6 +101,21 @@ def test_lambda_lr_schedule_matches_the_formula_step_by_step():
         sched.step()
 
 
+def test_each_group_follows_the_formula_from_its_own_base_to_its_own_floor():
+    opt = torch.optim.SGD([{"params": [nn.Parameter(torch.zeros(2))], "lr": 0.5},
+                           {"params": [nn.Parameter(torch.zeros(2))], "lr": 5.0}], lr=0.5)
+    sched = warmup_cosine_schedule(opt, total_steps=12, warmup_steps=3, min_lr=[1e-3, 1e-2])
+    for step in range(12):
+        for group, base, floor in zip(opt.param_groups, (0.5, 5.0), (1e-3, 1e-2), strict=True):
+            assert group["lr"] == pytest.approx(warmup_cosine_lr(step, 12, 3, base, floor))
+        opt.step()
+        sched.step()
+    assert opt.param_groups[1]["lr"] == pytest.approx(10 * opt.param_groups[0]["lr"])
+    with pytest.raises(ValueError, match="2 floors for 1 param groups"):
+        warmup_cosine_schedule(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), 5, 1,
+                               [0.0, 0.0])
+
+
 def test_label_smoothing_loss_is_the_formula():
     torch.manual_seed(1)
     logits, y, eps = torch.randn(7, 5), torch.randint(0, 5, (7,)), 0.1
@@ -128,6 +143,49 @@ def test_no_weight_decay_on_biases_norms_and_embeddings():
     model.no_weight_decay = lambda: {"head.weight"}  # timm's hook names more
     decay, _ = parameter_groups(model, 0.05)
     assert "head.weight" not in {names[id(p)] for p in decay["params"]}
+
+
+def test_lr_scale_puts_a_part_in_its_own_groups():
+    model = TinyViT()
+    groups = parameter_groups(model, 0.05, [("head", 10.0), ("encoder.blocks.0.attn", 0.5)])
+    names = {id(p): n for n, p in model.named_parameters()}
+    named = [({names[id(p)] for p in g["params"]}, g["weight_decay"], g.get("lr_scale"))
+             for g in groups]
+    assert named[2:] == [({"head.weight"}, 0.05, 10.0), ({"head.bias"}, 0.0, 10.0),
+                         ({"encoder.blocks.0.attn.qkv.weight",
+                           "encoder.blocks.0.attn.proj.weight"}, 0.05, 0.5),
+                         ({"encoder.blocks.0.attn.qkv.bias",
+                           "encoder.blocks.0.attn.proj.bias"}, 0.0, 0.5)]
+    assert not any(n.startswith(("head.", "encoder.blocks.0.attn."))
+                   for params, _, _ in named[:2] for n in params)
+    assert sum(len(g["params"]) for g in groups) == len(names)
+    # "head" names the module, not any name that starts with the letters.
+    model.headless = nn.Linear(2, 2)
+    rest = parameter_groups(model, 0.0, [("head", 2.0)])[0]["params"]
+    assert any(p is model.headless.weight for p in rest)
+    with pytest.raises(UserError, match="no trained parameter's name starts with it"):
+        parameter_groups(model, 0.05, [("decoder", 2.0)])
+
+
+def test_fit_trains_a_scaled_part_faster_and_resumes_runs_from_before_the_option(digits,
+                                                                                  tmp_path):
+    scaled_run = dataclasses.replace(QUICK, epochs=1, lr_scale=(("1", 10.0),))
+    fit(mlp(), digits.train, None, scaled_run, tmp_path / "scaled", progress=False)
+    state = torch.load(tmp_path / "scaled" / "train_state.pt", weights_only=True)
+    first, *_, scaled = state["optimizer"]["param_groups"]
+    assert scaled["initial_lr"] == pytest.approx(10 * first["initial_lr"])
+    assert scaled["lr"] == pytest.approx(10 * first["lr"])  # the floor scaled too
+
+    # A state written before lr_scale existed resumes as the default (no factor) ...
+    plain = dataclasses.replace(QUICK, epochs=1)
+    fit(mlp(), digits.train, None, plain, tmp_path / "old", progress=False)
+    state = torch.load(tmp_path / "old" / "train_state.pt", weights_only=True)
+    del state["config"]["lr_scale"]
+    torch.save(state, tmp_path / "old" / "train_state.pt")
+    assert fit(mlp(), digits.train, None, plain, tmp_path / "old", progress=False)["epoch"] == 1
+    # ... and not as another factor.
+    with pytest.raises(UserError, match=r"lr_scale \(\) -> \(\('1', 10.0\),\)"):
+        fit(mlp(), digits.train, None, scaled_run, tmp_path / "old", progress=False)
 
 
 def test_config_rejects_bad_values_in_one_line():

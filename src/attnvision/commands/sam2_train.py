@@ -71,6 +71,10 @@ def register_train(models: argparse._SubParsersAction) -> None:
     p.add_argument("--freeze", metavar="PARTS",
                    help=f"comma-separated parts kept fixed: {', '.join(PARTS)} (e.g. --freeze "
                         "image_encoder)")
+    p.add_argument("--lr-scale", metavar="PART=FACTOR",
+                   help="comma-separated parts (any module of the model) trained at FACTOR times "
+                        "the learning rate, e.g. a part grown from zero beside trained ones: "
+                        "image_encoder.stem=10,sam_mask_decoder.conv_s0=10")
     p.add_argument("--annotations", metavar="DIR",
                    help="train on a DAVIS-format folder (JPEGImages/ and Annotations/, every "
                         "frame of a window annotated): random windows of --frames frames; "
@@ -98,6 +102,37 @@ def register_train(models: argparse._SubParsersAction) -> None:
                    help="also write the best epoch's weights in float16 to PATH (how the "
                         "shipped sam2_tiny was made)")
     common(p, train)
+
+
+def _parse_lr_scale(text: str | None) -> tuple[tuple[str, float], ...]:
+    """``--lr-scale a=10,b.c=3``: (part, factor) pairs, checked against the model later."""
+    pairs = []
+    for item in (t.strip() for t in (text or "").split(",")):
+        if not item:
+            continue
+        part, _, factor = item.partition("=")
+        try:
+            value = float(factor)
+        except ValueError:
+            value = float("nan")
+        if not part or not value > 0:
+            raise UserError(f"--lr-scale {item!r}: give PART=FACTOR with a factor > 0, e.g. "
+                            "image_encoder.stem=10")
+        pairs.append((part, value))
+    return tuple(pairs)
+
+
+def _check_lr_scale(pairs: tuple[tuple[str, float], ...], model: SAM2) -> None:
+    """Each --lr-scale part is a module of the model with something left to train."""
+    for part, _ in pairs:
+        try:
+            module = model.get_submodule(part)
+        except AttributeError:
+            raise UserError(f"--lr-scale: the model has no part {part!r}; name one of its "
+                            f"modules, e.g. {', '.join(PARTS[:4])}") from None
+        if not any(p.requires_grad for p in module.parameters()):
+            raise UserError(f"--lr-scale: {part!r} is frozen (--freeze) and has nothing to "
+                            "train; drop it from one of the two options")
 
 
 def _check_numbers(args: argparse.Namespace, recipe: dict[str, Any]) -> dict[str, Any]:
@@ -202,6 +237,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     recipe = SYNTHETIC_RECIPE if args.annotations is None else DAVIS_RECIPE
     numbers = _check_numbers(args, recipe)
     freeze = parse_freeze(args.freeze, PARTS, "only the learned embeddings")
+    lr_scale = _parse_lr_scale(args.lr_scale)
     if args.annotations is not None and not Path(args.annotations).is_dir():
         raise UserError(f"annotations folder not found: {args.annotations} (a DAVIS-format "
                         "folder with JPEGImages/ and Annotations/)")
@@ -232,6 +268,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
     for part in freeze:
         model.get_submodule(part).requires_grad_(False)
+    _check_lr_scale(lr_scale, model)
     net = SAM2Train(model)
     trained = sum(p.numel() for p in net.parameters() if p.requires_grad)
     train_log(f"attnvision train sam2: {trained:,} of {sum(p.numel() for p in net.parameters()):,} "
@@ -242,7 +279,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                          lr=numbers["lr"], warmup_epochs=min(args.warmup_epochs,
                                                              numbers["epochs"] / 2),
                          weight_decay=args.weight_decay, seed=args.seed, amp=args.amp,
-                         label_smoothing=0.0, eval_every=args.eval_every)
+                         label_smoothing=0.0, eval_every=args.eval_every, lr_scale=lr_scale)
     recipe_used = {"prompt_shares": list(net.prompt_shares),
                    "second_prompt_share": net.second_prompt_share,
                    "corrected_frames": net.corrected_frames, "frames": args.frames}

@@ -30,7 +30,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -78,6 +78,9 @@ class TrainConfig:
     eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated)
     seed: int = 0
     amp: str = "none"  # "none" | "bf16" (torch.autocast on CPU or GPU)
+    # (parameter-name prefix, factor) pairs: those parameters train at factor x lr (and
+    # factor x min_lr), e.g. a part grown from zero beside trained ones.
+    lr_scale: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         checks = [
@@ -93,29 +96,46 @@ class TrainConfig:
             (self.eval_every >= 1, f"eval every must be >= 1 epoch, got {self.eval_every}"),
             (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
             (self.amp in AMP_MODES, f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}"),
+            (all(f > 0 for _, f in self.lr_scale),
+             f"learning-rate factors must be > 0, got {self.lr_scale}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on weight matrices only.
+def parameter_groups(model: nn.Module, weight_decay: float,
+                     lr_scale: Sequence[tuple[str, float]] = ()) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weight matrices only; then the ``lr_scale`` parts apart.
 
     Biases, norm scales (every 1-D parameter) and the position embedding and class token get no
     decay: pulling them to zero has no regularising meaning. A model may name more through a
-    timm-style ``no_weight_decay()`` method returning parameter names.
+    timm-style ``no_weight_decay()`` method returning parameter names. The first two groups
+    (decay, no decay) hold every parameter outside the ``lr_scale`` prefixes; each prefix adds
+    its own two, marked ``"lr_scale": factor`` (the first prefix that matches a name wins).
     """
     extra = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    decay, no_decay = [], []
+    prefixes = [prefix for prefix, _ in lr_scale]
+    groups: list[tuple[list[nn.Parameter], list[nn.Parameter]]] = [
+        ([], []) for _ in range(len(prefixes) + 1)]
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         skip = (p.ndim <= 1 or name.endswith(".bias") or name in extra
                 or any(key in name for key in NO_DECAY_NAMES))
-        (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+        which = next((i + 1 for i, prefix in enumerate(prefixes)
+                      if name == prefix or name.startswith(prefix + ".")), 0)
+        groups[which][1 if skip else 0].append(p)
+    for (prefix, _), (decay, no_decay) in zip(lr_scale, groups[1:], strict=True):
+        if not decay and not no_decay:
+            raise UserError(f"learning-rate factor for {prefix!r}: no trained parameter's name "
+                            "starts with it; name a part of the model that is not frozen")
+    result = [{"params": groups[0][0], "weight_decay": weight_decay},
+              {"params": groups[0][1], "weight_decay": 0.0}]
+    for (_, factor), (decay, no_decay) in zip(lr_scale, groups[1:], strict=True):
+        result += [{"params": params, "weight_decay": wd, "lr_scale": factor}
+                   for params, wd in ((decay, weight_decay), (no_decay, 0.0)) if params]
+    return result
 
 
 def _collate(dataset: Dataset, idx: Tensor) -> Batch:
@@ -256,6 +276,13 @@ def _check_datasets(train_set: Dataset, eval_set: Dataset | None) -> None:
             raise UserError(f"the {label} set is empty")
 
 
+def _same(value: Any) -> Any:
+    """A config value compared across a save: lists and tuples alike."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_same(v) for v in value)
+    return value
+
+
 def _load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                 scheduler: torch.optim.lr_scheduler.LRScheduler, config: TrainConfig,
                 layout: dict[str, int], device: torch.device) -> _Progress:
@@ -268,10 +295,13 @@ def _load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
         raise UserError(f"{path} is not an attnvision training state; delete it or train "
                         "without resuming")
     saved = state["config"]
+    # A field newer than the saved run counts as its default there.
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     changed = sorted(k for k, v in dataclasses.asdict(config).items()
-                     if k not in RESUMABLE_CHANGES and saved.get(k) != v)
+                     if k not in RESUMABLE_CHANGES and _same(saved.get(k, defaults[k])) != _same(v))
     if changed:
-        diff = ", ".join(f"{k} {saved.get(k)} -> {getattr(config, k)}" for k in changed)
+        diff = ", ".join(f"{k} {saved.get(k, defaults[k])} -> {getattr(config, k)}"
+                         for k in changed)
         raise UserError(f"{path.parent} holds a run with another training config ({diff}); "
                         "use another output folder or train without resuming")
     # Another dataset size or process count changes the steps per epoch, hence the schedule.
@@ -419,11 +449,15 @@ def _fit(model: nn.Module, train_set: Dataset, eval_set: Dataset | None, config:
          best_metric: str = "accuracy") -> dict:
     rank, world, main = ddp.rank(), ddp.world_size(), ddp.is_main_process()
     model.to(device)
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr)
+    groups = parameter_groups(model, config.weight_decay, config.lr_scale)
+    for g in groups:
+        g["lr"] = config.lr * g.get("lr_scale", 1.0)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr)
     steps = ddp.steps_per_epoch(len(train_set), config.batch_size, world)
     total_steps = config.epochs * steps
     warmup_steps = min(total_steps, round(config.warmup_epochs * steps))
-    scheduler = warmup_cosine_schedule(optimizer, total_steps, warmup_steps, config.min_lr)
+    scheduler = warmup_cosine_schedule(optimizer, total_steps, warmup_steps,
+                                       [config.min_lr * g.get("lr_scale", 1.0) for g in groups])
     layout = {"num_examples": len(train_set), "steps_per_epoch": steps}
     done = _Progress()
     if resume and (out / STATE).exists():

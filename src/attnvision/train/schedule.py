@@ -13,6 +13,7 @@ that the first step is not wasted.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -32,20 +33,26 @@ def warmup_cosine_lr(step: int, total_steps: int, warmup_steps: int, base_lr: fl
 
 
 def warmup_cosine_schedule(optimizer: Optimizer, total_steps: int, warmup_steps: int,
-                           min_lr: float = 0.0) -> LambdaLR:
+                           min_lr: float | Sequence[float] = 0.0) -> LambdaLR:
     """A ``LambdaLR`` giving each param group :func:`warmup_cosine_lr` of its own base rate.
+
+    ``min_lr`` is one floor for every group, or one per group (a group trained at ten times
+    the rate ends at ten times the floor).
 
     Step it once after every ``optimizer.step()``. Its state dict holds only numbers (the lambda
     is a plain function, which ``LambdaLR`` does not save), so it loads with ``weights_only``.
     """
-    def factor_for(base_lr: float):
+    def factor_for(base_lr: float, floor: float):
         def factor(step: int) -> float:
             if base_lr == 0:
                 return 0.0
-            return warmup_cosine_lr(step, total_steps, warmup_steps, base_lr, min_lr) / base_lr
+            return warmup_cosine_lr(step, total_steps, warmup_steps, base_lr, floor) / base_lr
         return factor
 
     warmup_cosine_lr(0, total_steps, warmup_steps, 1.0)  # validate the arguments now
     # initial_lr is set once a scheduler has been attached: the base, not the current rate.
     bases = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
-    return LambdaLR(optimizer, [factor_for(b) for b in bases])
+    floors = [min_lr] * len(bases) if isinstance(min_lr, (int, float)) else list(min_lr)
+    if len(floors) != len(bases):
+        raise ValueError(f"min_lr: {len(floors)} floors for {len(bases)} param groups")
+    return LambdaLR(optimizer, [factor_for(b, f) for b, f in zip(bases, floors, strict=True)])
