@@ -82,7 +82,7 @@ OMP_NUM_THREADS=1 attnvision train sam2 --model sam2_tiny_hr \
 "${PYTHON:-python}" recipes/ship_if_better.py jf "$runs/sam2_tiny_stage5_lr1e-4" \
     src/attnvision/sam2/weights/sam2_tiny.safetensors "$runs/sam2_tiny" "$runs/sam2_tiny_stage2" \
     "$runs/sam2_tiny_stage3" "$runs/sam2_tiny_stage4" "$runs/sam2_tiny_stage5"
-# Stage 6 (written 2026-12-06 at 10:58 UTC, before it ran): stage 5's validation J&F was still
+# Stage 6 (written 2026-12-06 at 10:52 UTC, before it ran): stage 5's validation J&F was still
 # rising at its last epoch, and its stem had hardly opened: the projections of the stem's
 # features, started at zero, reached norms of 0.04-0.1 in 1,500 steps, so the stem's own
 # weights got almost no gradient. Two variants side by side (one thread each), 4 epochs over
