@@ -466,6 +466,7 @@ def test_train_sam2_with_the_real_held_out_measure(tmp_path, capsys, monkeypatch
     (["--first-clip", "999999", "--clips", "2"], "the validation clips"),
     (["--lr-scale", "memory_attention=fast"], "give PART=FACTOR with a factor > 0"),
     (["--lr-scale", "memory_attention=0"], "give PART=FACTOR with a factor > 0"),
+    (["--lr-scale", "memory_attention=2,memory_attention=3"], "names 'memory_attention' twice"),
 ])
 def test_train_sam2_bad_input_exits_2(tmp_path, capsys, argv, message):
     if "SAM1" in argv:  # a SAM (v1) state dict: SAM's encoder keys, no trunk

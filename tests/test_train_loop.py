@@ -165,6 +165,12 @@ def test_lr_scale_puts_a_part_in_its_own_groups():
     assert any(p is model.headless.weight for p in rest)
     with pytest.raises(UserError, match="no trained parameter's name starts with it"):
         parameter_groups(model, 0.05, [("decoder", 2.0)])
+    # A part inside another takes its own factor, whichever comes first.
+    nested = parameter_groups(model, 0.05, [("encoder", 2.0), ("encoder.blocks.0.mlp", 5.0)])
+    factor = {names[id(p)]: g.get("lr_scale", 1.0) for g in nested for p in g["params"]
+              if id(p) in names}
+    assert factor["encoder.blocks.0.mlp.fc1.weight"] == 5.0
+    assert factor["encoder.blocks.0.attn.qkv.weight"] == 2.0 and factor["head.weight"] == 1.0
 
 
 def test_fit_trains_a_scaled_part_faster_and_resumes_runs_from_before_the_option(digits,

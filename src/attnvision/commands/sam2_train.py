@@ -118,6 +118,8 @@ def _parse_lr_scale(text: str | None) -> tuple[tuple[str, float], ...]:
         if not part or not value > 0:
             raise UserError(f"--lr-scale {item!r}: give PART=FACTOR with a factor > 0, e.g. "
                             "image_encoder.stem=10")
+        if part in (named for named, _ in pairs):
+            raise UserError(f"--lr-scale names {part!r} twice: give each part one factor")
         pairs.append((part, value))
     return tuple(pairs)
 

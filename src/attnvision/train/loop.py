@@ -112,7 +112,7 @@ def parameter_groups(model: nn.Module, weight_decay: float,
     decay: pulling them to zero has no regularising meaning. A model may name more through a
     timm-style ``no_weight_decay()`` method returning parameter names. The first two groups
     (decay, no decay) hold every parameter outside the ``lr_scale`` prefixes; each prefix adds
-    its own two, marked ``"lr_scale": factor`` (the first prefix that matches a name wins).
+    its own two, marked ``"lr_scale": factor`` (the longest prefix that matches a name wins).
     """
     extra = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     prefixes = [prefix for prefix, _ in lr_scale]
@@ -123,8 +123,10 @@ def parameter_groups(model: nn.Module, weight_decay: float,
             continue
         skip = (p.ndim <= 1 or name.endswith(".bias") or name in extra
                 or any(key in name for key in NO_DECAY_NAMES))
-        which = next((i + 1 for i, prefix in enumerate(prefixes)
-                      if name == prefix or name.startswith(prefix + ".")), 0)
+        # The longest matching prefix wins: "encoder=2,encoder.stem=10" scales the stem by 10.
+        matches = [(len(prefix), i + 1) for i, prefix in enumerate(prefixes)
+                   if name == prefix or name.startswith(prefix + ".")]
+        which = max(matches)[1] if matches else 0
         groups[which][1 if skip else 0].append(p)
     for (prefix, _), (decay, no_decay) in zip(lr_scale, groups[1:], strict=True):
         if not decay and not no_decay:
