@@ -69,14 +69,24 @@ def existing_file(path: str | os.PathLike[str], hint: str = "") -> Path:
     return path
 
 
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The metadata in a .safetensors file's header, without reading its tensors."""
+    path = existing_file(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except LOAD_ERRORS as e:
+        raise corrupt(path, e) from None
+
+
 def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, str]]:
     """(state dict, safetensors metadata) of a .safetensors or PyTorch file."""
     path = existing_file(path)
     suffix = path.suffix.lower()
+    # Outside the try: it says itself, in the same words, when the header is corrupt.
+    metadata = read_metadata(path) if suffix == ".safetensors" else {}
     try:
         if suffix == ".safetensors":
-            with safe_open(str(path), framework="pt") as f:
-                metadata = f.metadata() or {}
             return load_file(str(path)), metadata
         if suffix in TORCH_SUFFIXES:
             obj = torch.load(path, map_location="cpu", weights_only=True)

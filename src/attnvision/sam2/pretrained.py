@@ -13,10 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 from attnvision.sam2.model import SAM2
-from attnvision.weights import corrupt, shipped_file
+from attnvision.weights import corrupt, read_metadata, shipped_file
 
 SHIPPED = "sam2_tiny.safetensors"
 
@@ -33,11 +32,10 @@ def shipped_model() -> str:
     model with the pixel stem ships): what ``--model`` may name without ``--checkpoint``."""
     # The header only: the 24 MB of weights are read once, when the model is built.
     path = shipped_checkpoint()
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {})["model"]
-    except (SafetensorError, OSError, KeyError) as e:
-        raise corrupt(path, e) from None
+    metadata = read_metadata(path)
+    if "model" not in metadata:
+        raise corrupt(path, KeyError("no 'model' in its metadata"))
+    return metadata["model"]
 
 
 def load_shipped(device: str | torch.device = "cpu", apply_postprocessing: bool = True

@@ -128,13 +128,12 @@ def parameter_groups(model: nn.Module, weight_decay: float,
                    if name == prefix or name.startswith(prefix + ".")]
         which = max(matches)[1] if matches else 0
         groups[which][1 if skip else 0].append(p)
-    for (prefix, _), (decay, no_decay) in zip(lr_scale, groups[1:], strict=True):
+    result = [{"params": groups[0][0], "weight_decay": weight_decay},
+              {"params": groups[0][1], "weight_decay": 0.0}]
+    for (prefix, factor), (decay, no_decay) in zip(lr_scale, groups[1:], strict=True):
         if not decay and not no_decay:
             raise UserError(f"learning-rate factor for {prefix!r}: no trained parameter's name "
                             "starts with it; name a part of the model that is not frozen")
-    result = [{"params": groups[0][0], "weight_decay": weight_decay},
-              {"params": groups[0][1], "weight_decay": 0.0}]
-    for (_, factor), (decay, no_decay) in zip(lr_scale, groups[1:], strict=True):
         result += [{"params": params, "weight_decay": wd, "lr_scale": factor}
                    for params, wd in ((decay, weight_decay), (no_decay, 0.0)) if params]
     return result
