@@ -46,3 +46,25 @@ def test_shipped_file_finds_the_package_weights_or_says_what_to_pass():
     with pytest.raises(UserError, match=r"^this install ships none: pass --checkpoint$"):
         shipped_file("attnvision.vit", "none-such.safetensors",
                      "this install ships none: pass --checkpoint")
+
+
+@pytest.mark.parametrize("obj", [[torch.zeros(2)], {"w": torch.zeros(2), "step": 3},
+                                 {"model": {"w": "not a tensor"}}])
+def test_a_file_that_loads_but_holds_no_state_dict_says_so_not_corrupt(tmp_path, obj):
+    path = tmp_path / "weights.pt"
+    torch.save(obj, path)
+    with pytest.raises(UserError, match=r"holds no state dict of tensors: save "
+                                        r"model\.state_dict\(\)$") as caught:
+        read_weights(path)
+    assert "corrupt" not in str(caught.value)
+
+
+def test_a_wrapped_state_dict_loads_and_an_unknown_suffix_is_refused(tmp_path):
+    path = tmp_path / "weights.pth"
+    torch.save({"model": {"module.w": torch.ones(2)}}, path)
+    state, metadata = read_weights(path)
+    assert list(state) == ["w"] and metadata == {}
+    other = tmp_path / "weights.onnx"
+    other.write_bytes(b"x")
+    with pytest.raises(UserError, match=r"unknown checkpoint format '\.onnx'"):
+        read_weights(other)

@@ -85,16 +85,18 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[
     suffix = path.suffix.lower()
     # Outside the try: it says itself, in the same words, when the header is corrupt.
     metadata = read_metadata(path) if suffix == ".safetensors" else {}
+    if suffix != ".safetensors" and suffix not in TORCH_SUFFIXES:
+        raise UserError(f"{path}: unknown checkpoint format {suffix!r}: use .safetensors or "
+                        f"{', '.join(TORCH_SUFFIXES)}")
     try:
         if suffix == ".safetensors":
             return load_file(str(path)), metadata
-        if suffix in TORCH_SUFFIXES:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-            return _unwrap(obj, path), {}
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except LOAD_ERRORS as e:
         raise corrupt(path, e) from None
-    raise UserError(f"{path}: unknown checkpoint format {suffix!r}: use .safetensors or "
-                    f"{', '.join(TORCH_SUFFIXES)}")
+    # Outside the try too: a file that loads but holds no state dict is not corrupt (UserError
+    # is a ValueError, which the try would re-word as one).
+    return _unwrap(obj, path), {}
 
 
 def key_problems(expected: dict[str, Tensor], sd: dict[str, Tensor]) -> str:
