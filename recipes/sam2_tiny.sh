@@ -85,20 +85,6 @@ OMP_NUM_THREADS=1 attnvision train sam2 --model sam2_tiny_hr \
 # Stage 6 (two variants, 4 epochs over clips 2250-2849, with and without the stem at 10x the
 # learning rate) validated lower than stage 5 (0.724 and 0.726 against 0.747) and did not ship;
 # its commands and rule are in benchmarks/RESULTS.md.
-# Stage 7 (written 2026-12-06 at 13:56 UTC, before it ran): stage 6 said the stem at 10x opens
-# and lifts the image side (true-box J 0.780 -> 0.808 on validation clips), but climbing the
-# rest back to 5e-5 cost the tracking more (tracked J 0.712 -> 0.688). So the rest at a peak of
-# 2e-5 (twice the floor stage 5 ended at) and the stem and its projections at 25x, the same
-# 5e-4 peak as stage 6's stem: 4 epochs over 600 clips no stage saw (2850-3449), from the
-# package's file (stage 5's), seed 6, the ViT frozen. The rule: its best epoch ships only if
-# its validation J&F (the same 16 clips) is higher than that of the file in the package (the
-# highest of stages 1 to 5: 0.747); otherwise the package's file stays.
-OMP_NUM_THREADS=1 attnvision train sam2 --init src/attnvision/sam2/weights/sam2_tiny.safetensors \
-    --first-clip 2850 --clips 600 --epochs 4 --lr 2e-5 --warmup-epochs 0.25 --amp bf16 \
-    --freeze image_encoder.trunk \
-    --lr-scale image_encoder.stem=25,sam_mask_decoder.conv_s0=25,sam_mask_decoder.conv_s1=25 \
-    --seed 6 --out "$runs/sam2_tiny_stage7" --export "$runs/sam2_tiny_stage7/export.safetensors"
-"${PYTHON:-python}" recipes/ship_if_better.py jf "$runs/sam2_tiny_stage7" \
-    src/attnvision/sam2/weights/sam2_tiny.safetensors "$runs/sam2_tiny" "$runs/sam2_tiny_stage2" \
-    "$runs/sam2_tiny_stage3" "$runs/sam2_tiny_stage4" "$runs/sam2_tiny_stage5" \
-    "$runs/sam2_tiny_stage5_lr1e-4"
+# Stage 7 (the rest at a 2e-5 peak, the stem and its projections at 25x, 4 epochs over clips
+# 2850-3449) validated lower than stage 5 (0.738 against 0.747) and did not ship; its commands
+# and rule are in benchmarks/RESULTS.md.
