@@ -78,9 +78,9 @@ def test_the_sam2_tiny_recipe_chains_its_stages_to_the_shipped_file():
     assert all(a.export == f"{a.out}/export.safetensors" for a in parsed[1:])
 
 
-def test_the_cotracker_tiny_recipe_chains_nine_stages_to_the_shipped_file():
+def test_the_cotracker_tiny_recipe_chains_ten_stages_to_the_shipped_file():
     commands = recipe_commands(RECIPES / "cotracker_tiny.sh")
-    assert len(commands) == 9
+    assert len(commands) == 10
     stages = [build_parser().parse_args(c) for c in commands]
     first, second = stages[:2]
     assert {a.model for a in stages} == {"cotracker"}
@@ -93,10 +93,10 @@ def test_the_cotracker_tiny_recipe_chains_nine_stages_to_the_shipped_file():
     assert second.export == "src/attnvision/cotracker/weights/cotracker_tiny.safetensors"
     # Stages 3 on start from the file in the package (stage 2 wrote it; a later stage
     # replaces it only if it validates higher), each on clips no stage before it saw, one
-    # epoch at stage 2's learning rate (stages 7 to 9 at half of it), into its own folder.
-    clip_counts = (600, 600, 900, 450, 450, 900, 600)
+    # epoch at stage 2's learning rate (stages 7 to 10 at half of it), into its own folder.
+    clip_counts = (600, 600, 900, 450, 450, 900, 600, 900)
     for before, stage, clips, lr in zip(stages[1:-1], stages[2:], clip_counts,
-                                        (3e-4,) * 4 + (1.5e-4,) * 3, strict=True):
+                                        (3e-4,) * 4 + (1.5e-4,) * 4, strict=True):
         assert stage.init == second.export
         assert stage.first_clip >= before.first_clip + before.clips
         assert (stage.clips, stage.epochs, stage.lr) == (clips, 1, lr)
@@ -139,7 +139,9 @@ def test_each_later_stage_ships_only_through_the_check_against_every_earlier_one
         [metric, f"{runs}/cotracker_tiny_stage8", cotracker,
          *(f"{runs}/cotracker_tiny_stage{i}" for i in range(2, 8))],
         [metric, f"{runs}/cotracker_tiny_stage9", cotracker,
-         *(f"{runs}/cotracker_tiny_stage{i}" for i in range(2, 9))]]
+         *(f"{runs}/cotracker_tiny_stage{i}" for i in range(2, 9))],
+        [metric, f"{runs}/cotracker_tiny_stage10", cotracker,
+         *(f"{runs}/cotracker_tiny_stage{i}" for i in range(2, 10))]]
 
 
 @pytest.mark.parametrize(("earlier", "new", "ships"), [((0.685,), 0.70, True),
