@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The shipped cotracker_tiny (src/attnvision/cotracker/weights/cotracker_tiny.safetensors), in
-# ten commands and eight checks: bash recipes/cotracker_tiny.sh [RUNS_DIR]. About 8 hours
-# on one core of a 2-core CPU (800 + 500 + 600 + 600 + 900 + 450 + 450 + 900 + 600 + 900
-# steps of one 24-frame clip, 4-5 s each in bf16), minutes on a GPU.
+# ten commands, eight checks and the frame-size step: bash recipes/cotracker_tiny.sh
+# [RUNS_DIR]. About 8 hours on one core of a 2-core CPU (800 + 500 + 600 + 600 + 900 + 450 +
+# 450 + 900 + 600 + 900 steps of one 24-frame clip, 4-5 s each in bf16), minutes on a GPU.
 # Each stage resumes where it stopped if run again; figures: benchmarks/RESULTS.md.
 set -euo pipefail
 runs=$(realpath -m "${1:-runs}")
