@@ -88,21 +88,6 @@ OMP_NUM_THREADS=1 attnvision train sam2 --model sam2_tiny_hr \
 # Stage 7 (the rest at a 2e-5 peak, the stem and its projections at 25x, 4 epochs over clips
 # 2850-3449) validated lower than stage 5 (0.738 against 0.747) and did not ship; its commands
 # and rule are in benchmarks/RESULTS.md.
-
-# Stage 8 (written 2026-12-06 at 16:52 UTC, before it ran): three runs from stage 5's file
-# with the ViT frozen all validated below it, and the true-box bound (J 0.78-0.79 with the
-# true box on every frame) says the per-frame masks, not the tracking, hold the model back:
-# their ViT is still sam_tiny's, trained on still scenes and never on these clips. So the
-# whole model trains, the ViT at a fifth of the peak learning rate (it is trained; the rest
-# at stage 5's 5e-5): 4 epochs over 600 clips no stage saw (3450-4049; stages 6 and 7 saw
-# 2250-3449), seed 7. The rule: stage 8's best epoch ships only if its validation J&F (the
-# same 16 clips) is higher than that of the file in the package (stage 5's, 0.747);
-# otherwise that file stays.
-OMP_NUM_THREADS=1 attnvision train sam2 --init src/attnvision/sam2/weights/sam2_tiny.safetensors \
-    --first-clip 3450 --clips 600 --epochs 4 --lr 5e-5 --warmup-epochs 0.25 --amp bf16 \
-    --lr-scale image_encoder.trunk=0.2 --seed 7 --out "$runs/sam2_tiny_stage8" \
-    --export "$runs/sam2_tiny_stage8/export.safetensors"
-"${PYTHON:-python}" recipes/ship_if_better.py jf "$runs/sam2_tiny_stage8" \
-    src/attnvision/sam2/weights/sam2_tiny.safetensors "$runs/sam2_tiny" "$runs/sam2_tiny_stage2" \
-    "$runs/sam2_tiny_stage3" "$runs/sam2_tiny_stage4" "$runs/sam2_tiny_stage5" \
-    "$runs/sam2_tiny_stage5_lr1e-4"
+# Stage 8 (the whole model, the ViT at a fifth of a 5e-5 peak, 4 epochs over clips 3450-4049)
+# validated lower than stage 5 (0.743 against 0.747) and did not ship; its commands and rule
+# are in benchmarks/RESULTS.md.

@@ -66,7 +66,7 @@ def test_the_shipped_model_follows_a_moving_square_offline_and_online():
     frames, points, truth = moving_square_clip()
     queries = np.concatenate([np.zeros((len(points), 1)), points], 1).astype(np.float32)
     offline = load_shipped()
-    assert offline.model_resolution == (192, 256) and offline.config.offline
+    assert offline.model_resolution == (240, 320) and offline.config.offline
     tracks, visible = CoTrackerPredictor(offline)(video_tensor(frames),
                                                   torch.from_numpy(queries)[None])
     errors = np.linalg.norm(tracks[0].numpy() - truth, axis=-1)
@@ -95,10 +95,10 @@ def test_track_and_eval_track_use_the_shipped_model(tmp_path, capsys):
                  "--json", "--quiet"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["weights"].endswith("cotracker_tiny.safetensors")
-    assert result["model_resolution"] == [192, 256] and result["points"] == 9
+    assert result["model_resolution"] == [240, 320] and result["points"] == 9
     assert np.load(tmp_path / "out" / "tracks.npz")["tracks"].shape == (8, 9, 2)
     assert main(["eval", "track", "--synthetic", "--clips", "1", "--frames", "8",
                  "--points", "8", "--json", "--quiet"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["weights"].endswith("cotracker_tiny.safetensors")
-    assert report["model_resolution"] == [192, 256]
+    assert report["model_resolution"] == [240, 320]

@@ -31,10 +31,11 @@ on the frame, the segmenting weights, a mask that is not empty) and the weights 
 before ``--out`` is created, and the folder is made only once tracking has finished, so a
 mistake leaves nothing.
 
-The tracker is the shipped ``cotracker_tiny`` (1.8 M parameters at 192 x 256, trained here on
-synthetic videos) unless ``--checkpoint`` names another: the official ``scaled_offline.pth``
-/ ``scaled_online.pth``, or ours as safetensors with the same keys. ``--model-resolution``
-defaults to the one the file records, else the released models' 384 x 512.
+The tracker is the shipped ``cotracker_tiny`` (1.8 M parameters, trained here on synthetic
+videos at 192 x 256 and run at 240 x 320) unless ``--checkpoint`` names another: the
+official ``scaled_offline.pth`` / ``scaled_online.pth``, or ours as safetensors with the same
+keys. ``--model-resolution`` defaults to the one the file records, else the released models'
+384 x 512.
 """
 
 from __future__ import annotations

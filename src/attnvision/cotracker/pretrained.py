@@ -3,8 +3,10 @@ videos.
 
 No tracker weights can be downloaded on an offline machine, so a fresh install carries its own
 small point tracker, as it carries ``sam_tiny`` and ``sam2_tiny``: a 1.8 M-parameter
-CoTracker3 at 192 x 256 trained on the moving scenes (benchmarks/RESULTS.md, "The small
-CoTracker, cotracker_tiny", has its recipe and figures). One file serves the offline and the
+CoTracker3 trained at 192 x 256 on the moving scenes and run at 240 x 320, the size its file's
+header records (chosen on validation clips within the 10 fps online target by
+recipes/cotracker_resolution.py; benchmarks/RESULTS.md, "The small CoTracker,
+cotracker_tiny", has its recipe and figures). One file serves the offline and the
 online model (the weights do not say which way they run). It is stored in float16 to stay
 small, with its resolution in the file's metadata, and runs in float32. ``attnvision track``,
 ``eval track``, ``figures`` and ``demo`` use it when no ``--checkpoint`` is given.
