@@ -27,33 +27,42 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 from typing import Any
 
+from attnvision.commands.cotracker_train import EVAL_CLIPS, EVAL_POINTS, EVAL_SIZE
+from attnvision.commands.track import resolution_value
 from attnvision.cotracker.build import build_cotracker
 from attnvision.cotracker.pretrained import shipped_checkpoint
 from attnvision.cotracker.training import evaluate_tracking
 from attnvision.cotracker.training_data import ValidationClips
-from attnvision.files import atomic_path
+from attnvision.errors import UserError
+from attnvision.weights import read_metadata, restamp
 
-EVAL_CLIPS, EVAL_FRAMES, EVAL_SIZE = 16, 24, 256  # the trainer's validation clips
 GRID = 10
 
 
 def parse_size(text: str) -> tuple[int, int]:
     try:
-        h, w = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a size is H,W in pixels, got {text!r}") from None
-    if h < 32 or w < 32 or h % 4 or w % 4:
-        raise argparse.ArgumentTypeError(f"H and W must be multiples of 4, at least 32: {text}")
-    return h, w
+        return resolution_value(text, "--resolutions", example="240,320")
+    except UserError as err:  # argparse words a ValueError as "invalid value" only
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def validation_delta(model_file: str, size: tuple[int, int]) -> dict[str, float]:
-    model = build_cotracker(model_file, model_resolution=size)
-    clips = ValidationClips(EVAL_CLIPS, frames=EVAL_FRAMES, size=EVAL_SIZE)
-    return evaluate_tracking(model, clips)
+def validation_rows(model_file: str, sizes: list[tuple[int, int]]) -> list[dict[str, Any]]:
+    """The trainer's figures at each size: its validation clips (made once), its points."""
+    rows, clips = [], None
+    for size in sizes:
+        model = build_cotracker(model_file, model_resolution=size)
+        if clips is None:
+            clips = ValidationClips(EVAL_CLIPS, frames=model.config.window_len, size=EVAL_SIZE)
+        result = evaluate_tracking(model, clips, points=EVAL_POINTS)
+        rows.append({"size": list(size), "delta_avg": result["average_pts_within_thresh"],
+                     "occlusion_accuracy": result["occlusion_accuracy"],
+                     "average_jaccard": result["average_jaccard"], "fps": None,
+                     "fps_runs": None})
+        print(f"{size[0]}x{size[1]}: validation δ_avg {rows[-1]['delta_avg']:.4f}",
+              file=sys.stderr)
+    return rows
 
 
 def online_fps(model_file: str, size: tuple[int, int], runs: int) -> list[float]:
@@ -86,18 +95,11 @@ def choose(rows: list[dict[str, Any]], min_fps: float) -> dict[str, Any] | None:
 
 def ship(model_file: str, size: tuple[int, int], path: str) -> None:
     """``model_file``'s tensors as they are, its header saying ``size``."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    with safe_open(model_file, "pt") as f:
-        metadata = dict(f.metadata() or {})
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    metadata["model_resolution"] = f"{size[0]},{size[1]}"
-    metadata["resolution_from"] = json.dumps(
-        "recipes/cotracker_resolution.py: the highest validation δ_avg at ≥ the minimum "
-        "online fps")
-    with atomic_path(Path(path)) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    rule = ("recipes/cotracker_resolution.py: the highest validation δ_avg at ≥ the minimum "
+            "online fps")
+    restamp(model_file, path, {**read_metadata(model_file),
+                               "model_resolution": f"{size[0]},{size[1]}",
+                               "resolution_from": json.dumps(rule)})
 
 
 def main() -> int:
@@ -112,15 +114,7 @@ def main() -> int:
     args = parser.parse_args()
     model_file = args.model or str(shipped_checkpoint())
 
-    rows = []
-    for size in args.resolutions:
-        result = validation_delta(model_file, size)
-        rows.append({"size": list(size), "delta_avg": result["average_pts_within_thresh"],
-                     "occlusion_accuracy": result["occlusion_accuracy"],
-                     "average_jaccard": result["average_jaccard"], "fps": None,
-                     "fps_runs": None})
-        print(f"{size[0]}x{size[1]}: validation δ_avg {rows[-1]['delta_avg']:.4f}",
-              file=sys.stderr)
+    rows = validation_rows(model_file, args.resolutions)
     for row in sorted(rows, key=lambda r: (-r["delta_avg"], r["size"][0] * r["size"][1])):
         rates = online_fps(model_file, tuple(row["size"]), args.runs)
         row["fps_runs"], row["fps"] = rates, statistics.median(rates)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from attnvision.data.datasets import load_dataset
@@ -33,8 +32,8 @@ from attnvision.diffusion.evaluation import (
     diversity,
     sample_digits,
 )
-from attnvision.files import atomic_path
 from attnvision.vit.pretrained import load_shipped
+from attnvision.weights import read_metadata, restamp
 
 MIN_ACCURACY = 0.97
 MIN_SPREAD = 0.85
@@ -69,19 +68,13 @@ def measure(path: str, scales: list[float], per_class: int, seed: int, vit: Any,
 
 def ship(row: dict[str, Any], path: str) -> None:
     """The chosen file's tensors as they are, its header with the chosen default guidance."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    with safe_open(row["model"], "pt") as f:
-        metadata = dict(f.metadata())
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    metadata = read_metadata(row["model"])
     metadata["guidance_scale"] = repr(float(row["guidance"]))
     extra = json.loads(metadata.get("extra", "{}"))
     extra["selection"] = (f"{extra.get('selection', 'its weights')}; model and guidance "
                           "by recipes/digits_guidance.py's rule, training split only")
     metadata["extra"] = json.dumps(extra)
-    with atomic_path(Path(path)) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    restamp(row["model"], path, metadata)
 
 
 def main() -> int:

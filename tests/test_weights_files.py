@@ -68,3 +68,24 @@ def test_a_wrapped_state_dict_loads_and_an_unknown_suffix_is_refused(tmp_path):
     other.write_bytes(b"x")
     with pytest.raises(UserError, match=r"unknown checkpoint format '\.onnx'"):
         read_weights(other)
+
+
+def test_restamp_keeps_the_tensors_bit_for_bit_and_writes_the_new_header(tmp_path):
+    from safetensors.torch import save_file
+
+    from attnvision.weights import read_metadata, restamp
+
+    path = tmp_path / "model.safetensors"
+    tensors = {"w": torch.randn(4, 3).half(), "b": torch.arange(3, dtype=torch.int64)}
+    save_file(tensors, str(path), metadata={"format": "pt", "old": "1"})
+    restamp(path, path, {"format": "pt", "new": "2"})  # in place, as the recipes do
+    assert read_metadata(path) == {"format": "pt", "new": "2"}
+    loaded, _ = read_weights(path)
+    assert all(loaded[k].dtype == v.dtype and torch.equal(loaded[k], v)
+               for k, v in tensors.items())
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}")
+    out = tmp_path / "out.safetensors"
+    with pytest.raises(UserError, match=r"junk\.safetensors"):
+        restamp(junk, out, {})
+    assert not out.exists()  # nothing half-written

@@ -133,3 +133,14 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike[str],
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
     return Path(path)
+
+
+def restamp(path: str | os.PathLike[str], out: str | os.PathLike[str],
+            metadata: dict[str, str]) -> Path:
+    """``path``'s tensors as they are, written atomically to ``out`` (``path`` itself is fine)
+    with ``metadata`` as the whole header: how a recipe records a choice made after training
+    (a default guidance scale, a frame size) without touching the weights."""
+    tensors, _ = read_weights(path)
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata=dict(metadata))
+    return Path(out)
