@@ -30,21 +30,34 @@ def recipe_commands(recipe: Path = RECIPE) -> list[list[str]]:
 
 def test_every_stage_parses_and_chains_to_the_shipped_file():
     commands = recipe_commands()
-    assert len(commands) == 9
+    assert len(commands) == 11
     parsed = [build_parser().parse_args(c) for c in commands]
-    assert [a.model for a in parsed] == ["sam"] * 9
+    assert [a.model for a in parsed] == ["sam"] * 11
+    stages, candidates = parsed[:9], parsed[9:]
     # Each stage starts from the best epoch of the one before, on scenes no stage saw (scenes
     # skipped between two stages went to endings tried and dropped).
-    for before, after in itertools.pairwise(parsed):
+    for before, after in itertools.pairwise(stages):
         assert after.init == f"{before.out}/best.safetensors"
         first = before.first_scene + (before.scenes or SYNTHETIC_RECIPE["scenes"])
         assert after.first_scene >= first
-    last = parsed[-1]
+    last = stages[-1]
     assert last.export == "src/attnvision/sam/weights/sam_tiny.safetensors"
     assert last.text and "packed" in last.scene_style and last.freeze is None
     # Stages 6 and 7 move the model to 384 then 512 px; the others keep their --init's size.
-    assert [a.img_size for a in parsed] == [None] * 5 + [384, 512, None, None]
-    assert [a.export for a in parsed[:-1]] == [None] * 8  # one stage writes the package's file
+    assert [a.img_size for a in parsed] == [None] * 5 + [384, 512] + [None] * 4
+    assert [a.export for a in stages[:-1]] == [None] * 8  # one stage writes the package's file
+    # Stage 10's two candidates start from the package's file, on scenes of their own, with
+    # large objects and packed trays, into their own folders: a script ships one or none.
+    for before, after in itertools.pairwise([last, *candidates]):
+        assert after.first_scene >= before.first_scene + before.scenes
+    for stage in candidates:
+        assert stage.init == last.export and stage.export == f"{stage.out}/export.safetensors"
+        assert "large=" in stage.scene_style and "packed=" in stage.scene_style
+    text = RECIPE.read_text().replace("\\\n", " ")
+    final = [line for line in text.splitlines() if line.strip()
+             and not line.lstrip().startswith("#")][-1]
+    assert shlex.split(final)[1:] == ["recipes/sam_tiny_large.py", last.export,
+                                      *(a.out for a in candidates)]
 
 
 def test_the_sam2_tiny_recipe_chains_its_stages_to_the_shipped_file():
@@ -225,3 +238,28 @@ def test_the_cotracker_recipe_ends_by_choosing_the_packaged_files_frame_size():
     packaged = "src/attnvision/cotracker/weights/cotracker_tiny.safetensors"
     assert shlex.split(last)[1:] == ["recipes/cotracker_resolution.py", "--model", packaged,
                                      "--ship", packaged]
+
+
+def test_the_large_object_rule_guards_the_held_out_figures_and_ranks_by_the_horse():
+    rule = load_recipe_script("sam_tiny_large")
+    packaged = {"point": 0.806, "points3": 0.894, "box": 0.873, "text": 0.806,
+                "packed_point": 0.798, "coins": 0.802, "horse": 0.181}
+    good = {**packaged, "point": 0.797, "horse": 0.5}  # 0.009 lower: within the tolerance
+    better = {**good, "horse": 0.7}
+    coins = {**better, "horse": 0.9, "coins": 0.79}
+    slipped = {**better, "horse": 0.95, "packed_point": 0.787}
+    assert rule.failures(good, packaged) == []
+    assert rule.failures(coins, packaged) == ["coins 0.7900 < 0.8"]
+    assert rule.failures(slipped, packaged) == ["packed_point 0.7870 < 0.7980 - 0.01"]
+    assert rule.failures(packaged, packaged) == ["horse 0.1810 <= 0.1810"]
+    assert rule.choose(packaged, {"a": good, "b": better, "c": coins, "d": slipped}) == "b"
+    assert rule.choose(packaged, {"c": coins, "d": slipped}) is None
+
+
+def test_the_large_object_step_says_what_is_missing_and_keeps_the_file(tmp_path):
+    packaged = tmp_path / "sam_tiny.safetensors"
+    packaged.write_bytes(b"before")
+    done = subprocess.run([sys.executable, str(RECIPES / "sam_tiny_large.py"), str(packaged),
+                           str(tmp_path / "stage10c")], capture_output=True, text=True)
+    assert done.returncode == 2 and packaged.read_bytes() == b"before"
+    assert "stage10c/export.safetensors" in done.stderr and "Traceback" not in done.stderr
