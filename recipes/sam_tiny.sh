@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The shipped sam_tiny (src/attnvision/sam/weights/sam_tiny.safetensors), from nothing, in one
-# command: bash recipes/sam_tiny.sh [RUNS_DIR]. About 7 hours on a 2-core CPU, minutes on a
+# command: bash recipes/sam_tiny.sh [RUNS_DIR]. About 9.5 hours on a 2-core CPU, minutes on a
 # GPU. Each stage resumes where it stopped if run again; figures: benchmarks/RESULTS.md.
 set -euo pipefail
 runs=$(realpath -m "${1:-runs}")
