@@ -66,12 +66,12 @@ attnvision train sam --init src/attnvision/sam/weights/sam_tiny.safetensors --te
     --scenes 2000 --first-scene 44400 --epochs 2 --lr 1e-4 --warmup-epochs 0.1 --amp bf16 \
     --seed 14 --out "$runs/sam_tiny_stage10d" --export "$runs/sam_tiny_stage10d/export.safetensors"
 # The rule, as code in recipes/sam_tiny_large.py: the package's file and each candidate are
-# measured the same way (`attnvision eval sam`: 1 click, 3 clicks, box and text alone on test
-# scenes 1000-1099; 1 click on packed trays 1000-1039; coins; the horse, one click at each of
-# 8 points). A candidate qualifies if coins >= 0.8, each of those five synthetic figures is
-# at most 0.01 below the package file's, and its horse mean is higher than the package
-# file's; of those that qualify, the one with the highest horse mean replaces the package's
-# file. None qualifying: stage 9 stays. The horse target (>= 0.9 at every click) is
-# reported whether or not it is met; it does not choose.
+# measured the same way (the measures of `attnvision eval sam`: 1 click, 3 clicks, box and
+# text alone on test scenes 1000-1099; 1 click on packed trays 1000-1039; coins; the horse,
+# one click at each of 8 points). A candidate qualifies if coins >= 0.8, each of those five
+# synthetic figures is at most 0.01 below the package file's, and its horse mean is higher
+# than the package file's; of those that qualify, the one with the highest horse mean replaces
+# the package's file. None qualifying: stage 9 stays. The horse target (>= 0.9 at
+# every click) is reported whether or not it is met; it does not choose.
 "${PYTHON:-python}" recipes/sam_tiny_large.py src/attnvision/sam/weights/sam_tiny.safetensors \
     "$runs/sam_tiny_stage10c" "$runs/sam_tiny_stage10d"
