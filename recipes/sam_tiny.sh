@@ -51,7 +51,7 @@ attnvision train sam --init "$runs/sam_tiny_stage8/best.safetensors" --text --te
     --first-scene 36000 --epochs 1 --lr 5e-5 --warmup-epochs 0.1 --amp bf16 --seed 10 \
     --out "$runs/sam_tiny_stage9" --export src/attnvision/sam/weights/sam_tiny.safetensors
 
-# 10. Large objects (written 2026-12-06 at 19:37 UTC, before these runs; the two earlier
+# 10. Large objects (written 2026-12-06 at 19:36 UTC, before these runs; the two earlier
 #     tries, 10a and 10b, are in benchmarks/RESULTS.md: half an epoch of the large style moved
 #     the horse's best mask of three from 0.43 to 0.70, not far enough, and coins fell to 0.60
 #     when packed trays were cut to 15 %). Two candidates from the package's file (stage 9),
