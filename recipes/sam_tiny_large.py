@@ -14,12 +14,12 @@ Prints one JSON document: every model's figures and the decision.
 
 import argparse
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from attnvision.files import atomic_path
 
 # The five held-out synthetic figures that may fall by at most TOLERANCE.
 GUARDED = ("point", "points3", "box", "text", "packed_point")
@@ -66,14 +66,8 @@ def choose(packaged: dict[str, float], candidates: dict[str, dict[str, float]]) 
 
 def ship(source: Path, packaged: Path) -> None:
     """Replace the package's file in one step: a copy beside it, then a rename."""
-    fd, tmp = tempfile.mkstemp(dir=packaged.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(packaged) as tmp:
         shutil.copyfile(source, tmp)
-        os.replace(tmp, packaged)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -13,6 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from attnvision.files import atomic_path
+
 
 def best(run: Path, metric: str) -> float:
     path = run / "best.json"
@@ -34,7 +36,8 @@ def main(argv: list[str]) -> None:
     old = max(best(Path(run), metric) for run in earlier)
     print(f"validation {metric}: in the package {old:.4f}, {Path(stage).name} {new:.4f}")
     if new > old:
-        shutil.copyfile(Path(stage) / "export.safetensors", packaged)
+        with atomic_path(packaged) as tmp:  # never a half-copied file in the package
+            shutil.copyfile(Path(stage) / "export.safetensors", tmp)
         print(f"{Path(stage).name} ships")
 
 

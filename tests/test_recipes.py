@@ -28,6 +28,13 @@ def recipe_commands(recipe: Path = RECIPE) -> list[list[str]]:
     return commands
 
 
+def final_command(recipe: Path) -> list[str]:
+    """The words of the recipe's last command (continued lines joined, comments skipped)."""
+    text = recipe.read_text().replace("\\\n", " ")
+    return shlex.split([line for line in text.splitlines() if line.strip()
+                        and not line.lstrip().startswith("#")][-1])
+
+
 def test_every_stage_parses_and_chains_to_the_shipped_file():
     commands = recipe_commands()
     assert len(commands) == 11
@@ -53,11 +60,8 @@ def test_every_stage_parses_and_chains_to_the_shipped_file():
     for stage in candidates:
         assert stage.init == last.export and stage.export == f"{stage.out}/export.safetensors"
         assert "large=" in stage.scene_style and "packed=" in stage.scene_style
-    text = RECIPE.read_text().replace("\\\n", " ")
-    final = [line for line in text.splitlines() if line.strip()
-             and not line.lstrip().startswith("#")][-1]
-    assert shlex.split(final)[1:] == ["recipes/sam_tiny_large.py", last.export,
-                                      *(a.out for a in candidates)]
+    assert final_command(RECIPE)[1:] == ["recipes/sam_tiny_large.py", last.export,
+                                         *(a.out for a in candidates)]
 
 
 def test_the_sam2_tiny_recipe_chains_its_stages_to_the_shipped_file():
@@ -232,12 +236,9 @@ def test_the_resolution_step_rewrites_only_the_header(tmp_path):
 
 
 def test_the_cotracker_recipe_ends_by_choosing_the_packaged_files_frame_size():
-    text = (RECIPES / "cotracker_tiny.sh").read_text().replace("\\\n", " ")
-    last = [line for line in text.splitlines() if line.strip()
-            and not line.lstrip().startswith("#")][-1]
     packaged = "src/attnvision/cotracker/weights/cotracker_tiny.safetensors"
-    assert shlex.split(last)[1:] == ["recipes/cotracker_resolution.py", "--model", packaged,
-                                     "--ship", packaged]
+    assert final_command(RECIPES / "cotracker_tiny.sh")[1:] == [
+        "recipes/cotracker_resolution.py", "--model", packaged, "--ship", packaged]
 
 
 def test_the_large_object_rule_guards_the_held_out_figures_and_ranks_by_the_horse():
