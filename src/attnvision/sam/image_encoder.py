@@ -187,7 +187,9 @@ class Attention(nn.Module):
         # MB in ViT-B, float32), and one kernel launch is faster there than sixteen.
         most = self.bias_chunk_elems if q.device.type == "cpu" else self.gpu_bias_chunk_elems
         rows = _rows_per_chunk(gh, most // (bw * heads * gw * n))
-        if rows == gh:  # one chunk (windows): no copy into a separate output
+        # Autograd cannot follow writes into the reused buffers below: training takes the
+        # whole bias, which its backward pass keeps anyway.
+        if rows == gh or (torch.is_grad_enabled() and q.requires_grad):
             out = scaled_dot_product_attention(q, k, v, bias=self._bias(rel_h, rel_w, 0, gh))
             return out.transpose(1, 2).reshape(bw, n, heads * hd)
         buffer = q.new_empty(bw, heads, rows, gw, gh, gw)
