@@ -15,6 +15,7 @@ from attnvision.commands.sam_train import SYNTHETIC_RECIPE
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 RECIPE = RECIPES / "sam_tiny.sh"
+PACKAGED_SAM = "src/attnvision/sam/weights/sam_tiny.safetensors"
 
 
 def recipe_commands(recipe: Path = RECIPE) -> list[list[str]]:
@@ -28,19 +29,24 @@ def recipe_commands(recipe: Path = RECIPE) -> list[list[str]]:
     return commands
 
 
-def final_command(recipe: Path) -> list[str]:
-    """The words of the recipe's last command (continued lines joined, comments skipped)."""
+def command_lines(recipe: Path) -> list[list[str]]:
+    """The words of each of the recipe's commands (continued lines joined, comments skipped)."""
     text = recipe.read_text().replace("\\\n", " ")
-    return shlex.split([line for line in text.splitlines() if line.strip()
-                        and not line.lstrip().startswith("#")][-1])
+    return [shlex.split(line, comments=True) for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def final_command(recipe: Path) -> list[str]:
+    """The words of the recipe's last command."""
+    return command_lines(recipe)[-1]
 
 
 def test_every_stage_parses_and_chains_to_the_shipped_file():
     commands = recipe_commands()
-    assert len(commands) == 11
+    assert len(commands) == 13
     parsed = [build_parser().parse_args(c) for c in commands]
-    assert [a.model for a in parsed] == ["sam"] * 11
-    stages, candidates = parsed[:9], parsed[9:]
+    assert [a.model for a in parsed] == ["sam"] * 13
+    stages, tenth, eleventh = parsed[:9], parsed[9:11], parsed[11:]
     # Each stage starts from the best epoch of the one before, on scenes no stage saw (scenes
     # skipped between two stages went to endings tried and dropped).
     for before, after in itertools.pairwise(stages):
@@ -48,20 +54,35 @@ def test_every_stage_parses_and_chains_to_the_shipped_file():
         first = before.first_scene + (before.scenes or SYNTHETIC_RECIPE["scenes"])
         assert after.first_scene >= first
     last = stages[-1]
-    assert last.export == "src/attnvision/sam/weights/sam_tiny.safetensors"
+    # Stage 9 keeps its file in its folder (stage 11's rule measures against it) and copies
+    # it into the package.
+    assert last.export == f"{last.out}/export.safetensors"
+    assert ["cp", last.export, PACKAGED_SAM] in command_lines(RECIPE)
     assert last.text and "packed" in last.scene_style and last.freeze is None
     # Stages 6 and 7 move the model to 384 then 512 px; the others keep their --init's size.
-    assert [a.img_size for a in parsed] == [None] * 5 + [384, 512] + [None] * 4
-    assert [a.export for a in stages[:-1]] == [None] * 8  # one stage writes the package's file
-    # Stage 10's two candidates start from the package's file, on scenes of their own, with
-    # large objects and packed trays, into their own folders: a script ships one or none.
-    for before, after in itertools.pairwise([last, *candidates]):
+    assert [a.img_size for a in parsed] == [None] * 5 + [384, 512] + [None] * 6
+    assert [a.export for a in stages[:-1]] == [None] * 8
+    # Stages 10 and 11: two candidates each from the package's file, on scenes of their own,
+    # with large objects and packed trays, into their own folders: a script ships one or none.
+    for before, after in itertools.pairwise([last, *tenth, *eleventh]):
         assert after.first_scene >= before.first_scene + before.scenes
-    for stage in candidates:
-        assert stage.init == last.export and stage.export == f"{stage.out}/export.safetensors"
+    for stage in tenth + eleventh:
+        assert stage.init == PACKAGED_SAM and stage.export == f"{stage.out}/export.safetensors"
         assert "large=" in stage.scene_style and "packed=" in stage.scene_style
-    assert final_command(RECIPE)[1:] == ["recipes/sam_tiny_large.py", last.export,
-                                         *(a.out for a in candidates)]
+    # Stage 11 gives look-alikes placed apart stage 9's share again.
+    assert all("repeated=0.2" in stage.scene_style for stage in eleventh)
+    rule = load_recipe_script("sam_tiny_large")
+    rules = [words for words in command_lines(RECIPE) if "recipes/sam_tiny_large.py" in words]
+    assert len(rules) == 2 and rules[-1] == final_command(RECIPE)
+    ten, eleven = (rule.build_parser().parse_args(words[2:]) for words in rules)
+    assert (str(ten.packaged), [str(r) for r in ten.runs]) == (
+        PACKAGED_SAM, [a.out for a in tenth])
+    assert ten.baseline is None and ten.guard == ",".join(rule.GUARDED)
+    assert (str(eleven.packaged), [str(r) for r in eleven.runs]) == (
+        PACKAGED_SAM, [a.out for a in eleventh])
+    # Stage 11 guards every held-out figure but the large style's against stage 9's file.
+    assert str(eleven.baseline) == last.export
+    assert set(eleven.guard.split(",")) == set(rule.FIGURES) - {"large_point", "large_box"}
 
 
 def test_the_sam2_tiny_recipe_chains_its_stages_to_the_shipped_file():
@@ -257,6 +278,21 @@ def test_the_large_object_rule_guards_the_held_out_figures_and_ranks_by_the_hors
     assert rule.choose(packaged, {"c": coins, "d": slipped}) is None
 
 
+def test_stage_11s_rule_lets_the_package_compete_against_stage_9s_figures():
+    rule = load_recipe_script("sam_tiny_large")
+    guard = ("point", "repeated_point")
+    stage9 = {"point": 0.806, "repeated_point": 0.784, "coins": 0.802, "horse": 0.181}
+    package = {**stage9, "point": 0.797, "repeated_point": 0.756, "horse": 0.294}
+    mended = {**package, "repeated_point": 0.780, "horse": 0.25}
+    further = {**package, "horse": 0.6}  # the horse higher, look-alikes still 0.028 under
+    assert rule.failures(package, stage9, guard) == [
+        "repeated_point 0.7560 < 0.7840 - 0.01"]
+    assert rule.choose(stage9, {"packaged": package, "a": mended, "b": further}, guard) == "a"
+    # A package that qualifies stays unless a candidate's horse is higher; a tie keeps it.
+    assert rule.choose(stage9, {"packaged": mended, "a": {**mended}}, guard) == "packaged"
+    assert rule.choose(stage9, {"packaged": package, "b": further}, guard) is None
+
+
 def test_the_large_object_step_says_what_is_missing_and_keeps_the_file(tmp_path):
     packaged = tmp_path / "sam_tiny.safetensors"
     packaged.write_bytes(b"before")
@@ -264,3 +300,8 @@ def test_the_large_object_step_says_what_is_missing_and_keeps_the_file(tmp_path)
                            str(tmp_path / "stage10c")], capture_output=True, text=True)
     assert done.returncode == 2 and packaged.read_bytes() == b"before"
     assert "stage10c/export.safetensors" in done.stderr and "Traceback" not in done.stderr
+    done = subprocess.run([sys.executable, str(RECIPES / "sam_tiny_large.py"), str(packaged),
+                           str(tmp_path / "stage11a"), "--guard", "point,horse_mean"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and packaged.read_bytes() == b"before"
+    assert "unknown figure horse_mean in --guard" in done.stderr
