@@ -354,10 +354,16 @@ def test_generic_datasets_custom_loss_and_evaluate(digits, tmp_path):
     assert seen == [(1000, 10), (437, 10)]
 
 
-def test_bf16_autocast_trains(digits, tmp_path):
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_autocast_trains_and_says_when_the_cpu_emulates_it(digits, tmp_path, capsys,
+                                                                monkeypatch, native):
+    monkeypatch.setattr("attnvision.train.loop.cpu_has_fast_bf16", lambda: native)
     config = TrainConfig(epochs=1, batch_size=256, amp="bf16")
     result = fit(mlp(), digits.train, digits.test, config, tmp_path, progress=False)
     assert math.isfinite(result["train_loss"]) and result["eval"]["accuracy"] > 0.1
+    said = capsys.readouterr().err
+    assert ("no native bf16" in said) is not native
+    assert native or "leave --amp out" in said
 
 
 def test_bad_inputs_are_one_line_user_errors(digits, tmp_path):

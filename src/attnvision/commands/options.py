@@ -60,7 +60,8 @@ def training_options(p: argparse.ArgumentParser, *, epochs: str, batch_size: str
     p.add_argument("--weight-decay", type=float, default=weight_decay)
     p.add_argument("--warmup-epochs", type=float, default=warmup_epochs)
     p.add_argument("--amp", choices=["none", "bf16"], default="none",
-                   help="bf16 autocast (fast on CPUs with AVX-512 BF16 / AMX, and on GPUs)")
+                   help="bf16 autocast (fast on GPUs and on CPUs with AVX-512 BF16 / AMX; "
+                        "emulated, slower than float32, on other CPUs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="folder for checkpoints and metrics")
     p.add_argument("--no-resume", action="store_true",
