@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The shipped sam_tiny (src/attnvision/sam/weights/sam_tiny.safetensors), from nothing, in one
-# command: bash recipes/sam_tiny.sh [RUNS_DIR]. About 9.5 hours on a 2-core CPU, minutes on a
+# command: bash recipes/sam_tiny.sh [RUNS_DIR]. About 9.5 hours on a 2-core CPU with native bf16
+# (an AMD EPYC; on a CPU without, drop --amp bf16: it is emulated and slower), minutes on a
 # GPU. Each stage resumes where it stopped if run again; figures: benchmarks/RESULTS.md.
 set -euo pipefail
 runs=$(realpath -m "${1:-runs}")
@@ -45,7 +46,8 @@ attnvision train sam --init "$runs/sam_tiny_stage7/best.safetensors" --text --te
     --lr 5e-5 --warmup-epochs 0.1 --amp bf16 --seed 9 --out "$runs/sam_tiny_stage8"
 # 9. One epoch with trays of nearly touching look-alikes in 30 % of the scenes (36000-37999),
 #    which teaches the IoU head to keep the clicked coin. Its best weights, in float16, are the
-#    shipped file, and stay in the run's folder: stage 11's rule measures against them.
+#    shipped file, and stay in the run's folder, where stage 11's rule (below) measured
+#    against them.
 attnvision train sam --init "$runs/sam_tiny_stage8/best.safetensors" --text --text-share 0.3 \
     --scene-style standard=0.35,varied=0.15,repeated=0.2,packed=0.3 --scenes 2000 \
     --first-scene 36000 --epochs 1 --lr 5e-5 --warmup-epochs 0.1 --amp bf16 --seed 10 \
