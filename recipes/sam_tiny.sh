@@ -84,3 +84,14 @@ attnvision train sam --init src/attnvision/sam/weights/sam_tiny.safetensors --te
 #     9's file with `recipes/sam_tiny_large.py --baseline ... --guard ...`): neither qualified
 #     (11a lost the coins, 11b 0.013 of the 1-click figure), so 10c stays and the recipe ends
 #     at stage 10. The commands and figures: benchmarks/RESULTS.md, "Stage 11".
+#     11c (written 2026-12-07 at 00:26 UTC, before its run): 11b, 0.003 under the 1-click
+#     floor and within it on everything else, one short epoch more with the standard scenes'
+#     share back up: `attnvision train sam --init runs/sam_tiny_stage11b/export.safetensors
+#     --text --text-share 0.3 --scene-style standard=0.25,varied=0.05,repeated=0.2,packed=0.25,
+#     large=0.25 --scenes 1000 --first-scene 50400 --epochs 1 --lr 5e-5 --warmup-epochs 0.1
+#     --seed 17 --out runs/sam_tiny_stage11c --export runs/sam_tiny_stage11c/export.safetensors`
+#     (float32), then stage 11's rule unchanged, 11c the one candidate: `python
+#     recipes/sam_tiny_large.py src/attnvision/sam/weights/sam_tiny.safetensors
+#     runs/sam_tiny_stage11c --baseline runs/sam_tiny_stage9/export.safetensors --guard
+#     point,points3,box,box_zoom,text,packed_point,packed_box,repeated_point,repeated_box`.
+#     If 11c ships, 11b and 11c become this recipe's stage 11.
