@@ -43,10 +43,10 @@ def final_command(recipe: Path) -> list[str]:
 
 def test_every_stage_parses_and_chains_to_the_shipped_file():
     commands = recipe_commands()
-    assert len(commands) == 11
+    assert len(commands) == 13
     parsed = [build_parser().parse_args(c) for c in commands]
-    assert [a.model for a in parsed] == ["sam"] * 11
-    stages, candidates = parsed[:9], parsed[9:]
+    assert [a.model for a in parsed] == ["sam"] * 13
+    stages, candidates, (eleven_b, eleven_c) = parsed[:9], parsed[9:11], parsed[11:]
     # Each stage starts from the best epoch of the one before, on scenes no stage saw (scenes
     # skipped between two stages went to endings tried and dropped).
     for before, after in itertools.pairwise(stages):
@@ -60,23 +60,34 @@ def test_every_stage_parses_and_chains_to_the_shipped_file():
     assert ["cp", last.export, PACKAGED_SAM] in command_lines(RECIPE)
     assert last.text and "packed" in last.scene_style and last.freeze is None
     # Stages 6 and 7 move the model to 384 then 512 px; the others keep their --init's size.
-    assert [a.img_size for a in parsed] == [None] * 5 + [384, 512] + [None] * 4
+    assert [a.img_size for a in parsed] == [None] * 5 + [384, 512] + [None] * 6
     assert [a.export for a in stages[:-1]] == [None] * 8
     # Stage 10's two candidates start from the package's file, on scenes of their own, with
     # large objects and packed trays, into their own folders: a script ships one or none.
-    for before, after in itertools.pairwise([last, *candidates]):
+    for before, after in itertools.pairwise([last, *candidates, eleven_b, eleven_c]):
         assert after.first_scene >= before.first_scene + before.scenes
     for stage in candidates:
         assert stage.init == PACKAGED_SAM and stage.export == f"{stage.out}/export.safetensors"
         assert "large=" in stage.scene_style and "packed=" in stage.scene_style
+    # Stage 11: 11b from the package's file, 11c from 11b, look-alikes placed apart at stage
+    # 9's share in both; 11c is the candidate.
+    assert eleven_b.init == PACKAGED_SAM
+    assert eleven_c.init == eleven_b.export == f"{eleven_b.out}/export.safetensors"
+    assert eleven_c.export == f"{eleven_c.out}/export.safetensors"
+    assert all("repeated=0.2" in s.scene_style for s in (eleven_b, eleven_c))
     rule = load_recipe_script("sam_tiny_large")
-    words = final_command(RECIPE)
-    assert words[1] == "recipes/sam_tiny_large.py"
-    ten = rule.build_parser().parse_args(words[2:])
+    rules = [words for words in command_lines(RECIPE) if "recipes/sam_tiny_large.py" in words]
+    assert len(rules) == 2 and rules[-1] == final_command(RECIPE)
+    ten, eleven = (rule.build_parser().parse_args(words[2:]) for words in rules)
     assert (str(ten.packaged), [str(r) for r in ten.runs]) == (
         PACKAGED_SAM, [a.out for a in candidates])
-    # Stage 10 guards five figures against the package's file itself.
+    # Stage 10 guards five figures against the package's file itself, stage 11 every
+    # held-out figure but the large style's against stage 9's file.
     assert ten.baseline is None and ten.guard == ",".join(rule.GUARDED)
+    assert (str(eleven.packaged), [str(r) for r in eleven.runs]) == (
+        PACKAGED_SAM, [eleven_c.out])
+    assert str(eleven.baseline) == last.export
+    assert set(eleven.guard.split(",")) == set(rule.FIGURES) - {"large_point", "large_box"}
 
 
 def test_the_sam2_tiny_recipe_chains_its_stages_to_the_shipped_file():
