@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The shipped sam_tiny (src/attnvision/sam/weights/sam_tiny.safetensors), from nothing, in one
-# command: bash recipes/sam_tiny.sh [RUNS_DIR]. About 9.5 hours on a 2-core CPU with native bf16
-# (an AMD EPYC; on a CPU without, drop --amp bf16: it is emulated and slower), minutes on a
-# GPU. Each stage resumes where it stopped if run again; figures: benchmarks/RESULTS.md.
+# command: bash recipes/sam_tiny.sh [RUNS_DIR]. About 11 hours on 2-core CPUs (stages 1-10 with
+# --amp bf16 on one with native bf16, an AMD EPYC; stage 11 in float32 on one without, where
+# bf16 is emulated and slower: drop --amp bf16 on such a CPU), minutes on a GPU. Each stage
+# resumes where it stopped if run again; figures: benchmarks/RESULTS.md.
 set -euo pipefail
 runs=$(realpath -m "${1:-runs}")
 cd "$(dirname "$0")/.."  # the repository: the last stage writes the package's weights
