@@ -357,7 +357,7 @@ def test_generic_datasets_custom_loss_and_evaluate(digits, tmp_path):
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_autocast_trains_and_says_when_the_cpu_emulates_it(digits, tmp_path, capsys,
                                                                 monkeypatch, native):
-    monkeypatch.setattr("attnvision.train.loop.cpu_has_fast_bf16", lambda: native)
+    monkeypatch.setattr("attnvision.precision.cpu_has_fast_bf16", lambda: native)
     config = TrainConfig(epochs=1, batch_size=256, amp="bf16")
     result = fit(mlp(), digits.train, digits.test, config, tmp_path, progress=False)
     assert math.isfinite(result["train_loss"]) and result["eval"]["accuracy"] > 0.1

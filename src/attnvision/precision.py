@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 from pathlib import Path
 
 import torch
@@ -28,6 +29,14 @@ def cpu_has_fast_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def warn_if_bf16_emulated(who: str, option: str, fix: str) -> None:
+    """Say on stderr that bf16 is emulated on this CPU (no AVX-512 BF16 or AMX), so
+    ``option`` makes ``who`` slower than float32 here, and ``fix``."""
+    if not cpu_has_fast_bf16():
+        print(f"{who}: this CPU has no native bf16 (AVX-512 BF16 or AMX), so {option} is "
+              f"emulated and slower than float32 here: {fix}", file=sys.stderr)
 
 
 def check_precision(precision: str, device: torch.device | str | None = None) -> str:

@@ -91,7 +91,7 @@ def load_sam(checkpoint: str | None, model: str | None, precision: str = "fp32",
              img_size: int | None = None):
     """SAM from ``checkpoint``, or the shipped sam_tiny (said on stderr) when none is given;
     run at ``img_size`` px if given (its position weights resampled), else the file's size."""
-    from attnvision.precision import check_precision, cpu_has_fast_bf16
+    from attnvision.precision import check_precision, warn_if_bf16_emulated
     from attnvision.sam import build_sam
     from attnvision.sam.checkpoints import where_to_get
     from attnvision.sam.pretrained import shipped_checkpoint
@@ -100,9 +100,8 @@ def load_sam(checkpoint: str | None, model: str | None, precision: str = "fp32",
         raise UserError(f"--model {model} needs its weights: pass --checkpoint "
                         f"({where_to_get(model)})")
     check_precision(precision, "cpu")
-    if precision == "bf16" and not cpu_has_fast_bf16():
-        print("attnvision: this CPU has no native bf16 (AVX-512 BF16 or AMX): --precision "
-              "bf16 will be slower than fp32 here", file=sys.stderr)
+    if precision == "bf16":
+        warn_if_bf16_emulated("attnvision", "--precision bf16", "use --precision fp32")
     if checkpoint is not None:
         return build_sam(model, checkpoint, precision=precision, img_size=img_size)
     sam = build_sam(None, shipped_checkpoint(), precision=precision, img_size=img_size)
