@@ -5,7 +5,10 @@
 Each run folder holds the trainer's ``best.json``, whose ``best[METRIC]`` is its best epoch's
 validation figure. The package holds the best of the earlier stages, so STAGE_DIR's
 ``export.safetensors`` replaces PACKAGED_FILE only if its figure is higher than all of theirs
-(a tie keeps the earlier file). The rule each recipe states before its runs, as code.
+(a tie keeps the earlier file). An EARLIER that is a ``start.json`` (``train cotracker
+--eval-start``) gives ``start[METRIC]``, the starting weights' figure on the same clips at the
+run's own size: the comparison for a stage trained at another size than the earlier ones. The
+rule each recipe states before its runs, as code.
 """
 
 import json
@@ -17,9 +20,9 @@ from attnvision.files import atomic_path
 
 
 def best(run: Path, metric: str) -> float:
-    path = run / "best.json"
+    path, key = (run, "start") if run.name == "start.json" else (run / "best.json", "best")
     try:
-        return float(json.loads(path.read_text())["best"][metric])
+        return float(json.loads(path.read_text())[key][metric])
     except (OSError, ValueError, KeyError, TypeError) as err:
         # A recipe run again on another machine may lack an earlier stage's folder: say
         # which, and how to check by hand (the earlier figures are in benchmarks/RESULTS.md).

@@ -232,6 +232,33 @@ def test_train_cotracker_from_init_with_bf16(tmp_path, capsys, small_tiny):
     assert not torch.equal(tuned.corr_mlp.fc1.weight, start.corr_mlp.fc1.weight)
 
 
+def test_eval_start_measures_the_starting_weights_at_the_runs_size_once(tmp_path, capsys,
+                                                                      small_tiny):
+    init = tmp_path / "init.pt"
+    torch.manual_seed(4)
+    start = CoTrackerTrain(SMALL)
+    torch.save(start.state_dict(), init)
+    out = tmp_path / "o"
+    argv = ["train", "cotracker", "--init", str(init), "--clips", "1", "--points", "4",
+            "--eval-clips", "1", "--eval-start", "--model-resolution", "64,96",
+            "--out", str(out)]
+    code, result = run_json(argv, capsys)
+    assert code == 0, result
+    # The same clip tracked by the untouched starting weights at the run's size.
+    expected = evaluate_tracking(build_cotracker(init, model_resolution=(64, 96)),
+                                 ValidationClips(1, frames=SMALL.window_len, size=256), points=64)
+    saved = json.loads((out / "start.json").read_text())
+    assert saved["model_resolution"] == [64, 96] and saved["weights"] == str(init)
+    assert saved["start"]["average_pts_within_thresh"] == pytest.approx(
+        expected["average_pts_within_thresh"], abs=1e-6)
+    assert result["start"] == saved["start"]
+    # Run again on the same folder (nothing left to train): read back, not tracked again.
+    (out / "start.json").write_text(json.dumps({**saved, "start": {
+        **saved["start"], "average_pts_within_thresh": 0.5}}))
+    code, again = run_json(argv, capsys)
+    assert code == 0 and again["start"]["average_pts_within_thresh"] == 0.5
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--frames", "1"], "--frames 1: give 2 or more"),
     (["--points", "0"], "--points must be >= 1"),

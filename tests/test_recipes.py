@@ -122,10 +122,15 @@ def test_the_sam2_tiny_recipe_chains_its_stages_to_the_shipped_file():
     assert all(a.export == f"{a.out}/export.safetensors" for a in parsed[1:])
 
 
-def test_the_cotracker_tiny_recipe_chains_ten_stages_to_the_shipped_file():
+def test_the_cotracker_tiny_recipe_chains_eleven_stages_to_the_shipped_file():
     commands = recipe_commands(RECIPES / "cotracker_tiny.sh")
-    assert len(commands) == 10
-    stages = [build_parser().parse_args(c) for c in commands]
+    assert len(commands) == 11
+    *stages, last = [build_parser().parse_args(c) for c in commands]
+    # Stage 11 trains at the size the frame-size step chose, from the package's file, and is
+    # judged against that file's own figure at that size (its start.json).
+    assert last.init == stages[-1].init and last.model_resolution == "240,320"
+    assert last.eval_start and last.first_clip >= stages[-1].first_clip + stages[-1].clips
+    assert (last.clips, last.epochs, last.lr, last.amp) == (800, 1, 1.5e-4, "none")
     first, second = stages[:2]
     assert {a.model for a in stages} == {"cotracker"}
     assert first.init is None and first.export is None
@@ -185,7 +190,9 @@ def test_each_later_stage_ships_only_through_the_check_against_every_earlier_one
         [metric, f"{runs}/cotracker_tiny_stage9", cotracker,
          *(f"{runs}/cotracker_tiny_stage{i}" for i in range(2, 9))],
         [metric, f"{runs}/cotracker_tiny_stage10", cotracker,
-         *(f"{runs}/cotracker_tiny_stage{i}" for i in range(2, 10))]]
+         *(f"{runs}/cotracker_tiny_stage{i}" for i in range(2, 10))],
+        [metric, f"{runs}/cotracker_tiny_stage11", cotracker,
+         f"{runs}/cotracker_tiny_stage11/start.json"]]
 
 
 @pytest.mark.parametrize(("earlier", "new", "ships"), [((0.685,), 0.70, True),
@@ -205,6 +212,20 @@ def test_ship_if_better_copies_only_a_higher_figure(tmp_path, earlier, new, ship
     packaged.write_bytes(b"before")
     subprocess.run([sys.executable, str(RECIPES / "ship_if_better.py"), "jf", str(runs[-1]),
                     str(packaged), *map(str, runs[:-1])], check=True, capture_output=True)
+    assert packaged.read_bytes() == (b"new" if ships else b"before")
+
+
+@pytest.mark.parametrize(("start", "new", "ships"), [(0.685, 0.69, True), (0.685, 0.685, False)])
+def test_ship_if_better_compares_with_a_start_json(tmp_path, start, new, ships):
+    stage = tmp_path / "stage11"
+    stage.mkdir()
+    (stage / "best.json").write_text(json.dumps({"best": {"jf": new}}))
+    (stage / "start.json").write_text(json.dumps({"start": {"jf": start}}))
+    (stage / "export.safetensors").write_bytes(b"new")
+    packaged = tmp_path / "packaged.safetensors"
+    packaged.write_bytes(b"before")
+    subprocess.run([sys.executable, str(RECIPES / "ship_if_better.py"), "jf", str(stage),
+                    str(packaged), str(stage / "start.json")], check=True, capture_output=True)
     assert packaged.read_bytes() == (b"new" if ships else b"before")
 
 
@@ -261,10 +282,20 @@ def test_the_resolution_step_rewrites_only_the_header(tmp_path):
     assert all(torch.equal(loaded[k], v) for k, v in tensors.items())
 
 
-def test_the_cotracker_recipe_ends_by_choosing_the_packaged_files_frame_size():
+def test_the_cotracker_recipe_chooses_the_frame_size_before_any_stage_trains_at_it():
     packaged = "src/attnvision/cotracker/weights/cotracker_tiny.safetensors"
-    assert final_command(RECIPES / "cotracker_tiny.sh")[1:] == [
-        "recipes/cotracker_resolution.py", "--model", packaged, "--ship", packaged]
+    lines = command_lines(RECIPES / "cotracker_tiny.sh")
+    step = [i for i, words in enumerate(lines) if "recipes/cotracker_resolution.py" in words]
+    assert len(step) == 1
+    assert lines[step[0]][1:] == ["recipes/cotracker_resolution.py", "--model", packaged,
+                                  "--ship", packaged]
+    # A stage after the step trains at the chosen size (its export's header says so); one
+    # before it at 192 x 256, whose header the step then rewrites.
+    for i, words in enumerate(lines):
+        if "train" in words and "cotracker" in words:
+            assert ("--model-resolution" in words) == (i > step[0])
+            if i > step[0]:
+                assert words[words.index("--model-resolution") + 1] == "240,320"
 
 
 def test_the_large_object_rule_guards_the_held_out_figures_and_ranks_by_the_horse():

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,12 +45,14 @@ from attnvision.errors import UserError
 if TYPE_CHECKING:
     from attnvision.cotracker.configs import CoTrackerConfig
     from attnvision.cotracker.training import CoTrackerTrain
+    from attnvision.cotracker.training_data import ValidationClips
 
 DEFAULT_MODEL = "cotracker_tiny"
 RECIPE: dict[str, Any] = {"epochs": 1, "clips": 1000, "batch_size": 1, "lr": 5e-4}
 WEIGHT_DECAY = 1e-5  # the official recipe's (AdamW, lr 5e-4)
 WARMUP_SHARE = 0.05  # of the run: the official one-cycle's pct_start
 EVAL_CLIPS, EVAL_POINTS, EVAL_SIZE = 16, 64, 256
+START_INFO = "start.json"  # --eval-start's figures of the starting weights
 
 
 def register_train(models: argparse._SubParsersAction) -> None:
@@ -82,6 +85,10 @@ def register_train(models: argparse._SubParsersAction) -> None:
                         "best.safetensors)")
     p.add_argument("--eval-every", type=int, default=1,
                    help="epochs between evaluations (the last epoch is always evaluated)")
+    p.add_argument("--eval-start", action="store_true",
+                   help="also track the validation clips with the starting weights, before "
+                        "any step, into OUT/start.json: the figure a later stage must beat, "
+                        "at the run's own frame size")
     training_options(p, epochs=f"default: {RECIPE['epochs']}",
                      batch_size=f"clips per step (default {RECIPE['batch_size']})",
                      lr=str(RECIPE["lr"]), weight_decay=WEIGHT_DECAY, warmup_epochs=-1.0)
@@ -172,6 +179,28 @@ def _save(net: CoTrackerTrain, weights: dict, path: Path, extra: dict[str, Any],
         save_file(tensors, str(tmp), metadata=metadata)
 
 
+def _evaluate_start(net: CoTrackerTrain, clips: ValidationClips,
+                    evaluate: Callable[[Any, ValidationClips], dict], out: Path, source: str,
+                    size: tuple[int, int]) -> dict[str, Any]:
+    """The starting weights' validation figures, kept in OUT/start.json. A stage that starts
+    from the package's file at another frame size than the earlier stages trained at can
+    only be compared with that file at its own size: this is that figure. A resumed run
+    reads it back rather than tracking the clips again."""
+    from attnvision.files import write_json
+
+    path = out / START_INFO
+    if path.is_file():
+        return json.loads(path.read_text())["start"]
+    train_log(f"attnvision train cotracker: tracking the validation clips with {source} "
+              "before training (--eval-start)")
+    was_training = net.training
+    net.eval()
+    metrics = evaluate(net, clips)
+    net.train(was_training)
+    write_json(path, {"start": metrics, "weights": source, "model_resolution": list(size)})
+    return metrics
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     from dataclasses import asdict
 
@@ -223,6 +252,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     def evaluate(module: torch.nn.Module, clips: ValidationClips) -> dict:
         return evaluate_tracking(module, clips, points=EVAL_POINTS)
 
+    start = None
+    if args.eval_start and eval_set is not None and ddp.is_main_process():
+        start = _evaluate_start(net, eval_set, evaluate, out, source, (h, w))
+
     result = fit(net, train_set, eval_set, train_config, out, loss_fn=tracking_loss,
                  evaluate=evaluate, best_metric="average_pts_within_thresh",
                  progress=not args.quiet, resume=not args.no_resume, metadata=metadata,
@@ -243,7 +276,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     return {"command": "train cotracker", "model": metadata["model"], "init": source,
             "parameters": count, "model_resolution": [h, w], "data": described,
             "epochs": result["epochs"], "seconds": result["seconds"],
-            "train_loss": result["train_loss"], "eval": result["eval"],
+            "train_loss": result["train_loss"], "start": start, "eval": result["eval"],
             "best": result["best"], "selection": "best.safetensors: the epoch with the "
                                                  "highest validation δ_avg (offline)",
             "files": {k: str(v) for k, v in files.items()}, "history": result["history"]}
