@@ -152,7 +152,7 @@ OMP_NUM_THREADS=1 attnvision train cotracker \
     --model src/attnvision/cotracker/weights/cotracker_tiny.safetensors \
     --ship src/attnvision/cotracker/weights/cotracker_tiny.safetensors
 
-# Stage 11 (written 2026-12-07 at 01:50 UTC, before it ran): since the frame-size step the
+# Stage 11 (written 2026-12-07 at 01:49 UTC, before it ran): since the frame-size step the
 # package's file runs at 240 x 320, a size no stage trained at (validation δ_avg 0.685 there
 # against 0.647 at its training size), so one epoch over the next 800 clips (5850-6649) at
 # 240 x 320, from the package's file, at stages 7-10's peak learning rate, seed 10, in float32
