@@ -257,6 +257,10 @@ def test_eval_start_measures_the_starting_weights_at_the_runs_size_once(tmp_path
         **saved["start"], "average_pts_within_thresh": 0.5}}))
     code, again = run_json(argv, capsys)
     assert code == 0 and again["start"]["average_pts_within_thresh"] == 0.5
+    # --no-resume starts over: the starting weights are tracked again.
+    code, fresh = run_json([*argv, "--no-resume"], capsys)
+    key = "average_pts_within_thresh"
+    assert code == 0 and fresh["start"][key] == pytest.approx(saved["start"][key], abs=1e-9)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -267,6 +271,7 @@ def test_eval_start_measures_the_starting_weights_at_the_runs_size_once(tmp_path
     (["--lr", "0"], "--lr must be > 0"),
     (["--iters", "0"], "--iters must be >= 1"),
     (["--eval-clips", "-1"], "--eval-clips must be >= 0"),
+    (["--eval-clips", "0", "--eval-start"], "--eval-start tracks the validation clips"),
     (["--model-resolution", "63,96"], "--model-resolution '63,96' is not H,W"),
     (["--first-clip", "999999", "--clips", "2"], "the validation clips"),
     (["--init", "missing.pt"], "not found"),

@@ -124,6 +124,8 @@ def _check_numbers(args: argparse.Namespace) -> dict[str, Any]:
          "there on are the validation clips that choose the best epoch"),
         (args.eval_clips >= 0, f"--eval-clips must be >= 0, got {args.eval_clips}"),
         (args.eval_every >= 1, f"--eval-every must be >= 1, got {args.eval_every}"),
+        (args.eval_clips > 0 or not args.eval_start,
+         "--eval-start tracks the validation clips: give --eval-clips 1 or more"),
         (args.weight_decay >= 0, f"--weight-decay must be >= 0, got {args.weight_decay}"),
     ]
     for ok, message in checks:
@@ -181,16 +183,18 @@ def _save(net: CoTrackerTrain, weights: dict, path: Path, extra: dict[str, Any],
 
 def _evaluate_start(net: CoTrackerTrain, clips: ValidationClips,
                     evaluate: Callable[[Any, ValidationClips], dict], out: Path, source: str,
-                    size: tuple[int, int]) -> dict[str, Any]:
+                    size: tuple[int, int], again: bool = False) -> dict[str, Any]:
     """The starting weights' validation figures, kept in OUT/start.json. A stage that starts
     from the package's file at another frame size than the earlier stages trained at can
     only be compared with that file at its own size: this is that figure. A resumed run
-    reads it back rather than tracking the clips again."""
+    reads it back rather than tracking the clips again (``again``: --no-resume, track them)."""
     from attnvision.files import write_json
 
     path = out / START_INFO
-    if path.is_file():
-        return json.loads(path.read_text())["start"]
+    if path.is_file() and not again:
+        saved = json.loads(path.read_text())
+        if saved.get("weights") == source and saved.get("model_resolution") == list(size):
+            return saved["start"]
     train_log(f"attnvision train cotracker: tracking the validation clips with {source} "
               "before training (--eval-start)")
     was_training = net.training
@@ -254,7 +258,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
     start = None
     if args.eval_start and eval_set is not None and ddp.is_main_process():
-        start = _evaluate_start(net, eval_set, evaluate, out, source, (h, w))
+        start = _evaluate_start(net, eval_set, evaluate, out, source, (h, w),
+                                again=args.no_resume)
 
     result = fit(net, train_set, eval_set, train_config, out, loss_fn=tracking_loss,
                  evaluate=evaluate, best_metric="average_pts_within_thresh",
