@@ -197,10 +197,7 @@ def _evaluate_start(net: CoTrackerTrain, clips: ValidationClips,
             return saved["start"]
     train_log(f"attnvision train cotracker: tracking the validation clips with {source} "
               "before training (--eval-start)")
-    was_training = net.training
-    net.eval()
-    metrics = evaluate(net, clips)
-    net.train(was_training)
+    metrics = evaluate(net, clips)  # on an eval-mode copy: net's own mode is untouched
     write_json(path, {"start": metrics, "weights": source, "model_resolution": list(size)})
     return metrics
 
