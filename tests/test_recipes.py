@@ -122,15 +122,18 @@ def test_the_sam2_tiny_recipe_chains_its_stages_to_the_shipped_file():
     assert all(a.export == f"{a.out}/export.safetensors" for a in parsed[1:])
 
 
-def test_the_cotracker_tiny_recipe_chains_eleven_stages_to_the_shipped_file():
+def test_the_cotracker_tiny_recipe_chains_twelve_stages_to_the_shipped_file():
     commands = recipe_commands(RECIPES / "cotracker_tiny.sh")
-    assert len(commands) == 11
-    *stages, last = [build_parser().parse_args(c) for c in commands]
-    # Stage 11 trains at the size the frame-size step chose, from the package's file, and is
-    # judged against that file's own figure at that size (its start.json).
-    assert last.init == stages[-1].init and last.model_resolution == "240,320"
-    assert last.eval_start and last.first_clip >= stages[-1].first_clip + stages[-1].clips
-    assert (last.clips, last.epochs, last.lr, last.amp) == (800, 1, 1.5e-4, "none")
+    assert len(commands) == 12
+    *stages, eleventh, twelfth = [build_parser().parse_args(c) for c in commands]
+    # Stages 11 on train at the size the frame-size step chose, from the package's file, each
+    # on clips no stage before it saw, and are judged against that file's own figure at that
+    # size (their start.json).
+    for before, stage in ((stages[-1], eleventh), (eleventh, twelfth)):
+        assert stage.init == stages[-1].init and stage.model_resolution == "240,320"
+        assert stage.eval_start and stage.first_clip >= before.first_clip + before.clips
+        assert (stage.epochs, stage.lr, stage.amp) == (1, 1.5e-4, "none")
+    assert (eleventh.clips, twelfth.clips) == (800, 600)
     first, second = stages[:2]
     assert {a.model for a in stages} == {"cotracker"}
     assert first.init is None and first.export is None
@@ -192,7 +195,10 @@ def test_each_later_stage_ships_only_through_the_check_against_every_earlier_one
         [metric, f"{runs}/cotracker_tiny_stage10", cotracker,
          *(f"{runs}/cotracker_tiny_stage{i}" for i in range(2, 10))],
         [metric, f"{runs}/cotracker_tiny_stage11", cotracker,
-         f"{runs}/cotracker_tiny_stage11/start.json"]]
+         f"{runs}/cotracker_tiny_stage11/start.json"],
+        # From stage 12 on, a gain in δ_avg must not cost occlusion accuracy.
+        [metric, "--guard", "occlusion_accuracy", f"{runs}/cotracker_tiny_stage12", cotracker,
+         f"{runs}/cotracker_tiny_stage12/start.json"]]
 
 
 @pytest.mark.parametrize(("earlier", "new", "ships"), [((0.685,), 0.70, True),
@@ -227,6 +233,27 @@ def test_ship_if_better_compares_with_a_start_json(tmp_path, start, new, ships):
     subprocess.run([sys.executable, str(RECIPES / "ship_if_better.py"), "jf", str(stage),
                     str(packaged), str(stage / "start.json")], check=True, capture_output=True)
     assert packaged.read_bytes() == (b"new" if ships else b"before")
+
+
+@pytest.mark.parametrize(("start", "new", "ships"), [
+    ((0.685, 0.853), (0.69, 0.853), True),  # higher, guard held (a tie is no loss)
+    ((0.685, 0.853), (0.69, 0.849), False),  # higher, but the guarded figure fell
+    ((0.685, 0.853), (0.685, 0.90), False)])  # the guard alone does not ship
+def test_ship_if_better_with_a_guard_ships_only_without_a_loss_in_it(tmp_path, start, new,
+                                                                     ships):
+    stage = tmp_path / "stage12"
+    stage.mkdir()
+    (stage / "best.json").write_text(json.dumps(
+        {"best": {"jf": new[0]}, "metrics": {"eval": {"jf": new[0], "oa": new[1]}}}))
+    (stage / "start.json").write_text(json.dumps({"start": {"jf": start[0], "oa": start[1]}}))
+    (stage / "export.safetensors").write_bytes(b"new")
+    packaged = tmp_path / "packaged.safetensors"
+    packaged.write_bytes(b"before")
+    done = subprocess.run([sys.executable, str(RECIPES / "ship_if_better.py"), "jf", "--guard",
+                           "oa", str(stage), str(packaged), str(stage / "start.json")],
+                          check=True, capture_output=True, text=True)
+    assert packaged.read_bytes() == (b"new" if ships else b"before")
+    assert f"validation oa: in the package {start[1]:.4f}, stage12 {new[1]:.4f}" in done.stdout
 
 
 def test_ship_if_better_names_a_missing_run_folder_in_one_line_and_copies_nothing(tmp_path):
