@@ -325,6 +325,18 @@ def test_the_cotracker_recipe_chooses_the_frame_size_before_any_stage_trains_at_
                 assert words[words.index("--model-resolution") + 1] == "240,320"
 
 
+def test_the_cotracker_recipe_chooses_the_visibility_cuts_after_the_last_stage_check():
+    """The cuts suit the weights they were chosen for: the step comes after the check of the
+    last stage, which may replace the package's file."""
+    packaged = "src/attnvision/cotracker/weights/cotracker_tiny.safetensors"
+    lines = command_lines(RECIPES / "cotracker_tiny.sh")
+    step = [i for i, words in enumerate(lines) if "recipes/cotracker_visibility.py" in words]
+    assert len(step) == 1
+    assert lines[step[0]][1:] == ["recipes/cotracker_visibility.py", "--ship", packaged]
+    checks = [i for i, words in enumerate(lines) if "recipes/ship_if_better.py" in words]
+    assert step[0] > max(checks)
+
+
 def test_the_large_object_rule_guards_the_held_out_figures_and_ranks_by_the_horse():
     rule = load_recipe_script("sam_tiny_large")
     packaged = {"point": 0.806, "points3": 0.894, "box": 0.873, "text": 0.806,

@@ -160,6 +160,7 @@ def test_grid_writes_every_file(files, weights, tmp_path, capsys, kind):
     result = track(capsys, files[kind], weights, tmp_path / "out", "--grid", "3")
     assert result["points"] == 9 and result["queries_from"] == "grid"
     assert result["video"] == str(files[kind]) and not result["online"]
+    assert result["visible_threshold"] == 0.9  # a file without its own cut: the official one
     tracks, _, queries = read_outputs(result)
     assert (queries[:, 0] == 0).all()
     # The reported queries are the predictor's own grid: each track starts at its query.
@@ -366,7 +367,7 @@ def test_online_equals_the_official_chunk_loop(files, weights, tmp_path, capsys,
     frames = read_frames(files["mp4"])  # what the command decodes
     result = track(capsys, files["mp4"], weights, tmp_path / "grid", "--grid", "3",
                    "--online")
-    assert result["online"] and result["points"] == 9
+    assert result["online"] and result["points"] == 9 and result["visible_threshold"] == 0.6
     tracks, visible, _ = read_outputs(result)
     want_tracks, want_visible = official_online(weights, frames, grid_size=3)
     np.testing.assert_allclose(tracks, want_tracks, atol=1e-3)

@@ -401,6 +401,8 @@ def track(args: argparse.Namespace) -> dict[str, Any]:
     else:
         tracks, visible = _offline(args, model, frames, mode, grid, query_frame, queries)
     seconds = time.perf_counter() - start
+    # The cut behind "visible": the model file's own, else the official one.
+    cut = model.config.online_threshold if args.online else model.config.offline_threshold
     del model, frames
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -418,7 +420,7 @@ def track(args: argparse.Namespace) -> dict[str, Any]:
             "size": [width, height], "points": len(queries), "seconds": seconds,
             "queries_from": mode, "mask": mask_info, "online": args.online,
             "backward": args.backward, "model_resolution": list(resolution),
-            "weights": weights, "device": device,
+            "weights": weights, "device": device, "visible_threshold": cut,
             "visible": float(visible.mean()) if visible.size else 0.0, "files": files}
 
 

@@ -14,6 +14,7 @@ from attnvision.cotracker.checkpoints import (
     load_cotracker_weights,
     read_cotracker_weights,
     stored_resolution,
+    stored_thresholds,
 )
 from attnvision.cotracker.configs import COTRACKER_CONFIGS, CoTrackerConfig
 from attnvision.cotracker.model import CoTracker3
@@ -38,7 +39,9 @@ def build_cotracker(checkpoint: str | os.PathLike[str] | Mapping[str, Tensor] | 
     chooses how the model runs (the whole video at once, or sliding windows and the online
     mode); the weights do not say. ``model_resolution`` (H, W), the size the predictors
     resize videos to, is not in the weights either: by default the one a safetensors file of
-    ours records in its metadata, else (384, 512), the released models'.
+    ours records in its metadata, else (384, 512), the released models'. So are the
+    visibility thresholds the predictors cut at: a file of ours may record its own
+    (:func:`~attnvision.cotracker.checkpoints.stored_thresholds`), else the official ones.
     Without a checkpoint: the released architecture with random weights.
     """
     if model_resolution is None:
@@ -55,6 +58,8 @@ def build_cotracker(checkpoint: str | os.PathLike[str] | Mapping[str, Tensor] | 
     else:
         sd, source = read_cotracker_weights(checkpoint, offline), str(checkpoint)
     config = config_from_weights(sd, source, offline, model_resolution)
+    if not isinstance(checkpoint, Mapping):
+        config = replace(config, **stored_thresholds(checkpoint))
     model = cotracker_from_config(config)
     load_cotracker_weights(model, sd, source)
     return model.to(device).eval()

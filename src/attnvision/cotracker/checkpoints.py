@@ -45,24 +45,54 @@ def read_cotracker_weights(path: str | os.PathLike[str], offline: bool = True
     return sd
 
 
+def _header(path: str | os.PathLike[str]) -> dict[str, str]:
+    """A safetensors file's metadata; empty for the official ``.pth`` files (which have none)
+    and for a file that cannot be read (the loader says what is wrong with it)."""
+    from safetensors import SafetensorError, safe_open
+
+    if not str(path).lower().endswith(".safetensors"):
+        return {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError):
+        return {}
+
+
 def stored_resolution(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     """The (H, W) model resolution a safetensors file of ours records in its metadata
     (``model_resolution: "H,W"``, written by ``attnvision train cotracker``), else None: the
     official ``.pth`` files have no metadata, and their models run at (384, 512)."""
-    from safetensors import SafetensorError, safe_open
+    try:
+        h, w = (int(v) for v in _header(path).get("model_resolution", "").split(","))
+        return h, w
+    except ValueError:
+        return None
 
-    if str(path).lower().endswith(".safetensors"):
+
+# Header keys of the visibility cuts a file of ours may record, by config field.
+THRESHOLD_KEYS = {"offline_threshold": "offline_visible_threshold",
+                  "online_threshold": "online_visible_threshold"}
+
+
+def stored_thresholds(path: str | os.PathLike[str]) -> dict[str, float]:
+    """The visibility thresholds a safetensors file of ours records (config field -> value;
+    written by recipes/cotracker_visibility.py), only those it has: the others, and every
+    one of an official file, stay the official cuts."""
+    header, found = _header(path), {}
+    for field, key in THRESHOLD_KEYS.items():
+        if key not in header:
+            continue
         try:
-            with safe_open(str(path), framework="pt") as f:
-                text = (f.metadata() or {}).get("model_resolution")
-        except (SafetensorError, OSError):
-            return None  # the loader says what is wrong with the file
-        try:
-            h, w = (int(v) for v in (text or "").split(","))
-            return h, w
+            value = float(header[key])
         except ValueError:
-            return None
-    return None
+            value = float("nan")
+        if not 0.0 <= value < 1.0:
+            raise UserError(f"{path}: its header's {key} is {header[key]!r}, not a number in "
+                            f"[0, 1); write it again (recipes/cotracker_visibility.py --ship) "
+                            f"or remove the key")
+        found[field] = value
+    return found
 
 
 def _blocks(sd: Mapping[str, Tensor], prefix: str) -> int:

@@ -8,8 +8,9 @@ frames is what it was trained on; its time embedding is interpolated to any leng
 ``scaled_online.pth`` slides a 16-frame window by 8 frames and carries its predictions over.
 
 Every width here can be read back from a checkpoint's shapes
-(:func:`attnvision.cotracker.checkpoints.config_from_weights`); ``model_resolution`` and
-``stride`` cannot, and keep the released values unless a caller says otherwise.
+(:func:`attnvision.cotracker.checkpoints.config_from_weights`); ``model_resolution``,
+``stride`` and the visibility thresholds cannot, and keep the released values unless a
+caller (or a file of ours, in its header) says otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ HEAD_DIM = 48
 # Relative motion to the previous and next frame (x, y each), encoded at 10 octaves:
 # 4 numbers + sin and cos of 4 x 10 scaled copies.
 MOTION_DIM = 4 + 2 * 4 * 10
+# Where the official predictors cut visibility: offline the visibility probability, online
+# visibility x confidence. They suit the released models; a small model of ours is sure of
+# itself in other places, so its file may record its own cuts, chosen on validation clips
+# (recipes/cotracker_visibility.py).
+OFFLINE_THRESHOLD = 0.9
+ONLINE_THRESHOLD = 0.6
 
 
 @dataclass(frozen=True)
@@ -43,8 +50,14 @@ class CoTrackerConfig:
     mlp_ratio: float = 4.0
     stride: int = 4  # input pixels per feature cell
     offline: bool = True  # the whole video in one window; else sliding windows / online
+    offline_threshold: float = OFFLINE_THRESHOLD  # visible where vis > this, offline
+    online_threshold: float = ONLINE_THRESHOLD  # visible where vis x conf > this, online
 
     def __post_init__(self) -> None:
+        for name in ("offline_threshold", "online_threshold"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), not {value}")
         # The official transformer runs its space blocks after every
         # (time_depth // space_depth)-th time block; anything else would run out of blocks.
         if self.space_depth < 1 or self.time_depth % self.space_depth:

@@ -29,7 +29,8 @@ Outputs: ``coords`` (1, S, N, 2) (x, y) pixels at (H, W), ``vis`` and ``conf`` (
 probabilities, of the window's frames ind .. ind + S - 1 (the first ``step`` are final: the
 next window does not change them); ``next_coords``, ``next_vis``, ``next_conf`` (logits) and
 ``next_support_<l>``, the next call's ``prev_*`` and ``support_<l>``. A point counts as
-visible where vis x conf > 0.6, as the online predictor says.
+visible where vis x conf exceeds the graph's ``visible_threshold``: the model's own, as in
+the online predictor (0.6 for the released models).
 
 Choices, and why:
 
@@ -73,7 +74,7 @@ from attnvision.cotracker.build import build_cotracker
 from attnvision.cotracker.checkpoints import where_to_get
 from attnvision.cotracker.configs import COTRACKER_CONFIGS
 from attnvision.cotracker.model import CoTracker3
-from attnvision.cotracker.predictor import ITERS, ONLINE_THRESHOLD
+from attnvision.cotracker.predictor import ITERS
 from attnvision.cotracker.runtime import (  # the runner, re-exported: no torch in its module
     GRAPH,
     OnnxOnlineTracker,
@@ -163,7 +164,7 @@ def graph_properties(model: CoTracker3, iters: int = ITERS) -> dict[str, str]:
             "step": str(config.window_len // 2), "model_resolution": f"{h},{w}",
             "corr_levels": str(config.corr_levels), "patch_cells": str(config.corr_side ** 2),
             "latent_dim": str(config.latent_dim), "iters": str(iters),
-            "visible_threshold": str(ONLINE_THRESHOLD)}
+            "visible_threshold": str(config.online_threshold)}
 
 
 def export_online_step(model: CoTracker3, path: str | os.PathLike[str],
@@ -243,7 +244,7 @@ def io_spec(model: CoTracker3) -> dict[str, Any]:
         "loop": f"chunks video[ind : ind + {s}] for ind = 0, {step}, {2 * step}, ... while "
                 f"ind < T - {step} (one chunk for a video of {step} frames or fewer); each "
                 f"call's first {step} frames are final",
-        "visible": f"vis * conf > {ONLINE_THRESHOLD}",
+        "visible": f"vis * conf > {config.online_threshold}",
     }
 
 
@@ -293,7 +294,7 @@ def compare_online_step(model: CoTracker3, path: str | os.PathLike[str], *,
 
     Returns the largest differences of positions (pixels) and of the visibility and
     confidence probabilities over every window, the fraction of visibility decisions
-    (vis x conf > 0.6) that agree, the seconds per window of each, and
+    (vis x conf above the model's threshold) that agree, the seconds per window of each, and
     ``within_tolerance``: positions within ``tolerance_px`` of PyTorch's.
 
     Beyond it the clip runs once more, in float64 PyTorch: a model's float32 rounding can
@@ -321,7 +322,7 @@ def compare_online_step(model: CoTracker3, path: str | os.PathLike[str], *,
         return max(float(np.abs(x[i] - y[i]).max()) for x, y in zip(a, b, strict=True))
 
     def visible(out: list[np.ndarray]) -> np.ndarray:
-        return out[1] * out[2] > ONLINE_THRESHOLD
+        return out[1] * out[2] > model.config.online_threshold
 
     result: dict[str, Any] = {
         "max_position_diff_px": largest(got, expected, 0),

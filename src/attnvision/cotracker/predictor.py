@@ -34,8 +34,6 @@ from attnvision.errors import UserError
 from attnvision.memory import release_freed_memory
 
 ITERS = 6  # refinement iterations, as the official predictors run
-OFFLINE_THRESHOLD = 0.9  # visibility probability above which a point counts as visible
-ONLINE_THRESHOLD = 0.6  # visibility x confidence, online
 
 
 def get_points_on_a_grid(size: int, extent: tuple[int, int],
@@ -80,23 +78,32 @@ class CoTrackerPredictor(nn.Module):
     sliding windows with ``offline=False``).
 
     ``checkpoint``: a weights file (``scaled_offline.pth``), a state dict, or a built
-    :class:`CoTracker3`; None gives random weights.
+    :class:`CoTracker3`; None gives random weights. A point is visible where its visibility
+    probability exceeds ``visible_threshold``: by default the model's own (its config's
+    ``offline_threshold``: the official 0.9, or the one its file records). With
+    :attr:`return_scores` set, the predictor returns those probabilities instead of the
+    booleans (to choose a threshold on clips with known visibility).
     """
 
     def __init__(self, checkpoint: str | os.PathLike[str] | Mapping[str, Tensor] | CoTracker3
                  | None = None, offline: bool = True, *,
-                 model_resolution: tuple[int, int] | None = None) -> None:
+                 model_resolution: tuple[int, int] | None = None,
+                 visible_threshold: float | None = None) -> None:
         super().__init__()
         self.support_grid_size = SUPPORT_GRID_SIZE
         self.model = _model(checkpoint, offline, model_resolution)
         self.interp_shape = tuple(self.model.model_resolution)
+        self.visible_threshold = (self.model.config.offline_threshold
+                                  if visible_threshold is None else visible_threshold)
+        self.return_scores = False
 
     @torch.no_grad()
     def forward(self, video: Tensor, queries: Tensor | None = None,
                 segm_mask: Tensor | None = None, grid_size: int = 0,
                 grid_query_frame: int = 0, backward_tracking: bool = False
                 ) -> tuple[Tensor, Tensor]:
-        """(tracks (B, T, N, 2) in the video's pixels, visibility (B, T, N) booleans).
+        """(tracks (B, T, N, 2) in the video's pixels, visibility (B, T, N) booleans, or
+        the probabilities with :attr:`return_scores`; 1 at each query's own frame).
 
         video: (B, T, 3, H, W) values in [0, 255]. Give ``queries`` (B, N, 3) as (t, x, y),
         or ``grid_size`` (with ``grid_query_frame`` and optionally ``segm_mask`` (H, W) or
@@ -160,7 +167,9 @@ class CoTrackerPredictor(nn.Module):
         tracks, vis, _ = self.model(video=video, queries=queries, iters=ITERS)
         if backward_tracking:
             tracks, vis = self._compute_backward_tracks(video, queries, tracks, vis)
-        tracks, visible = tracks[:, :, :n], vis[:, :, :n] > OFFLINE_THRESHOLD
+        tracks, visible = tracks[:, :, :n], vis[:, :, :n]
+        if not self.return_scores:
+            visible = visible > self.visible_threshold
 
         # Each query point is where it was asked for, and visible there
         # (the official fix of co-tracker issue 28).
@@ -197,16 +206,24 @@ class CoTrackerOnlinePredictor(nn.Module):
     With ``keep_history=False`` on the first step, each call returns only its chunk's frames,
     from frame :attr:`chunk_start` on (the first ``step`` of them final, the rest refined by
     the next call), and memory stays flat however long the stream.
+
+    A point is visible where visibility x confidence exceeds ``visible_threshold``: by
+    default the model's own (its config's ``online_threshold``: the official 0.6, or the one
+    its file records); :attr:`return_scores` returns those products instead.
     """
 
     def __init__(self, checkpoint: str | os.PathLike[str] | Mapping[str, Tensor] | CoTracker3
-                 | None = None, *, model_resolution: tuple[int, int] | None = None) -> None:
+                 | None = None, *, model_resolution: tuple[int, int] | None = None,
+                 visible_threshold: float | None = None) -> None:
         super().__init__()
         self.support_grid_size = SUPPORT_GRID_SIZE
         self.model = _model(checkpoint, False, model_resolution)
         if self.model.config.offline:
             raise ValueError("the online predictor needs an online model (offline=False)")
         self.interp_shape = tuple(self.model.model_resolution)
+        self.visible_threshold = (self.model.config.online_threshold
+                                  if visible_threshold is None else visible_threshold)
+        self.return_scores = False
         self.step = self.model.window_len // 2
         self.queries: Tensor | None = None
         self.N = 0
@@ -254,7 +271,9 @@ class CoTrackerOnlinePredictor(nn.Module):
         tracks, vis, conf = self.model(video=_resize(video_chunk, shape), queries=self.queries,
                                        iters=ITERS, is_online=True)
         tracks, vis, conf = tracks[:, :, :self.N], vis[:, :, :self.N], conf[:, :, :self.N]
-        return tracks * _pixel_scale(shape, (h, w), tracks), vis * conf > ONLINE_THRESHOLD
+        scores = vis * conf
+        return (tracks * _pixel_scale(shape, (h, w), tracks),
+                scores if self.return_scores else scores > self.visible_threshold)
 
 
 def video_tensor(frames: Sequence[np.ndarray] | np.ndarray,
@@ -279,7 +298,8 @@ def track_online(predictor: CoTrackerOnlinePredictor, frames: Iterable[np.ndarra
     one window of state (``keep_history=False``), each chunk's first ``step`` frames, final
     once the next chunk has run, join the result as NumPy arrays, and the heap is trimmed
     after each chunk (:mod:`attnvision.memory`). Returns tracks
-    (T, N, 2) float32 in the frames' pixels and visibility (T, N) bool.
+    (T, N, 2) float32 in the frames' pixels and visibility (T, N) bool (float32 scores when
+    the predictor's :attr:`~CoTrackerOnlinePredictor.return_scores` is set).
     ``on_frames(k)``: k more frames tracked (a progress bar)."""
     device = next(predictor.model.parameters()).device
     stream = iter(frames)
@@ -304,8 +324,9 @@ def track_online(predictor: CoTrackerOnlinePredictor, frames: Iterable[np.ndarra
             first_frame, old_tracks, old_visible = pending
             final_tracks.append(old_tracks[:start - first_frame])
             final_visible.append(old_visible[:start - first_frame])
+        visible = visible[0].cpu()
         pending = (start, tracks[0].float().cpu().numpy(),
-                   visible[0].cpu().numpy().astype(bool))
+                   (visible.float() if visible.is_floating_point() else visible).numpy())
         total += new
         if on_frames is not None:
             on_frames(new)

@@ -143,6 +143,37 @@ def evaluate_clips(tracker: Tracker, clips: Sequence[Clip], points: int = 64,
             "seconds": seconds, "tracked_frames": tracked, "per_clip": records}
 
 
+def sweep_visibility(tracker: Tracker, clips: Sequence[Clip], thresholds: Sequence[float],
+                     points: int = 64, progress: bool = False) -> list[dict[str, Any]]:
+    """The metrics of each visibility threshold, with one tracking pass per clip.
+
+    ``tracker`` returns visibility *scores* (a :func:`cotracker_tracker` with ``scores``),
+    which each threshold cuts into the booleans :func:`evaluate_clips` would have scored,
+    the same queries and per-clip means. Returns one row per threshold, in order: the
+    ``threshold`` and the means of "occlusion_accuracy", "average_jaccard" and
+    "average_pts_within_thresh" (δ_avg, which visibility does not change). A threshold where
+    the tracker's own cut would be gives the figures :func:`evaluate_clips` reports."""
+    cuts = [float(t) for t in thresholds]
+    if not cuts:
+        raise UserError("give 1 or more visibility thresholds to try")
+    per_cut: list[list[TapVidMetrics]] = [[] for _ in cuts]
+    for clip in tqdm(clips, desc="sweep visibility", unit="clip", file=sys.stderr,
+                     disable=not progress):
+        queries = clip_queries(clip, points)
+        tracks, scores = tracker(clip.frames, queries)
+        scores = np.asarray(scores, np.float64)
+        for metrics, cut in zip(per_cut, cuts, strict=True):
+            metrics.append(score_clip(clip, queries, tracks, scores > cut))
+    if not per_cut[0]:
+        raise UserError("no clips to evaluate: give 1 or more")
+    names = ("occlusion_accuracy", "average_jaccard", "average_pts_within_thresh")
+    rows = []
+    for cut, metrics in zip(cuts, per_cut, strict=True):
+        mean = mean_tapvid_metrics(metrics).as_dict()
+        rows.append({"threshold": cut, **{name: mean[name] for name in names}})
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------
 # The real tracker
 
@@ -159,24 +190,31 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
             module.training = mode
 
 
-def cotracker_tracker(model: CoTracker3, online: bool = False) -> Tracker:
+def cotracker_tracker(model: CoTracker3, online: bool = False, scores: bool = False
+                      ) -> Tracker:
     """A :data:`Tracker` of ``model``: the offline predictor (its 6 x 6 support grid joins the
     queries, as the official one adds), or with ``online`` the online predictor over the
-    frames in chunks (:func:`track_online`, the same support grid)."""
+    frames in chunks (:func:`track_online`, the same support grid). Visibility is cut at the
+    model's own thresholds; with ``scores`` it is the predictors' float scores instead (for
+    :func:`sweep_visibility`)."""
     device = next(model.parameters()).device
 
     def offline_tracker(frames: np.ndarray, queries: np.ndarray
                         ) -> tuple[np.ndarray, np.ndarray]:
         with _eval_mode(model):
             predictor = CoTrackerPredictor(model)
+            predictor.return_scores = scores
             q = torch.as_tensor(np.asarray(queries, np.float32), device=device)[None]
             tracks, visible = predictor(video_tensor(frames, device), queries=q)
-        return tracks[0].float().cpu().numpy(), visible[0].cpu().numpy().astype(bool)
+        visible = visible[0].cpu()
+        return (tracks[0].float().cpu().numpy(),
+                visible.float().numpy() if scores else visible.numpy().astype(bool))
 
     def online_tracker(frames: np.ndarray, queries: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray]:
         with _eval_mode(model):
             predictor = CoTrackerOnlinePredictor(model)
+            predictor.return_scores = scores
             return track_online(predictor, frames, queries=queries, add_support_grid=True)
 
     return online_tracker if online else offline_tracker
