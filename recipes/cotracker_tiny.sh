@@ -189,6 +189,25 @@ OMP_NUM_THREADS=1 attnvision train cotracker \
     "$runs/cotracker_tiny_stage12" src/attnvision/cotracker/weights/cotracker_tiny.safetensors \
     "$runs/cotracker_tiny_stage12/start.json"
 
+# Stage 12's check (2026-12-07, 05:49 UTC): validation δ_avg 0.6925 -> 0.7019 and AJ 0.545 ->
+# 0.549, but occlusion accuracy at the official cut 0.849 -> 0.842: the guard holds the
+# package's file (stage 11's). The guard measured both files at the official cut, which the
+# visibility step below then moves for whichever file ships.
+#
+# Stage 13 (written 2026-12-07 at 05:49 UTC, before it ran): stage 12's weights (its
+# best.safetensors) one epoch more over the next 400 clips (7250-7649; 400 to end within this
+# session), same peak learning rate, seed 12. The rule: stage 13 ships only if (1) its
+# validation δ_avg at 240 x 320 is higher than the package's file's there (0.6925, stage 12's
+# start.json: the same clips, size and points) and (2) with each file's own cuts from the
+# visibility step below (run on stage 13's export and on the package's file, the same clips),
+# its validation occlusion accuracy offline and online is no lower than the package's file's.
+# Otherwise the package's file stays; the test split is not looked at for stage 13 either way.
+OMP_NUM_THREADS=1 attnvision train cotracker \
+    --init "$runs/cotracker_tiny_stage12/best.safetensors" \
+    --model-resolution 240,320 \
+    --first-clip 7250 --clips 400 --epochs 1 --points 128 --lr 1.5e-4 --amp none --seed 12 \
+    --out "$runs/cotracker_tiny_stage13" --export "$runs/cotracker_tiny_stage13/export.safetensors"
+
 # The visibility cuts (written 2026-12-07 at 04:38 UTC, before they were chosen; after one look
 # at the validation clips, none at the test split): a point is visible where the offline
 # predictor's visibility probability exceeds 0.9 or the online one's visibility x confidence

@@ -122,10 +122,16 @@ def test_the_sam2_tiny_recipe_chains_its_stages_to_the_shipped_file():
     assert all(a.export == f"{a.out}/export.safetensors" for a in parsed[1:])
 
 
-def test_the_cotracker_tiny_recipe_chains_twelve_stages_to_the_shipped_file():
+def test_the_cotracker_tiny_recipe_chains_thirteen_stages_to_the_shipped_file():
     commands = recipe_commands(RECIPES / "cotracker_tiny.sh")
-    assert len(commands) == 12
-    *stages, eleventh, twelfth = [build_parser().parse_args(c) for c in commands]
+    assert len(commands) == 13
+    *stages, eleventh, twelfth, thirteenth = [build_parser().parse_args(c) for c in commands]
+    # Stage 13 goes on from stage 12's weights (which its guard held out of the package), on
+    # the clips after stage 12's, at the same size and peak.
+    assert thirteenth.init == f"{twelfth.out}/best.safetensors"
+    assert thirteenth.first_clip == twelfth.first_clip + twelfth.clips
+    assert (thirteenth.model_resolution, thirteenth.lr, thirteenth.amp, thirteenth.clips) == (
+        "240,320", 1.5e-4, "none", 400)
     # Stages 11 on train at the size the frame-size step chose, from the package's file, each
     # on clips no stage before it saw, and are judged against that file's own figure at that
     # size (their start.json).
