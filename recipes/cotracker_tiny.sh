@@ -207,6 +207,9 @@ OMP_NUM_THREADS=1 attnvision train cotracker \
     --model-resolution 240,320 \
     --first-clip 7250 --clips 400 --epochs 1 --points 128 --lr 1.5e-4 --amp none --seed 12 \
     --out "$runs/cotracker_tiny_stage13" --export "$runs/cotracker_tiny_stage13/export.safetensors"
+"${PYTHON:-python}" recipes/cotracker_ship_calibrated.py "$runs/cotracker_tiny_stage13" \
+    src/attnvision/cotracker/weights/cotracker_tiny.safetensors \
+    "$runs/cotracker_tiny_stage12/start.json"
 
 # The visibility cuts (written 2026-12-07 at 04:38 UTC, before they were chosen; after one look
 # at the validation clips, none at the test split): a point is visible where the offline

@@ -343,6 +343,40 @@ def test_the_cotracker_recipe_chooses_the_visibility_cuts_after_the_last_stage_c
     assert step[0] > max(checks)
 
 
+def test_stage_13_is_checked_at_each_files_own_cuts_before_the_visibility_step():
+    packaged = "src/attnvision/cotracker/weights/cotracker_tiny.safetensors"
+    lines = command_lines(RECIPES / "cotracker_tiny.sh")
+    check = [i for i, words in enumerate(lines)
+             if "recipes/cotracker_ship_calibrated.py" in words]
+    train = [i for i, words in enumerate(lines) if "--out" in words
+             and words[words.index("--out") + 1] == "$runs/cotracker_tiny_stage13"]
+    step = [i for i, words in enumerate(lines) if "recipes/cotracker_visibility.py" in words]
+    assert len(check) == len(train) == 1 and train[0] < check[0] < step[0]
+    assert lines[check[0]][2:] == ["$runs/cotracker_tiny_stage13", packaged,
+                                   "$runs/cotracker_tiny_stage12/start.json"]
+
+
+def row(threshold, oa):
+    return {"threshold": threshold, "occlusion_accuracy": oa}
+
+
+@pytest.mark.parametrize(("new_delta", "new_oa", "ships"), [
+    (0.70, (0.90, 0.90), True),
+    (0.70, (0.898, 0.8967), True),  # ties are no loss
+    (0.6925, (0.95, 0.95), False),  # no gain in δ_avg
+    (0.70, (0.90, 0.89), False),  # online fell
+    (0.70, (0.89, 0.95), False)])  # offline fell
+def test_the_calibrated_check_needs_a_gain_and_no_loss_at_each_files_own_cuts(
+        monkeypatch, new_delta, new_oa, ships):
+    monkeypatch.syspath_prepend(str(RECIPES))
+    decide = load_recipe_script("cotracker_ship_calibrated").decide
+    old = {"offline": row(0.75, 0.898), "online": row(0.5, 0.8967)}
+    new = {"offline": row(0.7, new_oa[0]), "online": row(0.45, new_oa[1])}
+    reasons = decide(new_delta, 0.6925, new, old)
+    assert (not reasons) == ships
+    assert all("\n" not in r for r in reasons)
+
+
 def test_the_large_object_rule_guards_the_held_out_figures_and_ranks_by_the_horse():
     rule = load_recipe_script("sam_tiny_large")
     packaged = {"point": 0.806, "points3": 0.894, "box": 0.873, "text": 0.806,
