@@ -8,7 +8,8 @@ header records (chosen on validation clips within the 10 fps online target by
 recipes/cotracker_resolution.py; benchmarks/RESULTS.md, "The small CoTracker,
 cotracker_tiny", has its recipe and figures). One file serves the offline and the
 online model (the weights do not say which way they run). It is stored in float16 to stay
-small, with its resolution in the file's metadata, and runs in float32. ``attnvision track``,
+small, with its resolution and its visibility cuts (chosen on validation clips by
+recipes/cotracker_visibility.py) in the file's metadata, and runs in float32. ``attnvision track``,
 ``eval track``, ``figures`` and ``demo`` use it when no ``--checkpoint`` is given.
 """
 
