@@ -210,6 +210,9 @@ OMP_NUM_THREADS=1 attnvision train cotracker \
 "${PYTHON:-python}" recipes/cotracker_ship_calibrated.py "$runs/cotracker_tiny_stage13" \
     src/attnvision/cotracker/weights/cotracker_tiny.safetensors \
     "$runs/cotracker_tiny_stage12/start.json"
+# Stage 13's check (2026-12-07, 06:39 UTC): validation δ_avg 0.6925 -> 0.7037, AJ up both
+# ways, but occlusion accuracy at each file's own cuts 0.898 -> 0.895 offline and 0.897 ->
+# 0.894 online: the package's file (stage 11's) stays.
 
 # The visibility cuts (written 2026-12-07 at 04:38 UTC, before they were chosen; after one look
 # at the validation clips, none at the test split): a point is visible where the offline
