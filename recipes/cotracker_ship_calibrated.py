@@ -19,23 +19,14 @@ next). The test split is not read. Prints one JSON document.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
-from cotracker_visibility import OFFICIAL, THRESHOLDS, choose, sweep
-from ship_if_better import figure
-
-from attnvision.files import atomic_path
+from cotracker_visibility import OFFICIAL, calibrate
+from ship_if_better import copy_export, figure
 
 METRIC = "average_pts_within_thresh"
-
-
-def calibrated(model_file: str) -> dict[str, dict[str, Any]]:
-    """Each way of running's row at the cut the visibility step would choose."""
-    rows = sweep(model_file, sorted(set(THRESHOLDS) | set(OFFICIAL.values())))
-    return {mode: choose(mode_rows, OFFICIAL[mode]) for mode, mode_rows in rows.items()}
 
 
 def decide(new_delta: float, old_delta: float, new: dict[str, dict[str, Any]],
@@ -58,8 +49,7 @@ def main(argv: list[str]) -> int:
         sys.exit(__doc__)
     stage, packaged, start = Path(argv[0]), argv[1], Path(argv[2])
     new_delta, old_delta = figure(stage, METRIC), figure(start, METRIC)
-    export = stage / "export.safetensors"
-    new, old = calibrated(str(export)), calibrated(packaged)
+    new, old = calibrate(str(stage / "export.safetensors"))[2], calibrate(packaged)[2]
     reasons = decide(new_delta, old_delta, new, old)
     print(json.dumps({"stage": str(stage), "packaged": packaged,
                       "delta_avg": {"stage": new_delta, "packaged": old_delta},
@@ -68,8 +58,7 @@ def main(argv: list[str]) -> int:
     if reasons:
         print(f"{stage.name} does not ship: {'; '.join(reasons)}", file=sys.stderr)
         return 0
-    with atomic_path(packaged) as tmp:  # never a half-copied file in the package
-        shutil.copyfile(export, tmp)
+    copy_export(stage, packaged)
     print(f"{stage.name} ships", file=sys.stderr)
     return 0
 

@@ -68,6 +68,20 @@ def choose(rows: list[dict[str, Any]], official: float) -> dict[str, Any]:
     return best if best["occlusion_accuracy"] >= at_official["occlusion_accuracy"] else at_official
 
 
+def calibrate(model_file: str, thresholds: list[float] = THRESHOLDS
+              ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, float],
+                         dict[str, dict[str, Any]]]:
+    """The sweep's rows at ``thresholds`` and the official cuts, the occlusion accuracy of
+    calling every point visible, and the row the rule chooses, each by way of running."""
+    # -1 calls every point visible: the occlusion accuracy to beat, never a choice
+    cuts = sorted(set(thresholds) | set(OFFICIAL.values()))
+    rows = sweep(model_file, [-1.0, *cuts])
+    all_visible = {mode: mode_rows.pop(0)["occlusion_accuracy"]
+                   for mode, mode_rows in rows.items()}
+    chosen = {mode: choose(mode_rows, OFFICIAL[mode]) for mode, mode_rows in rows.items()}
+    return rows, all_visible, chosen
+
+
 def ship(model_file: str, chosen: dict[str, float], path: str) -> None:
     """``model_file``'s tensors as they are, its header recording the ``chosen`` cuts
     (way of running -> threshold)."""
@@ -90,17 +104,11 @@ def main() -> int:
         parser.error("--thresholds: each must be in [0, 1)")
     model_file = args.model or str(shipped_checkpoint())
 
-    # -1 calls every point visible: the occlusion accuracy to beat, never a choice
-    cuts = sorted(set(args.thresholds) | set(OFFICIAL.values()))
-    rows = sweep(model_file, [-1.0, *cuts])
-    all_visible = {mode: mode_rows.pop(0)["occlusion_accuracy"]
-                   for mode, mode_rows in rows.items()}
-    chosen = {}
-    for mode, mode_rows in rows.items():
-        best = choose(mode_rows, OFFICIAL[mode])
-        chosen[mode] = best["threshold"]
-        print(f"{mode}: validation AJ {best['average_jaccard']:.4f}, occlusion accuracy "
-              f"{best['occlusion_accuracy']:.4f} at {best['threshold']} (every point visible: "
+    rows, all_visible, best = calibrate(model_file, args.thresholds)
+    chosen = {mode: row["threshold"] for mode, row in best.items()}
+    for mode, row in best.items():
+        print(f"{mode}: validation AJ {row['average_jaccard']:.4f}, occlusion accuracy "
+              f"{row['occlusion_accuracy']:.4f} at {row['threshold']} (every point visible: "
               f"{all_visible[mode]:.4f})", file=sys.stderr)
     at_official = {mode: next(r for r in mode_rows if r["threshold"] == OFFICIAL[mode])
                    for mode, mode_rows in rows.items()}

@@ -44,6 +44,12 @@ def figure(run: Path, metric: str, guard: bool = False) -> float:
                  f"compare with the figure recorded in benchmarks/RESULTS.md")
 
 
+def copy_export(stage: Path, packaged: str) -> None:
+    """STAGE's ``export.safetensors`` into the package, never half-copied."""
+    with atomic_path(packaged) as tmp:
+        shutil.copyfile(stage / "export.safetensors", tmp)
+
+
 def main(argv: list[str]) -> None:
     guard = None
     if len(argv) > 2 and argv[1] == "--guard":
@@ -62,8 +68,7 @@ def main(argv: list[str]) -> None:
               f"{new_guard:.4f}")
         ships = ships and new_guard >= old_guard
     if ships:
-        with atomic_path(packaged) as tmp:  # never a half-copied file in the package
-            shutil.copyfile(Path(stage) / "export.safetensors", tmp)
+        copy_export(Path(stage), packaged)
         print(f"{Path(stage).name} ships")
     else:
         print(f"{Path(stage).name} does not ship: the package's file stays")

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from attnvision.cotracker.configs import HEAD_DIM, MOTION_DIM, CoTrackerConfig
 from attnvision.errors import UserError
-from attnvision.weights import existing_file, key_problems, read_weights
+from attnvision.weights import existing_file, key_problems, read_metadata, read_weights
 
 OFFICIAL_FILES = {"cotracker3_offline": "scaled_offline.pth",
                   "cotracker3_online": "scaled_online.pth"}
@@ -48,14 +48,11 @@ def read_cotracker_weights(path: str | os.PathLike[str], offline: bool = True
 def _header(path: str | os.PathLike[str]) -> dict[str, str]:
     """A safetensors file's metadata; empty for the official ``.pth`` files (which have none)
     and for a file that cannot be read (the loader says what is wrong with it)."""
-    from safetensors import SafetensorError, safe_open
-
     if not str(path).lower().endswith(".safetensors"):
         return {}
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except (SafetensorError, OSError):
+        return dict(read_metadata(path))
+    except UserError:
         return {}
 
 
