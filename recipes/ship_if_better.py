@@ -50,6 +50,19 @@ def copy_export(stage: Path, packaged: str) -> None:
         shutil.copyfile(stage / "export.safetensors", tmp)
 
 
+def conclude(stage: Path, packaged: str, report: dict, reasons: list[str]) -> int:
+    """Print ``report`` with the decision as one JSON document, and copy STAGE's export into
+    the package if there are no ``reasons`` against it (the recipes' checks that measure
+    both files themselves)."""
+    print(json.dumps({**report, "ships": not reasons, "why_not": reasons}, indent=2))
+    if reasons:
+        print(f"{stage.name} does not ship: {'; '.join(reasons)}", file=sys.stderr)
+        return 0
+    copy_export(stage, packaged)
+    print(f"{stage.name} ships", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str]) -> None:
     guard = None
     if len(argv) > 2 and argv[1] == "--guard":

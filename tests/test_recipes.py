@@ -92,8 +92,20 @@ def test_every_stage_parses_and_chains_to_the_shipped_file():
 
 def test_the_sam2_tiny_recipe_chains_its_stages_to_the_shipped_file():
     commands = recipe_commands(RECIPES / "sam2_tiny.sh")
-    assert len(commands) == 6
+    assert len(commands) == 7
     parsed = [build_parser().parse_args(c) for c in commands]
+    # Stage 9, from the package's file on clips after stage 8's (4050 on), the whole model,
+    # the ViT at a fifth of the peak; recipes/sam2_ship_validated.py judges it on 64 clips.
+    ninth = parsed.pop()
+    assert ninth.init == "src/attnvision/sam2/weights/sam2_tiny.safetensors"
+    assert (ninth.first_clip, ninth.clips, ninth.epochs, ninth.lr, ninth.amp) == (
+        4050, 600, 2, 2e-5, "none")
+    assert ninth.freeze is None and ninth.lr_scale == "image_encoder.trunk=0.2"
+    assert ninth.export == f"{ninth.out}/export.safetensors"
+    check = [words for words in command_lines(RECIPES / "sam2_tiny.sh")
+             if "recipes/sam2_ship_validated.py" in words]
+    assert check == [[*check[0][:2], ninth.out, "src/attnvision/sam2/weights/sam2_tiny.safetensors",
+                      "--clips", "64", "--box-tolerance", "0.01"]]
     # Stage 5 is two variants on the same clips, grown by the pixel stem, the ViT frozen: two
     # learning rates.
     variant, other = parsed[4:6]
@@ -122,10 +134,16 @@ def test_the_sam2_tiny_recipe_chains_its_stages_to_the_shipped_file():
     assert all(a.export == f"{a.out}/export.safetensors" for a in parsed[1:])
 
 
-def test_the_cotracker_tiny_recipe_chains_thirteen_stages_to_the_shipped_file():
+def test_the_cotracker_tiny_recipe_chains_fourteen_stages_to_the_shipped_file():
     commands = recipe_commands(RECIPES / "cotracker_tiny.sh")
-    assert len(commands) == 13
-    *stages, eleventh, twelfth, thirteenth = [build_parser().parse_args(c) for c in commands]
+    assert len(commands) == 14
+    *stages, eleventh, twelfth, thirteenth, fourteenth = [build_parser().parse_args(c)
+                                                          for c in commands]
+    # Stage 14 goes on from stage 13's weights, on the 600 clips after stage 13's.
+    assert fourteenth.init == f"{thirteenth.out}/best.safetensors"
+    assert fourteenth.first_clip == thirteenth.first_clip + thirteenth.clips
+    assert (fourteenth.model_resolution, fourteenth.lr, fourteenth.amp, fourteenth.clips) == (
+        "240,320", 1.5e-4, "none", 600)
     # Stage 13 goes on from stage 12's weights (which its guard held out of the package), on
     # the clips after stage 12's, at the same size and peak.
     assert thirteenth.init == f"{twelfth.out}/best.safetensors"
@@ -343,17 +361,23 @@ def test_the_cotracker_recipe_chooses_the_visibility_cuts_after_the_last_stage_c
     assert step[0] > max(checks)
 
 
-def test_stage_13_is_checked_at_each_files_own_cuts_before_the_visibility_step():
+def test_stages_13_and_14_are_checked_at_each_files_own_cuts_before_the_visibility_step():
     packaged = "src/attnvision/cotracker/weights/cotracker_tiny.safetensors"
     lines = command_lines(RECIPES / "cotracker_tiny.sh")
-    check = [i for i, words in enumerate(lines)
-             if "recipes/cotracker_ship_calibrated.py" in words]
-    train = [i for i, words in enumerate(lines) if "--out" in words
-             and words[words.index("--out") + 1] == "$runs/cotracker_tiny_stage13"]
+    checks = [i for i, words in enumerate(lines)
+              if "recipes/cotracker_ship_calibrated.py" in words]
+    trains = [i for i, words in enumerate(lines) if "--out" in words
+              and words[words.index("--out") + 1] in ("$runs/cotracker_tiny_stage13",
+                                                      "$runs/cotracker_tiny_stage14")]
     step = [i for i, words in enumerate(lines) if "recipes/cotracker_visibility.py" in words]
-    assert len(check) == len(train) == 1 and train[0] < check[0] < step[0]
-    assert lines[check[0]][2:] == ["$runs/cotracker_tiny_stage13", packaged,
-                                   "$runs/cotracker_tiny_stage12/start.json"]
+    assert len(checks) == len(trains) == 2 and len(step) == 1
+    assert trains[0] < checks[0] < trains[1] < checks[1] < step[0]
+    assert lines[checks[0]][2:] == ["$runs/cotracker_tiny_stage13", packaged,
+                                    "$runs/cotracker_tiny_stage12/start.json"]
+    # Stage 14's check: 64 validation clips, both files tracked for δ_avg, AJ guarded, and
+    # occlusion accuracy allowed 0.005 lower.
+    assert lines[checks[1]][2:] == ["$runs/cotracker_tiny_stage14", packaged, "--clips", "64",
+                                    "--aj", "--oa-tolerance", "0.005"]
 
 
 def row(threshold, oa):
@@ -373,6 +397,40 @@ def test_the_calibrated_check_needs_a_gain_and_no_loss_at_each_files_own_cuts(
     old = {"offline": row(0.75, 0.898), "online": row(0.5, 0.8967)}
     new = {"offline": row(0.7, new_oa[0]), "online": row(0.45, new_oa[1])}
     reasons = decide(new_delta, 0.6925, new, old)
+    assert (not reasons) == ships
+    assert all("\n" not in r for r in reasons)
+
+
+def aj_row(threshold, oa, aj):
+    return {"threshold": threshold, "occlusion_accuracy": oa, "average_jaccard": aj}
+
+
+@pytest.mark.parametrize(("new_oa", "new_aj", "ships"), [
+    ((0.895, 0.894), (0.565, 0.571), True),  # 0.3 points lower: within 0.005
+    ((0.892, 0.8917), (0.565, 0.571), True),  # exactly 0.005 lower online
+    ((0.892, 0.891), (0.565, 0.571), False),  # online 0.006 lower
+    ((0.90, 0.90), (0.553, 0.571), False),  # offline AJ only equal
+    ((0.90, 0.90), (0.56, 0.55), False)])  # online AJ lower
+def test_stage_14s_check_guards_aj_and_allows_a_stated_occlusion_loss(
+        monkeypatch, new_oa, new_aj, ships):
+    monkeypatch.syspath_prepend(str(RECIPES))
+    decide = load_recipe_script("cotracker_ship_calibrated").decide
+    old = {"offline": aj_row(0.75, 0.897, 0.553), "online": aj_row(0.5, 0.8967, 0.557)}
+    new = {"offline": aj_row(0.85, new_oa[0], new_aj[0]),
+           "online": aj_row(0.6, new_oa[1], new_aj[1])}
+    reasons = decide(0.70, 0.69, new, old, aj=True, oa_tolerance=0.005)
+    assert (not reasons) == ships
+    assert all("\n" not in r for r in reasons)
+
+
+@pytest.mark.parametrize(("click", "box", "ships"), [
+    (0.76, 0.80, True), (0.76, 0.791, True), (0.76, 0.789, False), (0.747, 0.85, False)])
+def test_the_sam2_check_asks_more_from_a_click_and_no_real_loss_from_a_box(
+        monkeypatch, click, box, ships):
+    monkeypatch.syspath_prepend(str(RECIPES))
+    decide = load_recipe_script("sam2_ship_validated").decide
+    old = {"click": {"jf": 0.747}, "box": {"jf": 0.80}}
+    reasons = decide({"click": {"jf": click}, "box": {"jf": box}}, old, box_tolerance=0.01)
     assert (not reasons) == ships
     assert all("\n" not in r for r in reasons)
 
