@@ -92,20 +92,11 @@ def test_every_stage_parses_and_chains_to_the_shipped_file():
 
 def test_the_sam2_tiny_recipe_chains_its_stages_to_the_shipped_file():
     commands = recipe_commands(RECIPES / "sam2_tiny.sh")
-    assert len(commands) == 7
+    assert len(commands) == 6
     parsed = [build_parser().parse_args(c) for c in commands]
-    # Stage 9, from the package's file on clips after stage 8's (4050 on), the whole model,
-    # the ViT at a fifth of the peak; recipes/sam2_ship_validated.py judges it on 64 clips.
-    ninth = parsed.pop()
-    assert ninth.init == "src/attnvision/sam2/weights/sam2_tiny.safetensors"
-    assert (ninth.first_clip, ninth.clips, ninth.epochs, ninth.lr, ninth.amp) == (
-        4050, 600, 2, 2e-5, "none")
-    assert ninth.freeze is None and ninth.lr_scale == "image_encoder.trunk=0.2"
-    assert ninth.export == f"{ninth.out}/export.safetensors"
-    check = [words for words in command_lines(RECIPES / "sam2_tiny.sh")
-             if "recipes/sam2_ship_validated.py" in words]
-    assert check == [[*check[0][:2], ninth.out, "src/attnvision/sam2/weights/sam2_tiny.safetensors",
-                      "--clips", "64", "--box-tolerance", "0.01"]]
+    # Stage 9 did not ship (benchmarks/RESULTS.md): its check is a comment, not a command.
+    assert not [words for words in command_lines(RECIPES / "sam2_tiny.sh")
+                if "recipes/sam2_ship_validated.py" in words]
     # Stage 5 is two variants on the same clips, grown by the pixel stem, the ViT frozen: two
     # learning rates.
     variant, other = parsed[4:6]
