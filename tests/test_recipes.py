@@ -347,7 +347,8 @@ def test_the_cotracker_recipe_chooses_the_visibility_cuts_after_the_last_stage_c
     lines = command_lines(RECIPES / "cotracker_tiny.sh")
     step = [i for i, words in enumerate(lines) if "recipes/cotracker_visibility.py" in words]
     assert len(step) == 1
-    assert lines[step[0]][1:] == ["recipes/cotracker_visibility.py", "--ship", packaged]
+    assert lines[step[0]][1:] == ["recipes/cotracker_visibility.py", "--clips", "64", "--ship",
+                                  packaged]
     checks = [i for i, words in enumerate(lines) if "recipes/ship_if_better.py" in words]
     assert step[0] > max(checks)
 
