@@ -239,6 +239,20 @@ OMP_NUM_THREADS=1 attnvision train cotracker \
 # AJ 0.526 -> 0.536 offline and 0.534 -> 0.544 online, occlusion accuracy 0.889 -> 0.898
 # offline and 0.884 -> 0.884 online (each file at its own cuts): stage 14 ships, and the
 # visibility step below runs on the same 64 clips.
+#
+# Stage 15 (written 2026-12-07 at 09:09 UTC, before it ran): stage 14's weights (its
+# best.safetensors, the package's file) one epoch more over the next 300 clips (8250-8549; 300
+# to end within this session), same peak learning rate, seed 14, judged by stage 14's rule
+# unchanged (64 validation clips, δ_avg higher, AJ higher both ways, occlusion accuracy at
+# most 0.005 lower both ways, each file at its own cuts). Otherwise the package's file stays.
+OMP_NUM_THREADS=1 attnvision train cotracker \
+    --init "$runs/cotracker_tiny_stage14/best.safetensors" \
+    --model-resolution 240,320 \
+    --first-clip 8250 --clips 300 --epochs 1 --points 128 --lr 1.5e-4 --amp none --seed 14 \
+    --out "$runs/cotracker_tiny_stage15" --export "$runs/cotracker_tiny_stage15/export.safetensors"
+"${PYTHON:-python}" recipes/cotracker_ship_calibrated.py "$runs/cotracker_tiny_stage15" \
+    src/attnvision/cotracker/weights/cotracker_tiny.safetensors --clips 64 --aj \
+    --oa-tolerance 0.005
 
 # The visibility cuts (written 2026-12-07 at 04:38 UTC, before they were chosen; after one look
 # at the validation clips, none at the test split): a point is visible where the offline

@@ -125,16 +125,17 @@ def test_the_sam2_tiny_recipe_chains_its_stages_to_the_shipped_file():
     assert all(a.export == f"{a.out}/export.safetensors" for a in parsed[1:])
 
 
-def test_the_cotracker_tiny_recipe_chains_fourteen_stages_to_the_shipped_file():
+def test_the_cotracker_tiny_recipe_chains_fifteen_stages_to_the_shipped_file():
     commands = recipe_commands(RECIPES / "cotracker_tiny.sh")
-    assert len(commands) == 14
-    *stages, eleventh, twelfth, thirteenth, fourteenth = [build_parser().parse_args(c)
-                                                          for c in commands]
-    # Stage 14 goes on from stage 13's weights, on the 600 clips after stage 13's.
-    assert fourteenth.init == f"{thirteenth.out}/best.safetensors"
-    assert fourteenth.first_clip == thirteenth.first_clip + thirteenth.clips
-    assert (fourteenth.model_resolution, fourteenth.lr, fourteenth.amp, fourteenth.clips) == (
-        "240,320", 1.5e-4, "none", 600)
+    assert len(commands) == 15
+    *stages, eleventh, twelfth, thirteenth, fourteenth, fifteenth = [
+        build_parser().parse_args(c) for c in commands]
+    # Stages 14 and 15 go on from the stage before's weights, on the clips after its own.
+    for before, stage, clips in ((thirteenth, fourteenth, 600), (fourteenth, fifteenth, 300)):
+        assert stage.init == f"{before.out}/best.safetensors"
+        assert stage.first_clip == before.first_clip + before.clips
+        assert (stage.model_resolution, stage.lr, stage.amp, stage.clips) == (
+            "240,320", 1.5e-4, "none", clips)
     # Stage 13 goes on from stage 12's weights (which its guard held out of the package), on
     # the clips after stage 12's, at the same size and peak.
     assert thirteenth.init == f"{twelfth.out}/best.safetensors"
@@ -353,23 +354,24 @@ def test_the_cotracker_recipe_chooses_the_visibility_cuts_after_the_last_stage_c
     assert step[0] > max(checks)
 
 
-def test_stages_13_and_14_are_checked_at_each_files_own_cuts_before_the_visibility_step():
+def test_stages_13_to_15_are_checked_at_each_files_own_cuts_before_the_visibility_step():
     packaged = "src/attnvision/cotracker/weights/cotracker_tiny.safetensors"
     lines = command_lines(RECIPES / "cotracker_tiny.sh")
     checks = [i for i, words in enumerate(lines)
               if "recipes/cotracker_ship_calibrated.py" in words]
+    outs = [f"$runs/cotracker_tiny_stage{n}" for n in (13, 14, 15)]
     trains = [i for i, words in enumerate(lines) if "--out" in words
-              and words[words.index("--out") + 1] in ("$runs/cotracker_tiny_stage13",
-                                                      "$runs/cotracker_tiny_stage14")]
+              and words[words.index("--out") + 1] in outs]
     step = [i for i, words in enumerate(lines) if "recipes/cotracker_visibility.py" in words]
-    assert len(checks) == len(trains) == 2 and len(step) == 1
-    assert trains[0] < checks[0] < trains[1] < checks[1] < step[0]
-    assert lines[checks[0]][2:] == ["$runs/cotracker_tiny_stage13", packaged,
-                                    "$runs/cotracker_tiny_stage12/start.json"]
-    # Stage 14's check: 64 validation clips, both files tracked for δ_avg, AJ guarded, and
+    assert len(checks) == len(trains) == 3 and len(step) == 1
+    order = [i for pair in zip(trains, checks, strict=True) for i in pair] + step
+    assert order == sorted(order)
+    assert lines[checks[0]][2:] == [outs[0], packaged, "$runs/cotracker_tiny_stage12/start.json"]
+    # From stage 14 on: 64 validation clips, both files tracked for δ_avg, AJ guarded, and
     # occlusion accuracy allowed 0.005 lower.
-    assert lines[checks[1]][2:] == ["$runs/cotracker_tiny_stage14", packaged, "--clips", "64",
-                                    "--aj", "--oa-tolerance", "0.005"]
+    for check, out in zip(checks[1:], outs[1:], strict=True):
+        assert lines[check][2:] == [out, packaged, "--clips", "64", "--aj", "--oa-tolerance",
+                                    "0.005"]
 
 
 def row(threshold, oa):
