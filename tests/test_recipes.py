@@ -374,8 +374,8 @@ def test_stages_13_to_15_are_checked_at_each_files_own_cuts_before_the_visibilit
                                     "0.005"]
 
 
-def row(threshold, oa):
-    return {"threshold": threshold, "occlusion_accuracy": oa}
+def row(threshold, oa, aj=0.0):
+    return {"threshold": threshold, "occlusion_accuracy": oa, "average_jaccard": aj}
 
 
 @pytest.mark.parametrize(("new_delta", "new_oa", "ships"), [
@@ -395,10 +395,6 @@ def test_the_calibrated_check_needs_a_gain_and_no_loss_at_each_files_own_cuts(
     assert all("\n" not in r for r in reasons)
 
 
-def aj_row(threshold, oa, aj):
-    return {"threshold": threshold, "occlusion_accuracy": oa, "average_jaccard": aj}
-
-
 @pytest.mark.parametrize(("new_oa", "new_aj", "ships"), [
     ((0.895, 0.894), (0.565, 0.571), True),  # 0.3 points lower: within 0.005
     ((0.892, 0.8917), (0.565, 0.571), True),  # exactly 0.005 lower online
@@ -409,9 +405,9 @@ def test_stage_14s_check_guards_aj_and_allows_a_stated_occlusion_loss(
         monkeypatch, new_oa, new_aj, ships):
     monkeypatch.syspath_prepend(str(RECIPES))
     decide = load_recipe_script("cotracker_ship_calibrated").decide
-    old = {"offline": aj_row(0.75, 0.897, 0.553), "online": aj_row(0.5, 0.8967, 0.557)}
-    new = {"offline": aj_row(0.85, new_oa[0], new_aj[0]),
-           "online": aj_row(0.6, new_oa[1], new_aj[1])}
+    old = {"offline": row(0.75, 0.897, 0.553), "online": row(0.5, 0.8967, 0.557)}
+    new = {"offline": row(0.85, new_oa[0], new_aj[0]),
+           "online": row(0.6, new_oa[1], new_aj[1])}
     reasons = decide(0.70, 0.69, new, old, aj=True, oa_tolerance=0.005)
     assert (not reasons) == ships
     assert all("\n" not in r for r in reasons)
