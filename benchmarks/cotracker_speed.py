@@ -33,6 +33,13 @@ official: largest difference in px and the share of identical visibility boolean
 whole run divided by the number of frames (seconds per frame), and the ratio ours / official
 of the medians (and the median of the per-pair ratios, ``paired``).
 
+With ``--floor``, the floor under our time: the arithmetic of one run of each side
+(``benchmarks/flops.py``: products, convolutions and attention, counted in a run of its own
+after the timed ones), this machine's best matrix-product pace at the same thread count, and
+the least ours / official ratio our arithmetic allows at that pace (``floor_ratio``, against
+the official's median run). Above the target, no arrangement of the same float32 arithmetic
+meets it on this machine.
+
 Memory: each configuration (offline / online x ours / official) in a fresh child process of
 this script, one at a time after the timings. The child imports only its own side, builds its
 predictor and runs the work once. It reports ``peak_mb``, its peak RSS (Linux VmHWM, reset
@@ -65,6 +72,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from flops import counted_flops, floor_ratio, matmul_gflops
 from machine import OtherLoad, cpu_model, peak_during, reset_peak
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "cotracker3"
@@ -212,7 +220,24 @@ def time_mode(mode: str, impls: list[str], weights: tuple[Path, int], video: tor
     result["other_load"] = None if other is None else round(other, 2)
     if "official" in impls:
         result["agreement"] = agreement(warm["ours"], warm["official"])
+    if args.floor:
+        result["floor"] = floor(mode, predictors, video, args, result)
     return result
+
+
+def floor(mode: str, predictors: dict[str, torch.nn.Module], video: torch.Tensor,
+          args: argparse.Namespace, timing: dict[str, Any]) -> dict[str, Any]:
+    """Each side's arithmetic for one run and its pace, and the least ratio ours allows."""
+    log(f"{mode}: floor: counting each side's arithmetic, and the product pace")
+    out: dict[str, Any] = {"matmul_gflops": round(matmul_gflops(), 1)}
+    for impl, predictor in predictors.items():
+        flops = counted_flops(lambda p=predictor: track(p, mode, video, args.grid))[1]
+        seconds = statistics.median(timing[f"{impl}_runs_s"])
+        out[impl] = {"gflop": round(flops / 1e9, 1), "gflops": round(flops / seconds / 1e9, 1)}
+        if impl == "official":
+            out["floor_ratio"] = round(floor_ratio(out["ours"]["gflop"] * 1e9,
+                                                   out["matmul_gflops"], seconds * 1e3), 3)
+    return out
 
 
 # -- memory, one child process per configuration ------------------------------------------
@@ -299,6 +324,11 @@ def print_report(report: dict[str, Any]) -> None:
                  pair("peak_mb", "ratio_peak"), pair("work_peak_mb", "ratio_work_peak")]
         print(f"| {mode} | " + " | ".join(cells) + f" | {t['other_load']} |")
     for mode, r in report["results"].items():
+        if "floor" in r["time"]:
+            b = r["time"]["floor"]
+            ratio = f", least ratio **{b['floor_ratio']:.2f}**" if "floor_ratio" in b else ""
+            print(f"{mode}: {b['ours']['gflop']:.0f} GFLOP ours at {b['ours']['gflops']:.0f} "
+                  f"GFLOP/s; product pace {b['matmul_gflops']:.0f} GFLOP/s{ratio}")
         if "agreement" in r["time"]:
             print(f"{mode}: ours vs official: {r['time']['agreement']}")
 
@@ -324,6 +354,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1, as in RESULTS.md; 0: torch's own)")
     parser.add_argument("--no-memory", action="store_true", help="skip the child processes")
+    parser.add_argument("--floor", action="store_true",
+                        help="also count each side's arithmetic and give the least ratio ours "
+                             "allows at this machine's matrix-product pace")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)

@@ -17,6 +17,13 @@ SAM 2's own). For each model and precision (fp32, or bf16 under ``torch.autocast
 - encoding: ``set_image`` of the image predictors on the same picture, alternated;
 - a click: ``predict`` with one point on the encoded image (3 masks, the official default).
 
+With ``--floor`` (fp32), the floor under our time: the arithmetic of one of our frames with
+the memory bank full and of one of our encodings (``benchmarks/flops.py``: products,
+convolutions and attention, counted in a separate pass of each side), this machine's best
+matrix-product pace at the same thread count, and the least ours / official ratio that
+arithmetic allows (``floor_ratio``: our FLOPs at that pace against the official's measured
+time). Above a target, no arrangement of the same fp32 arithmetic meets it on this machine.
+
 Correctness in the same run (fp32): every propagated frame's mask agrees with the official
 one on at least 99.9 % of pixels. The official predictor gets the tests' two CPU patches: its
 memory attention reads its bfloat16 memories in float32 (CPU matmuls refuse the mix off
@@ -41,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from flops import counted_flops, floor_ratio, matmul_gflops
 from machine import OtherLoad, cpu_flags, cpu_model
 from PIL import Image
 from skimage import data
@@ -109,6 +117,41 @@ def propagation(ours: SAM2VideoPredictor, ref: Any, video: np.ndarray, folder: P
     return summary(t_ours, t_ref), worst
 
 
+def frame_flops(predictor: Any, video: Any, click: list[float]) -> int:
+    """FLOPs of frame ``FULL_MEMORY_FROM`` of a propagation from one click on frame 0 (the
+    memory bank full), in a pass of its own: counting runs attention by the math kernel."""
+    state = predictor.init_state(video)
+    predictor.add_new_points_or_box(state, 0, 1, points=[click], labels=[1])
+    steps = iter(predictor.propagate_in_video(state))
+    for _ in range(FULL_MEMORY_FROM):
+        next(steps)
+    return counted_flops(lambda: next(steps))[1]
+
+
+def floor(ours: SAM2VideoPredictor, ref: Any, ours_image: SAM2ImagePredictor, ref_image: Any,
+          video: np.ndarray, folder: Path, click: list[float], image: np.ndarray,
+          prop: dict[str, Any], encode: dict[str, Any]) -> dict[str, Any]:
+    """The arithmetic of a frame and of an encoding, each side's pace, and the floor under
+    our ratios at this machine's best product pace."""
+    log("  floor: counting a frame's and an encoding's arithmetic, and the product pace")
+    frame = {"ours": frame_flops(ours, video, click), "official": frame_flops(ref, str(folder),
+                                                                              click)}
+    encoding = {"ours": counted_flops(lambda: ours_image.set_image(image))[1],
+                "official": counted_flops(lambda: ref_image.set_image(image))[1]}
+    peak = matmul_gflops()
+    result: dict[str, Any] = {"matmul_gflops": round(peak, 1)}
+    for key, flops, times in (("propagation_per_frame", frame, prop), ("encoding", encoding,
+                                                                       encode)):
+        result[key] = {"ours_gflop": round(flops["ours"] / 1e9, 1),
+                       "official_gflop": round(flops["official"] / 1e9, 1),
+                       "ours_gflops": round(flops["ours"] / times["ours_ms"] / 1e6, 1),
+                       "official_gflops": round(flops["official"] / times["official_ms"] / 1e6,
+                                                1),
+                       "floor_ratio": round(floor_ratio(flops["ours"], peak,
+                                                        times["official_ms"]), 3)}
+    return result
+
+
 def alternate(ours: Callable[[], Any], ref: Callable[[], Any], repeats: int
               ) -> dict[str, Any]:
     ours(), ref()  # warm-up
@@ -149,10 +192,17 @@ def run_model(name: str, args: argparse.Namespace, folder: Path, video: np.ndarr
             ref_image.set_image(image)
             predict = alternate(lambda: ours_image.predict(**point),
                                 lambda: ref_image.predict(**point), args.predict_repeats)
+            bound = (floor(ours, ref, ours_image, ref_image, video, folder, click, image, prop,
+                           encode) if args.floor and precision == "fp32" else None)
         other = load.stop()
         result[precision] = {"propagation_per_frame": prop, "encoding": encode,
                              "click": predict, "worst_mask_agreement": round(agreement, 6),
                              "other_load": None if other is None else round(other, 2)}
+        if bound:
+            result[precision]["floor"] = bound
+            log(f"  floor at {bound['matmul_gflops']:.0f} GFLOP/s: propagation "
+                f"{bound['propagation_per_frame']['floor_ratio']:.2f}, encoding "
+                f"{bound['encoding']['floor_ratio']:.2f}")
         log(f"  propagation {prop['ours_ms']:.0f} / {prop['official_ms']:.0f} ms per frame "
             f"({prop['ratio']:.2f}); encoding {encode['ours_ms']:.0f} / "
             f"{encode['official_ms']:.0f} ms ({encode['ratio']:.2f}); click "
@@ -173,6 +223,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="alternated encodings")
     parser.add_argument("--predict-repeats", type=int, default=20, help="alternated clicks")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--floor", action="store_true",
+                        help="fp32: also count our arithmetic and give the least ratio it "
+                             "allows at this machine's matrix-product pace")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     args = parser.parse_args()
     if args.frames <= FULL_MEMORY_FROM:
@@ -212,6 +265,11 @@ def main() -> int:
                       f"ms, **{p['ratio']:.2f}** | {e['ours_ms']:.0f} / {e['official_ms']:.0f} "
                       f"ms, **{e['ratio']:.2f}** | {c['ours_ms']:.1f} / {c['official_ms']:.1f} "
                       f"ms |")
+                if "floor" in r:
+                    b = r["floor"]
+                    print(f"|  | floor at {b['matmul_gflops']:.0f} GFLOP/s | "
+                          f"{b['propagation_per_frame']['floor_ratio']:.2f} | "
+                          f"{b['encoding']['floor_ratio']:.2f} | |")
     if not ok:
         log(f"masks disagree with the official ones (below {MASK_AGREEMENT:.1%} of pixels)")
     return 0 if ok else 1

@@ -45,11 +45,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from flops import counted_flops, matmul_gflops
 from machine import OtherLoad, cpu_flags, cpu_model, peak_during
 from official_sam import FULL, SMALL, both_sams, official_sam
 from segment_anything import SamPredictor as RefPredictor
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
 
 from attnvision.data.images import sample_image
 from attnvision.sam import SamPredictor, build_sam
@@ -105,23 +104,6 @@ def alternate(ours: Callable[[], Any], ref: Callable[[], Any], repeats: int, war
             "paired_ratio": round(statistics.median(a / b for a, b in zip(t_ours, t_ref,
                                                                            strict=True)), 3),
             "runs": repeats, "other_load": None if other is None else round(other, 2)}
-
-
-def matmul_gflops(dtype: torch.dtype, device: torch.device) -> float:
-    """GFLOP/s of the encoder's largest product shape, (4096, 768) @ (768, 3072), best of 5."""
-    a = torch.randn(4096, 768, device=device, dtype=dtype)
-    b = torch.randn(768, 3072, device=device, dtype=dtype)
-    best = min(timed(lambda: a @ b, device)[0] for _ in range(6))
-    return 2 * 4096 * 768 * 3072 / (best * 1e-3) / 1e9
-
-
-def encoder_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
-    """Multiply-adds x 2 of one encoding. Attention goes through PyTorch's math kernel here,
-    whose matrix products the counter sees (it has no formula for the fused CPU kernel)."""
-    with (torch.inference_mode(), sdpa_kernel([SDPBackend.MATH]),
-          FlopCounterMode(display=False) as counter):
-        model(x)
-    return counter.get_total_flops()
 
 
 def memory_child(which: str, weights: str, small: bool) -> None:
@@ -219,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     resized = ours_pred.transform.apply_image(image)
     x = ours_sam.preprocess(torch.as_tensor(resized, device=device).permute(2, 0, 1)[None]
                             .float())
-    flops = encoder_flops(ours_sam.image_encoder, x)  # before any compile
+    with torch.inference_mode():  # before any compile
+        _, flops = counted_flops(lambda: ours_sam.image_encoder(x))
     if args.compile:
         ours_sam.image_encoder.compile()
         ref_sam.image_encoder.compile()
@@ -275,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         ms = report["encoder"][precision]["ours_ms"]
         report["flops"][f"{precision}_encoder_gflops"] = round(flops / (ms * 1e-3) / 1e9, 1)
         report["flops"][f"{precision}_matmul_gflops"] = round(
-            matmul_gflops(DTYPES[precision], device), 1)
+            matmul_gflops(((4096, 768, 3072),), DTYPES[precision], device), 1)
 
     # predict: one point after set_image (decoder + postprocessing to the original size).
     if "fp32" in embeddings:
