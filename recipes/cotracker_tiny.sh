@@ -256,21 +256,11 @@ OMP_NUM_THREADS=1 attnvision train cotracker \
 # Stage 15's check (2026-12-07, 09:49-09:55 UTC, 64 validation clips): δ_avg 0.6719 ->
 # 0.6737, AJ 0.536 -> 0.538 offline and 0.544 -> 0.545 online, occlusion accuracy 0.898 ->
 # 0.906 offline and 0.884 -> 0.885 online (each file at its own cuts): stage 15 ships.
-# Stage 16 (written 2026-12-07 at 10:50 UTC, before it ran): stage 15's weights (its
-# best.safetensors, the package's file) one epoch more over the next 600 clips (8550-9149;
-# stage 14's 600 clips moved validation δ_avg by a point, stage 15's 300 by 0.2), same peak
-# learning rate, seed 15, judged by stage 14's rule unchanged (64 validation clips, δ_avg
-# higher, AJ higher both ways, occlusion accuracy at most 0.005 lower both ways, each file at
-# its own cuts). Otherwise the package's file stays.
-OMP_NUM_THREADS=1 attnvision train cotracker \
-    --init "$runs/cotracker_tiny_stage15/best.safetensors" \
-    --model-resolution 240,320 \
-    --first-clip 8550 --clips 600 --epochs 1 --points 128 --lr 1.5e-4 --amp none --seed 15 \
-    --out "$runs/cotracker_tiny_stage16" --export "$runs/cotracker_tiny_stage16/export.safetensors"
-"${PYTHON:-python}" recipes/cotracker_ship_calibrated.py "$runs/cotracker_tiny_stage16" \
-    src/attnvision/cotracker/weights/cotracker_tiny.safetensors --clips 64 --aj \
-    --oa-tolerance 0.005
-
+# Stage 16 (rule written 2026-12-07 at 10:50 UTC, before it ran: stage 14's rule unchanged):
+# stage 15's weights one epoch more over clips 8550-9149, seed 15. Its check (12:04-12:10 UTC,
+# 64 validation clips): δ_avg 0.6737 -> 0.6750, occlusion accuracy up both ways, AJ online
+# 0.5450 -> 0.5469 but offline 0.53806 -> 0.53793, not higher: stage 16 did not ship; its
+# commands and figures are in benchmarks/RESULTS.md.
 # The visibility cuts (written 2026-12-07 at 04:38 UTC, before they were chosen; after one look
 # at the validation clips, none at the test split): a point is visible where the offline
 # predictor's visibility probability exceeds 0.9 or the online one's visibility x confidence
