@@ -229,14 +229,16 @@ def floor(mode: str, predictors: dict[str, torch.nn.Module], video: torch.Tensor
           args: argparse.Namespace, timing: dict[str, Any]) -> dict[str, Any]:
     """Each side's arithmetic for one run and its pace, and the least ratio ours allows."""
     log(f"{mode}: floor: counting each side's arithmetic, and the product pace")
-    out: dict[str, Any] = {"matmul_gflops": round(matmul_gflops(), 1)}
+    pace = matmul_gflops()
+    out: dict[str, Any] = {"matmul_gflops": round(pace, 1)}
+    counts = {}
     for impl, predictor in predictors.items():
-        flops = counted_flops(lambda p=predictor: track(p, mode, video, args.grid))[1]
+        counts[impl] = counted_flops(lambda p=predictor: track(p, mode, video, args.grid))[1]
         seconds = statistics.median(timing[f"{impl}_runs_s"])
-        out[impl] = {"gflop": round(flops / 1e9, 1), "gflops": round(flops / seconds / 1e9, 1)}
+        out[impl] = {"gflop": round(counts[impl] / 1e9, 1),
+                     "gflops": round(counts[impl] / seconds / 1e9, 1)}
         if impl == "official":
-            out["floor_ratio"] = round(floor_ratio(out["ours"]["gflop"] * 1e9,
-                                                   out["matmul_gflops"], seconds * 1e3), 3)
+            out["floor_ratio"] = round(floor_ratio(counts["ours"], pace, seconds * 1e3), 3)
     return out
 
 
