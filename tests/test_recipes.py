@@ -125,14 +125,13 @@ def test_the_sam2_tiny_recipe_chains_its_stages_to_the_shipped_file():
     assert all(a.export == f"{a.out}/export.safetensors" for a in parsed[1:])
 
 
-def test_the_cotracker_tiny_recipe_chains_sixteen_stages_to_the_shipped_file():
+def test_the_cotracker_tiny_recipe_chains_fifteen_stages_to_the_shipped_file():
     commands = recipe_commands(RECIPES / "cotracker_tiny.sh")
-    assert len(commands) == 16
-    *stages, eleventh, twelfth, thirteenth, fourteenth, fifteenth, sixteenth = [
+    assert len(commands) == 15
+    *stages, eleventh, twelfth, thirteenth, fourteenth, fifteenth = [
         build_parser().parse_args(c) for c in commands]
-    # Stages 14 to 16 go on from the stage before's weights, on the clips after its own.
-    for before, stage, clips in ((thirteenth, fourteenth, 600), (fourteenth, fifteenth, 300),
-                                 (fifteenth, sixteenth, 600)):
+    # Stages 14 and 15 go on from the stage before's weights, on the clips after its own.
+    for before, stage, clips in ((thirteenth, fourteenth, 600), (fourteenth, fifteenth, 300)):
         assert stage.init == f"{before.out}/best.safetensors"
         assert stage.first_clip == before.first_clip + before.clips
         assert (stage.model_resolution, stage.lr, stage.amp, stage.clips) == (
@@ -355,16 +354,16 @@ def test_the_cotracker_recipe_chooses_the_visibility_cuts_after_the_last_stage_c
     assert step[0] > max(checks)
 
 
-def test_stages_13_to_16_are_checked_at_each_files_own_cuts_before_the_visibility_step():
+def test_stages_13_to_15_are_checked_at_each_files_own_cuts_before_the_visibility_step():
     packaged = "src/attnvision/cotracker/weights/cotracker_tiny.safetensors"
     lines = command_lines(RECIPES / "cotracker_tiny.sh")
     checks = [i for i, words in enumerate(lines)
               if "recipes/cotracker_ship_calibrated.py" in words]
-    outs = [f"$runs/cotracker_tiny_stage{n}" for n in (13, 14, 15, 16)]
+    outs = [f"$runs/cotracker_tiny_stage{n}" for n in (13, 14, 15)]
     trains = [i for i, words in enumerate(lines) if "--out" in words
               and words[words.index("--out") + 1] in outs]
     step = [i for i, words in enumerate(lines) if "recipes/cotracker_visibility.py" in words]
-    assert len(checks) == len(trains) == 4 and len(step) == 1
+    assert len(checks) == len(trains) == 3 and len(step) == 1
     order = [i for pair in zip(trains, checks, strict=True) for i in pair] + step
     assert order == sorted(order)
     assert lines[checks[0]][2:] == [outs[0], packaged, "$runs/cotracker_tiny_stage12/start.json"]
