@@ -35,7 +35,8 @@ def counted_flops(work: Callable[[], T]) -> tuple[T, int]:
     return result, counter.get_total_flops()
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for ``device``'s queued work, so that a clock read after it times the work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -51,10 +52,10 @@ def matmul_gflops(shapes: tuple[tuple[int, int, int], ...] = PEAK_SHAPES,
         a = torch.randn(m, k, device=device, dtype=dtype)
         b = torch.randn(k, n, device=device, dtype=dtype)
         for _ in range(repeats):
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             a @ b
-            _sync(device)
+            sync(device)
             best = max(best, 2 * m * k * n / (time.perf_counter() - start) / 1e9)
     return best
 

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flops import counted_flops, matmul_gflops
+from flops import counted_flops, matmul_gflops, sync
 from machine import OtherLoad, cpu_flags, cpu_model, peak_during
 from official_sam import FULL, SMALL, both_sams, official_sam
 from segment_anything import SamPredictor as RefPredictor
@@ -64,11 +64,6 @@ PROMPTS = [{"point_coords": [[0.5, 0.4]], "point_labels": [1]},
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def autocast(precision: str, device: torch.device) -> AbstractContextManager:
