@@ -1,11 +1,14 @@
-"""The correlation volume: every feature of a track's patch against every feature of its
-query's, per frame, whatever the layout the sampler leaves the patches in."""
+"""The correlation volume and the track patches it reads: every feature of a track's patch
+against every feature of its query's, per frame, whatever the layout the sampler leaves the
+patches in, and the same samples from each of the sampler's ways."""
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attnvision.cotracker.correlation import correlation
+from attnvision.cotracker import correlation as correlation_module
+from attnvision.cotracker.correlation import correlation, track_patches
 
 
 @settings(max_examples=25, deadline=None)
@@ -13,24 +16,58 @@ from attnvision.cotracker.correlation import correlation
        st.integers(1, 8), st.booleans(), st.integers(0, 2**31 - 1))
 def test_the_volume_is_the_patches_dot_products_track_cell_first(b, t, n, p, c, permuted, seed):
     g = torch.Generator().manual_seed(seed)
-    if permuted:  # as track_patches gives it: the sampler's (B T, C, N, P) seen as (B, T, N, P, C)
+    if permuted:  # as grid_sample leaves it: (B T, C, N, P) seen as (B, N, T, P, C)
         track = torch.randn(b * t, c, n, p, generator=g, dtype=torch.float64)
-        track = track.reshape(b, t, c, n, p).permute(0, 1, 3, 4, 2)
+        track = track.reshape(b, t, c, n, p).permute(0, 3, 1, 4, 2)
     else:
-        track = torch.randn(b, t, n, p, c, generator=g, dtype=torch.float64)
+        track = torch.randn(b, n, t, p, c, generator=g, dtype=torch.float64)
     query = torch.randn(b, n, p, c, generator=g, dtype=torch.float64)
     volume = correlation(track, query)
-    assert volume.shape == (b, t, n, p * p)
-    expected = torch.einsum("btnpc,bnqc->btnpq", track, query).reshape(b, t, n, p * p)
+    assert volume.shape == (b, n, t, p * p)
+    expected = torch.einsum("bntpc,bnqc->bntpq", track, query).reshape(b, n, t, p * p)
     torch.testing.assert_close(volume, expected)
 
 
 def test_gradients_reach_both_patches():
-    track = torch.randn(1, 3, 4, 9, 5, requires_grad=True)
+    track = torch.randn(1, 4, 3, 9, 5, requires_grad=True)
     query = torch.randn(1, 4, 9, 5, requires_grad=True)
     correlation(track, query).square().sum().backward()
     # d/d track of sum (track . query)^2 is 2 (track . query) query, summed over query cells
-    volume = torch.einsum("btnpc,bnqc->btnpq", track.detach(), query.detach())
-    torch.testing.assert_close(track.grad, 2 * torch.einsum("btnpq,bnqc->btnpc", volume,
+    volume = torch.einsum("bntpc,bnqc->bntpq", track.detach(), query.detach())
+    torch.testing.assert_close(track.grad, 2 * torch.einsum("bntpq,bnqc->bntpc", volume,
                                                             query.detach()))
     assert query.grad is not None and query.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_inference_samples_what_grid_sample_does(channels_last):
+    """The embedding_bag sampler (no autograd) against grid_sample (training), points inside,
+    on the border and outside the grid, features stored either way."""
+    torch.manual_seed(0)
+    fmaps = torch.randn(2, 4, 6, 9, 13, dtype=torch.float64)
+    if channels_last:  # (B, T, C, H, W) with C innermost, as the model keeps them
+        fmaps = fmaps.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    coords = torch.rand(2, 4, 30, 2, dtype=torch.float64) * torch.tensor([19.0, 15.0]) - 3
+    coords[0, 0, :3] = torch.tensor([[0.0, 0.0], [12.0, 8.0], [12.5, -0.5]])
+    with torch.enable_grad():
+        expected = track_patches(fmaps, coords, 3)
+    with torch.no_grad():
+        samples = track_patches(fmaps, coords, 3)
+    assert samples.shape == expected.shape == (2, 30, 4, 49, 6)
+    torch.testing.assert_close(samples, expected)
+    # A sample is its point's bilinear value: the centre cell of a track at a cell centre.
+    assert torch.equal(samples[0, 1, 0, 24], fmaps[0, 0, :, 8, 12])
+
+
+def test_inference_correlates_a_few_tracks_at_a_time_to_the_same_volume(monkeypatch):
+    torch.manual_seed(0)
+    fmaps = torch.randn(2, 3, 5, 9, 13, dtype=torch.float64)
+    coords = torch.rand(2, 3, 11, 2, dtype=torch.float64) * torch.tensor([15.0, 11.0]) - 1
+    query = torch.randn(2, 11, 9, 5, dtype=torch.float64)
+    expected = torch.einsum("bntpc,bnqc->bntpq", track_patches(fmaps, coords, 1),
+                            query).reshape(2, 11, 3, 81)
+    monkeypatch.setattr(correlation_module, "PATCH_VALUES", 2 * 3 * 9 * 5 * 4)  # 4 tracks
+    with torch.no_grad():
+        volume = correlation_module.track_correlation(fmaps, coords, query, 1)
+    torch.testing.assert_close(volume, expected)
+    assert correlation_module.track_correlation(fmaps, coords, query, 1).shape == (2, 11, 3, 81)

@@ -41,7 +41,8 @@ def bilinear_sample(input: Tensor, coords: Tensor) -> Tensor:
 def feature_pyramid(fmaps: Tensor, levels: int) -> list[Tensor]:
     """``levels`` feature maps, each the previous one averaged over 2x2 cells.
 
-    fmaps: (B, T, C, H, W) -> [(B, T, C, H / 2^i, W / 2^i) for i < levels]
+    fmaps: (B, T, C, H, W) -> [(B, T, C, H / 2^i, W / 2^i) for i < levels], each in the
+    memory layout of ``fmaps`` (channels-last stays channels-last).
     """
     b, t, c = fmaps.shape[:3]
     pyramid = [fmaps]
@@ -68,8 +69,22 @@ def sample_cells(fmaps: Tensor, frames: Tensor, points: Tensor) -> Tensor:
     than a third sampling axis.
     """
     b, t, c, h, w = fmaps.shape
-    # Border padding: a point outside the grid reads the nearest cell centre.
-    x = points[..., 0].clamp(0, w - 1)  # (B, ...)
+    cells, weights = _corners(points, h, w)  # (B, ..., 4) each
+    # Each point's row of (B T): its batch's first frame plus its own.
+    batch = torch.arange(b, device=fmaps.device).reshape(b, *[1] * (frames.dim() - 1))
+    row = (batch * t + frames)[..., None]  # (B, ..., 1), broadcasts against cells
+    table = fmaps.reshape(b * t, c, h * w).transpose(1, 2)  # (B T, H W, C), a view
+    return (table[row, cells] * weights[..., None]).sum(dim=-2)
+
+
+def _corners(points: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
+    """The four cells each point is interpolated from, and their bilinear weights.
+
+    points: (..., 2) (x, y) in cells of an h x w grid -> cells (..., 4) as y w + x (int64),
+    weights (..., 4), corners in the order (x0, y0), (x1, y0), (x0, y1), (x1, y1).
+    A point outside the grid reads the nearest cell centre (border padding).
+    """
+    x = points[..., 0].clamp(0, w - 1)
     y = points[..., 1].clamp(0, h - 1)
     x0, y0 = x.floor(), y.floor()
     # The weights as grid_sample computes them (the far corner minus the point).
@@ -77,14 +92,9 @@ def sample_cells(fmaps: Tensor, frames: Tensor, points: Tensor) -> Tensor:
     wx0, wy0 = x0 + 1 - x, y0 + 1 - y
     x0, y0 = x0.long(), y0.long()
     x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)  # weight 0 at the edge
-    # Each point's row of (B T): its batch's first frame plus its own.
-    batch = torch.arange(b, device=fmaps.device).reshape(b, *[1] * (frames.dim() - 1))
-    row = batch * t + frames  # (B, ...), broadcasts against x0
-    table = fmaps.reshape(b * t, c, h * w).transpose(1, 2)  # (B T, H W, C), a view
-    return (table[row, y0 * w + x0] * (wx0 * wy0)[..., None]
-            + table[row, y0 * w + x1] * (wx1 * wy0)[..., None]
-            + table[row, y1 * w + x0] * (wx0 * wy1)[..., None]
-            + table[row, y1 * w + x1] * (wx1 * wy1)[..., None])
+    cells = torch.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], dim=-1)
+    weights = torch.stack([wx0 * wy0, wx1 * wy0, wx0 * wy1, wx1 * wy1], dim=-1)
+    return cells, weights
 
 
 def query_patches(fmaps: Tensor, frames: Tensor, coords: Tensor, radius: int) -> Tensor:
@@ -109,38 +119,92 @@ def track_patches(fmaps: Tensor, coords: Tensor, radius: int) -> Tensor:
     """Every frame's (2r+1)^2 patch of features around each track's position in that frame.
 
     fmaps: (B, T, C, H, W), coords: (B, T, N, 2) in cells of ``fmaps`` ->
-    (B, T, N, (2r+1)^2, C).
+    (B, N, T, (2r+1)^2, C), track-major: a track's frames side by side, as
+    :func:`correlation` and the update transformer take them.
 
-    ``grid_sample`` in PyTorch, the gathers of :func:`sample_cells` in an ONNX graph (the
-    same samples, to float rounding): PyTorch's sampler is about 7 times faster than its
-    gathers, ONNX Runtime's ``GridSample`` 3 times slower than its gathers (one channel at a
-    time), and this is most of a window's sampling.
+    Three ways to the same samples (to float rounding), each fastest where it runs:
+    - at inference, :func:`_weighted_rows`: each sample is the weighted sum of its four
+      cells, one ``embedding_bag`` over the features as rows (fast when they are stored
+      channels-last, as the model keeps them), written in the order asked: 0.5-0.75 of
+      ``grid_sample``'s time at one thread, whose bilinear kernel reads one channel plane
+      at a time and leaves C outermost;
+    - in a traced ONNX graph, the gathers of :func:`sample_cells` (ONNX Runtime's
+      ``GridSample`` is 3 times slower than its gathers);
+    - while training, ``grid_sample`` (its backward to the features is the fast one).
     """
     b, t, c, h, w = fmaps.shape
     n = coords.shape[2]
-    offsets = patch_offsets(radius, coords.device).reshape(1, 1, -1, 2)
-    if torch.onnx.is_in_onnx_export():
-        points = coords[:, :, :, None, :] + offsets[:, None]  # (B, T, N, P, 2)
-        frames = torch.arange(t, device=coords.device)[None, :, None, None]  # (1, T, 1, 1)
-        return sample_cells(fmaps, frames, points)
-    points = coords.reshape(b * t, n, 1, 2) + offsets  # (B T, N, P, 2)
+    offsets = patch_offsets(radius, coords.device).reshape(1, 1, 1, -1, 2)
+    if torch.onnx.is_in_onnx_export() or not torch.is_grad_enabled():
+        points = coords.transpose(1, 2)[:, :, :, None, :] + offsets  # (B, N, T, P, 2)
+        frames = torch.arange(t, device=coords.device)[None, None, :, None]  # (1, 1, T, 1)
+        if torch.onnx.is_in_onnx_export():
+            return sample_cells(fmaps, frames, points)
+        return _weighted_rows(fmaps, frames, points)
+    points = coords.reshape(b * t, n, 1, 2) + offsets[0, 0]  # (B T, N, P, 2)
     samples = bilinear_sample(fmaps.reshape(b * t, c, h, w), points)  # (B T, C, N, P)
-    return samples.reshape(b, t, c, n, -1).permute(0, 1, 3, 4, 2)
+    return samples.reshape(b, t, c, n, -1).permute(0, 3, 1, 4, 2)
+
+
+def _weighted_rows(fmaps: Tensor, frames: Tensor, points: Tensor) -> Tensor:
+    """:func:`sample_cells` by one ``embedding_bag``: the same samples, in one pass.
+
+    fmaps: (B, T, C, H, W); frames: (B, ...) integer indices in [0, T), broadcast against
+    ``points``' middle axes; points: (B, ..., 2) (x, y) in cells -> (B, ..., C). The
+    features are a table of (B T H W) rows of C values (a view when they are
+    channels-last); a sample is the sum of its four cells' rows with the bilinear weights.
+    """
+    b, t, c, h, w = fmaps.shape
+    table = fmaps.permute(0, 1, 3, 4, 2).reshape(b * t * h * w, c)
+    cells, weights = _corners(points, h, w)  # (B, ..., 4) each
+    batch = torch.arange(b, device=fmaps.device).reshape(b, *[1] * (frames.dim() - 1))
+    rows = cells + (batch * t + frames)[..., None] * (h * w)  # + the frame's first row
+    out = F.embedding_bag(rows.reshape(-1, 4), table, per_sample_weights=weights.reshape(-1, 4),
+                          mode="sum")
+    return out.reshape(*points.shape[:-1], c)
 
 
 def correlation(track: Tensor, query: Tensor) -> Tensor:
     """Dot products of every feature of a track's patch with every feature of its query's.
 
-    track: (B, T, N, P, C), query: (B, N, P, C) -> (B, T, N, P * P), the track's cell first.
+    track: (B, N, T, P, C), query: (B, N, P, C) -> (B, N, T, P * P), the track's cell first.
 
-    One product per frame: a single broadcast product over T would copy the query T times and
-    the track's patches (the sampler's output seen through a permutation, C outermost) once
-    more, 1.9 s of a 24-frame offline run at one thread; a frame's (N, P, C) slice is a
-    column-major matrix the product reads in place. The sums are the same.
+    One product per track and batch element, over all its frames at once: (T P, C) @ (C, P).
+    Per frame, (P, C) @ (C, P) products of 49 x 128 by 128 x 49 ran at a quarter of this
+    core's pace; a track's T frames make the left matrix T times taller. The sums are the
+    same.
     """
+    b, n, t, p, c = track.shape
     if torch.onnx.is_in_onnx_export():  # one node for the exported graph
-        return (track @ query[:, None].transpose(-1, -2)).flatten(-2)
+        return (track @ query[:, :, None].transpose(-1, -2)).flatten(-2)
     query_t = query.transpose(-1, -2)  # (B, N, C, P)
-    volume = torch.stack([torch.stack([torch.bmm(frame, query_t[b]) for frame in track[b]])
-                          for b in range(track.shape[0])])  # (B, T, N, P, P)
-    return volume.flatten(-2)
+    volume = torch.stack([torch.bmm(track[i].reshape(n, t * p, c), query_t[i])
+                          for i in range(b)])  # (B, N, T P, P)
+    return volume.view(b, n, t, p * p)
+
+
+# Values of track patches sampled at once at inference (8 MB in float32): a whole level's
+# patches are 60 MB for 100 tracks over 24 frames, above glibc's largest recycled block
+# (32 MB), so each came from fresh pages; in pieces of ~13 tracks that stay in cache, the
+# sampling and the products took 0.56 of the time (one thread).
+PATCH_VALUES = 1 << 21
+
+
+def track_correlation(fmaps: Tensor, coords: Tensor, query: Tensor, radius: int) -> Tensor:
+    """:func:`correlation` of :func:`track_patches` with the query patches.
+
+    fmaps: (B, T, C, H, W), coords: (B, T, N, 2) in cells of ``fmaps``, query: (B, N, P, C)
+    -> (B, N, T, P * P). At inference a few tracks at a time (:data:`PATCH_VALUES`), into
+    one volume: the same values.
+    """
+    if torch.is_grad_enabled() or torch.onnx.is_in_onnx_export():
+        return correlation(track_patches(fmaps, coords, radius), query)
+    b, t, c = fmaps.shape[:3]
+    n, p = query.shape[1:3]
+    step = max(1, PATCH_VALUES // (b * t * p * c))
+    volume = query.new_empty(b, n, t, p * p)
+    for i in range(0, n, step):
+        volume[:, i:i + step] = correlation(
+            track_patches(fmaps, coords[:, :, i:i + step], radius), query[:, i:i + step])
+    return volume
+

@@ -36,10 +36,9 @@ from torch import Tensor, nn
 
 from attnvision.cotracker.configs import CoTrackerConfig
 from attnvision.cotracker.correlation import (
-    correlation,
     feature_pyramid,
     query_patches,
-    track_patches,
+    track_correlation,
 )
 from attnvision.cotracker.encoder import FeatureEncoder
 from attnvision.cotracker.update_transformer import UpdateTransformer
@@ -48,9 +47,11 @@ from attnvision.nn.positional import sinusoidal_frequencies
 
 # Frames through the CNN at once: bounds the memory of the CNN's activations (the features do
 # not depend on it). The official code takes 200, which holds the activations of a whole
-# 24-frame clip. 4 is as fast per frame on a CPU as 8 (offline over 24 frames at 384 x 512,
-# 1 thread, alternated: 32.4-33.9 s against 33.7-34.9 s) and holds half the activations.
-FMAPS_CHUNK = 4
+# 24-frame clip. One frame is also the fastest on a CPU: at 384 x 512 a 64-channel map of
+# one frame is 12 MB, of four 50 MB, above glibc's largest recycled block (32 MB), so every
+# map of four frames came from fresh pages (CNN per frame, 1 thread: 0.39 s at 1, 0.40 at 2,
+# 0.43 at 4, 0.44 at 8).
+FMAPS_CHUNK = 1
 
 
 class TrackerOutput(NamedTuple):
@@ -176,7 +177,9 @@ class CoTracker3(nn.Module):
     # -- pieces shared by both ways --------------------------------------------------------
 
     def _features(self, video: Tensor) -> Tensor:
-        """Unit-length CNN features of every frame: (B, T, 3, H, W) -> (B, T, C, H/s, W/s).
+        """Unit-length CNN features of every frame: (B, T, 3, H, W) -> (B, T, C, H/s, W/s),
+        channels-last in memory (C innermost), as the CNN makes them and as the sampler of
+        :func:`~attnvision.cotracker.correlation.track_patches` reads them fastest.
 
         The CNN runs on :data:`FMAPS_CHUNK` frames at a time, written into one preallocated
         tensor, so its activations (many times the size of its output) are held for a few
@@ -190,7 +193,8 @@ class CoTracker3(nn.Module):
             # Unit length, so a correlation is a cosine similarity (clamped: zero features).
             fmaps = fmaps / fmaps.square().sum(dim=1, keepdim=True).clamp_min(1e-12).sqrt()
             if out is None:
-                out = fmaps.new_empty(len(frames), *fmaps.shape[1:])
+                out = torch.empty(len(frames), *fmaps.shape[1:], dtype=fmaps.dtype,
+                                  device=fmaps.device, memory_format=torch.channels_last)
             out[i:i + FMAPS_CHUNK] = fmaps
             del fmaps  # not held while the CNN runs on the next frames
         assert out is not None
@@ -226,15 +230,16 @@ class CoTracker3(nn.Module):
         radius = self.config.corr_radius
         for _ in range(iters):
             coords = coords.detach()  # each iteration learns its own step (training)
+            # The tokens are track-major (B, N, T, D), as the update transformer takes them,
+            # and so are the patches and their correlations, the largest tensors here.
             corr = torch.cat([
-                self.corr_mlp(correlation(track_patches(fmaps, coords / 2 ** i, radius),
-                                          support[i]))
-                for i, fmaps in enumerate(pyramid)], dim=-1)  # (B, T, N, levels * E)
+                self.corr_mlp(track_correlation(fmaps, coords / 2 ** i, support[i], radius))
+                for i, fmaps in enumerate(pyramid)], dim=-1)  # (B, N, T, levels * E)
             forward = F.pad(coords[:, :-1] - coords[:, 1:], (0, 0, 0, 0, 0, 1))
             backward = F.pad(coords[:, 1:] - coords[:, :-1], (0, 0, 0, 0, 1, 0))
             motion = fourier_encode(torch.cat([forward, backward], dim=-1) / frame_size.repeat(2))
-            x = torch.cat([vis[..., None], conf[..., None], corr, motion], dim=-1)
-            x = x.transpose(1, 2) + time_emb  # (B, N, T, D)
+            x = torch.cat([vis.transpose(1, 2)[..., None], conf.transpose(1, 2)[..., None], corr,
+                           motion.transpose(1, 2)], dim=-1).add_(time_emb)  # (B, N, T, D)
             delta = self.updateformer(x).transpose(1, 2)  # (B, T, N, 4)
             coords = coords + delta[..., :2]
             vis = vis + delta[..., 2]
@@ -383,7 +388,7 @@ class CoTracker3(nn.Module):
         shared = state.shared_frames
         if shared is not None and shared.shape == video[:, :step].shape and torch.equal(
                 shared, video[:, :step]):
-            fmaps = torch.cat([state.shared_fmaps, self._features(video[:, step:])], dim=1)
+            fmaps = _cat_frames(state.shared_fmaps, self._features(video[:, step:]))
         else:
             fmaps = self._features(video)
         state.shared_frames, state.shared_fmaps = video[:, step:], fmaps[:, step:]
@@ -402,6 +407,13 @@ class CoTracker3(nn.Module):
             state.coords, state.vis, state.conf = (x[:, step:] for x in (coords, vis, conf))
         state.ind += step
         return TrackerOutput(coords, vis.sigmoid(), conf.sigmoid())
+
+
+def _cat_frames(first: Tensor, second: Tensor) -> Tensor:
+    """Two runs of features (B, T_i, C, H, W) as one, channels-last as both are (a plain
+    ``torch.cat`` of these 5-D tensors returns them C-outermost)."""
+    joined = torch.cat([first.permute(0, 1, 3, 4, 2), second.permute(0, 1, 3, 4, 2)], dim=1)
+    return joined.permute(0, 1, 4, 2, 3)
 
 
 def _from_previous(shared: Tensor, step: int) -> Tensor:

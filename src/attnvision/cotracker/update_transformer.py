@@ -179,13 +179,24 @@ class UpdateTransformer(nn.Module):
         tokens = self.input_transform(x)  # (B, N, T, D)
         b, n, t, d = tokens.shape
         v = self.num_virtual_tracks
-        tokens = torch.cat([tokens, self.virual_tracks.expand(b, v, t, d)], dim=1)
         every = len(self.time_blocks) // len(self.space_virtual_blocks)
         rec = self.recorder
         if rec is not None:
             rec.clear()
         for i, time_block in enumerate(self.time_blocks):
-            if rec is None:
+            if i == 0:
+                # A virtual track enters as one learnt token repeated in every frame, so the
+                # first time block gives it the same output in every frame: computed for
+                # one frame, not T (0.4 of that block's tokens at 100 tracks).
+                virtual = time_block(self.virual_tracks[0])  # (V, 1, D)
+                if rec is None:
+                    tokens = time_block(tokens.reshape(b * n, t, d))
+                else:
+                    tokens, attn = time_block(tokens.reshape(b * n, t, d), True)
+                    rec.time.append(attn)
+                tokens = torch.cat([tokens.view(b, n, t, d), virtual[None].expand(b, v, t, d)],
+                                   dim=1)
+            elif rec is None:
                 tokens = time_block(tokens.reshape(b * (n + v), t, d))
             else:
                 tokens, attn = time_block(tokens.reshape(b * (n + v), t, d), True)

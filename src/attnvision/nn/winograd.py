@@ -125,8 +125,11 @@ def conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     c_out = u.shape[2]
     tiles_h, tiles_w = -(-h // TILE), -(-w // TILE)
     rows = max(1, BAND_VALUES // (n * tiles_w * max(c_in, c_out)))  # tile rows a band
+    # The two-sided transforms as one product each: Bᵀ d B = (Bᵀ ⊗ Bᵀ) vec(d), and the same
+    # for Aᵀ M A. A (36 x 36) @ (36 x many) product runs twice as fast as two (6 x 6) ones.
     bt = torch.tensor(_BT, dtype=x.dtype)
     at = torch.tensor(_AT, dtype=x.dtype)
+    bt, at = torch.kron(bt, bt), torch.kron(at, at)  # (36, 36), (16, 36)
 
     x = x.permute(0, 2, 3, 1)  # (N, H, W, C_in): a view when x is channels-last
     out = x.new_empty(n, TILE * tiles_h, TILE * tiles_w, c_out)
@@ -146,18 +149,17 @@ def conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         # d: (6, 6, N, r, tiles_w, C_in), the 6 x 6 windows at a stride of 4 (overlapping)
         d = band.as_strided((WINDOW, WINDOW, n, r, tiles_w, c_in),
                             (s[1], s[2], s[0], TILE * s[1], TILE * s[2], s[3]))
-        # V = Bᵀ d B: Bᵀ along the windows' rows (one product), then along their columns
-        v = (bt @ d.reshape(WINDOW, -1)).view(WINDOW, WINDOW, t * c_in)
-        v = torch.matmul(bt, v).view(WINDOW * WINDOW, t, c_in)
+        v = (bt @ d.reshape(WINDOW * WINDOW, -1)).view(WINDOW * WINDOW, t, c_in)  # Bᵀ d B
         m = torch.bmm(v, u)  # (36, t, C_out): the products, summed over C_in
         del v
-        y = (at @ m.view(WINDOW, -1)).view(TILE, WINDOW, t * c_out)
-        y = torch.matmul(at, y).view(TILE, TILE, n, r, tiles_w, c_out)  # Aᵀ M A
+        if bias is not None:
+            # Aᵀ's second column is all ones, so a constant added to M[1, 1] adds it to
+            # every output of the tile: one (t, C_out) addition instead of a pass over out.
+            m[WINDOW + 1].add_(bias)
+        y = (at @ m.view(WINDOW * WINDOW, -1)).view(TILE, TILE, n, r, tiles_w, c_out)
         del m
         out[:, top: top + TILE * r].view(n, r, TILE, tiles_w, TILE, c_out).copy_(
             y.permute(2, 3, 0, 4, 1, 5))
-        if bias is not None:
-            out[:, top: top + TILE * r].add_(bias)
     if out.shape[1:3] != (h, w):
         out = out[:, :h, :w].contiguous()
     out = out.permute(0, 3, 1, 2)  # (N, C_out, H, W), channels-last
