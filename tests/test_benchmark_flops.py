@@ -53,3 +53,21 @@ def test_the_floor_is_the_work_at_that_pace_over_the_reference_time():
 def test_the_product_pace_is_the_fastest_shape_and_a_plausible_figure():
     pace = flops.matmul_gflops(((64, 64, 64), (128, 128, 128)), repeats=2)
     assert 0.01 < pace < 1e5
+
+
+def test_the_cotracker_update_transformer_is_counted_in_inference_mode():
+    """cotracker_speed.py --floor counts a run under inference_mode: the virtual tracks' first
+    block, whose input is a parameter, once broke torch's module tracker there."""
+    from attnvision.cotracker.update_transformer import UpdateTransformer
+
+    model = UpdateTransformer(10, 16, 2, 1, 1, 3).eval()
+    x = torch.randn(1, 4, 5, 10)
+
+    def run():
+        with torch.inference_mode():
+            return model(x)
+
+    out, count = flops.counted_flops(run)
+    assert out.shape == (1, 4, 5, 4)
+    # At least the input projection of the 4 x 5 track tokens: 2 * 20 * 10 * 16.
+    assert count >= 2 * 20 * 10 * 16

@@ -188,7 +188,10 @@ class UpdateTransformer(nn.Module):
                 # A virtual track enters as one learnt token repeated in every frame, so the
                 # first time block gives it the same output in every frame: computed for
                 # one frame, not T (0.4 of that block's tokens at 100 tracks).
-                virtual = time_block(self.virual_tracks[0])  # (V, 1, D)
+                virtual = self.virual_tracks[0]  # (V, 1, D)
+                # Detached at inference, where it changes nothing: torch's module tracker
+                # (FlopCounterMode's) fails on a parameter's view met in inference mode.
+                virtual = time_block(virtual if torch.is_grad_enabled() else virtual.detach())
                 if rec is None:
                     tokens = time_block(tokens.reshape(b * n, t, d))
                 else:
