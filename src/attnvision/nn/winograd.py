@@ -57,9 +57,12 @@ _AT = ((1, 1, 1, 1, 1, 0),
        (0, 1, -1, 8, -8, 1))
 
 # Values (tiles x the wider channel count) of one band: its intermediates, 36 of them per
-# tile and channel, then stay within about 5 MB in float32, which measured fastest on this
-# project's CPU (bands of 4x that size took up to 1.7x longer at 128 channels, 256 x 256).
-BAND_VALUES = 1 << 15
+# tile and channel, then stay within about 10 MB in float32. On an AMD EPYC bands of half
+# this size measured fastest (4x it took up to 1.7x longer at 128 channels, 256 x 256); on
+# an Intel Xeon (2 MB of L2 a core, float32 channels-last, one frame) this size gave 0.94 of
+# their time for CoTracker's 416 -> 256 channels at 96 x 128 and 0.87 for 512 at 64 x 64,
+# and the same within 3 % from 96 to 256 channels.
+BAND_VALUES = 1 << 16
 
 
 def pays(x: Tensor, conv: nn.Conv2d) -> bool:
