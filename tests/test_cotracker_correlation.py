@@ -1,8 +1,7 @@
-"""The correlation volume and the track patches it reads: every feature of a track's patch
-against every feature of its query's, per frame, whatever the layout the sampler leaves the
-patches in, and the same samples from each of the sampler's ways."""
+"""The correlation volume: every feature of a track's patch against every feature of its
+query's, per frame, whatever the layout the sampler leaves the patches in, and the same
+volume when computed a few tracks at a time."""
 
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -37,26 +36,6 @@ def test_gradients_reach_both_patches():
     torch.testing.assert_close(track.grad, 2 * torch.einsum("bntpq,bnqc->bntpc", volume,
                                                             query.detach()))
     assert query.grad is not None and query.grad.abs().sum() > 0
-
-
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_inference_samples_what_grid_sample_does(channels_last):
-    """The embedding_bag sampler (no autograd) against grid_sample (training), points inside,
-    on the border and outside the grid, features stored either way."""
-    torch.manual_seed(0)
-    fmaps = torch.randn(2, 4, 6, 9, 13, dtype=torch.float64)
-    if channels_last:  # (B, T, C, H, W) with C innermost, as the model keeps them
-        fmaps = fmaps.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
-    coords = torch.rand(2, 4, 30, 2, dtype=torch.float64) * torch.tensor([19.0, 15.0]) - 3
-    coords[0, 0, :3] = torch.tensor([[0.0, 0.0], [12.0, 8.0], [12.5, -0.5]])
-    with torch.enable_grad():
-        expected = track_patches(fmaps, coords, 3)
-    with torch.no_grad():
-        samples = track_patches(fmaps, coords, 3)
-    assert samples.shape == expected.shape == (2, 30, 4, 49, 6)
-    torch.testing.assert_close(samples, expected)
-    # A sample is its point's bilinear value: the centre cell of a track at a cell centre.
-    assert torch.equal(samples[0, 1, 0, 24], fmaps[0, 0, :, 8, 12])
 
 
 def test_inference_correlates_a_few_tracks_at_a_time_to_the_same_volume(monkeypatch):

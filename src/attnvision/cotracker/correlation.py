@@ -122,46 +122,24 @@ def track_patches(fmaps: Tensor, coords: Tensor, radius: int) -> Tensor:
     (B, N, T, (2r+1)^2, C), track-major: a track's frames side by side, as
     :func:`correlation` and the update transformer take them.
 
-    Three ways to the same samples (to float rounding), each fastest where it runs:
-    - at inference, :func:`_weighted_rows`: each sample is the weighted sum of its four
-      cells, one ``embedding_bag`` over the features as rows (fast when they are stored
-      channels-last, as the model keeps them), written in the order asked: 0.5-0.75 of
-      ``grid_sample``'s time at one thread, whose bilinear kernel reads one channel plane
-      at a time and leaves C outermost;
-    - in a traced ONNX graph, the gathers of :func:`sample_cells` (ONNX Runtime's
-      ``GridSample`` is 3 times slower than its gathers);
-    - while training, ``grid_sample`` (its backward to the features is the fast one).
+    ``grid_sample`` in PyTorch, the gathers of :func:`sample_cells` in an ONNX graph (the
+    same samples, to float rounding): PyTorch's sampler is about 7 times faster than its
+    gathers, ONNX Runtime's ``GridSample`` 3 times slower than its gathers (one channel at a
+    time). (A single ``embedding_bag`` over the channels-last features, four weighted rows a
+    sample, took half of ``grid_sample``'s time and rounded positions better, but the small
+    random models of the parity fixtures amplify any change of rounding a thousandfold, and
+    with it the small online case moved 0.06 px from the official at two threads.)
     """
     b, t, c, h, w = fmaps.shape
     n = coords.shape[2]
     offsets = patch_offsets(radius, coords.device).reshape(1, 1, 1, -1, 2)
-    if torch.onnx.is_in_onnx_export() or not torch.is_grad_enabled():
+    if torch.onnx.is_in_onnx_export():
         points = coords.transpose(1, 2)[:, :, :, None, :] + offsets  # (B, N, T, P, 2)
         frames = torch.arange(t, device=coords.device)[None, None, :, None]  # (1, 1, T, 1)
-        if torch.onnx.is_in_onnx_export():
-            return sample_cells(fmaps, frames, points)
-        return _weighted_rows(fmaps, frames, points)
+        return sample_cells(fmaps, frames, points)
     points = coords.reshape(b * t, n, 1, 2) + offsets[0, 0]  # (B T, N, P, 2)
     samples = bilinear_sample(fmaps.reshape(b * t, c, h, w), points)  # (B T, C, N, P)
     return samples.reshape(b, t, c, n, -1).permute(0, 3, 1, 4, 2)
-
-
-def _weighted_rows(fmaps: Tensor, frames: Tensor, points: Tensor) -> Tensor:
-    """:func:`sample_cells` by one ``embedding_bag``: the same samples, in one pass.
-
-    fmaps: (B, T, C, H, W); frames: (B, ...) integer indices in [0, T), broadcast against
-    ``points``' middle axes; points: (B, ..., 2) (x, y) in cells -> (B, ..., C). The
-    features are a table of (B T H W) rows of C values (a view when they are
-    channels-last); a sample is the sum of its four cells' rows with the bilinear weights.
-    """
-    b, t, c, h, w = fmaps.shape
-    table = fmaps.permute(0, 1, 3, 4, 2).reshape(b * t * h * w, c)
-    cells, weights = _corners(points, h, w)  # (B, ..., 4) each
-    batch = torch.arange(b, device=fmaps.device).reshape(b, *[1] * (frames.dim() - 1))
-    rows = cells + (batch * t + frames)[..., None] * (h * w)  # + the frame's first row
-    out = F.embedding_bag(rows.reshape(-1, 4), table, per_sample_weights=weights.reshape(-1, 4),
-                          mode="sum")
-    return out.reshape(*points.shape[:-1], c)
 
 
 def correlation(track: Tensor, query: Tensor) -> Tensor:
@@ -186,7 +164,7 @@ def correlation(track: Tensor, query: Tensor) -> Tensor:
 # Values of track patches sampled at once at inference (8 MB in float32): a whole level's
 # patches are 60 MB for 100 tracks over 24 frames, above glibc's largest recycled block
 # (32 MB), so each came from fresh pages; in pieces of ~13 tracks that stay in cache, the
-# sampling and the products took 0.56 of the time (one thread).
+# sampling and the products of one level took 69 ms instead of 134 (one thread).
 PATCH_VALUES = 1 << 21
 
 
