@@ -69,22 +69,8 @@ def sample_cells(fmaps: Tensor, frames: Tensor, points: Tensor) -> Tensor:
     than a third sampling axis.
     """
     b, t, c, h, w = fmaps.shape
-    cells, weights = _corners(points, h, w)  # (B, ..., 4) each
-    # Each point's row of (B T): its batch's first frame plus its own.
-    batch = torch.arange(b, device=fmaps.device).reshape(b, *[1] * (frames.dim() - 1))
-    row = (batch * t + frames)[..., None]  # (B, ..., 1), broadcasts against cells
-    table = fmaps.reshape(b * t, c, h * w).transpose(1, 2)  # (B T, H W, C), a view
-    return (table[row, cells] * weights[..., None]).sum(dim=-2)
-
-
-def _corners(points: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
-    """The four cells each point is interpolated from, and their bilinear weights.
-
-    points: (..., 2) (x, y) in cells of an h x w grid -> cells (..., 4) as y w + x (int64),
-    weights (..., 4), corners in the order (x0, y0), (x1, y0), (x0, y1), (x1, y1).
-    A point outside the grid reads the nearest cell centre (border padding).
-    """
-    x = points[..., 0].clamp(0, w - 1)
+    # Border padding: a point outside the grid reads the nearest cell centre.
+    x = points[..., 0].clamp(0, w - 1)  # (B, ...)
     y = points[..., 1].clamp(0, h - 1)
     x0, y0 = x.floor(), y.floor()
     # The weights as grid_sample computes them (the far corner minus the point).
@@ -92,9 +78,14 @@ def _corners(points: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
     wx0, wy0 = x0 + 1 - x, y0 + 1 - y
     x0, y0 = x0.long(), y0.long()
     x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)  # weight 0 at the edge
-    cells = torch.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], dim=-1)
-    weights = torch.stack([wx0 * wy0, wx1 * wy0, wx0 * wy1, wx1 * wy1], dim=-1)
-    return cells, weights
+    # Each point's row of (B T): its batch's first frame plus its own.
+    batch = torch.arange(b, device=fmaps.device).reshape(b, *[1] * (frames.dim() - 1))
+    row = batch * t + frames  # (B, ...), broadcasts against x0
+    table = fmaps.reshape(b * t, c, h * w).transpose(1, 2)  # (B T, H W, C), a view
+    return (table[row, y0 * w + x0] * (wx0 * wy0)[..., None]
+            + table[row, y0 * w + x1] * (wx1 * wy0)[..., None]
+            + table[row, y1 * w + x0] * (wx0 * wy1)[..., None]
+            + table[row, y1 * w + x1] * (wx1 * wy1)[..., None])
 
 
 def query_patches(fmaps: Tensor, frames: Tensor, coords: Tensor, radius: int) -> Tensor:
@@ -185,4 +176,3 @@ def track_correlation(fmaps: Tensor, coords: Tensor, query: Tensor, radius: int)
         volume[:, i:i + step] = correlation(
             track_patches(fmaps, coords[:, :, i:i + step], radius), query[:, i:i + step])
     return volume
-

@@ -53,12 +53,11 @@ class InstanceNorm2d(nn.InstanceNorm2d):
             return F.instance_norm(x, eps=self.eps)
         b, c, h, w = x.shape
         rows = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view
-        if self.inplace and not torch.is_grad_enabled():
-            centred = rows.sub_(rows.mean(dim=1, keepdim=True))
-            out = centred.mul_(centred.square().mean(dim=1, keepdim=True).add_(self.eps).rsqrt_())
-        else:
-            centred = rows - rows.mean(dim=1, keepdim=True)
-            out = centred * centred.square().mean(dim=1, keepdim=True).add(self.eps).rsqrt()
+        inplace = self.inplace and not torch.is_grad_enabled()
+        mean = rows.mean(dim=1, keepdim=True)
+        centred = rows.sub_(mean) if inplace else rows - mean
+        scale = centred.square().mean(dim=1, keepdim=True).add(self.eps).rsqrt()
+        out = centred.mul_(scale) if inplace else centred * scale
         return out.view(b, h, w, c).permute(0, 3, 1, 2)
 
 

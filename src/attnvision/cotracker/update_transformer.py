@@ -184,6 +184,12 @@ class UpdateTransformer(nn.Module):
         if rec is not None:
             rec.clear()
         for i, time_block in enumerate(self.time_blocks):
+            rows = n if i == 0 else n + v  # the first block sees the tracks only (below)
+            if rec is None:
+                tokens = time_block(tokens.reshape(b * rows, t, d))
+            else:
+                tokens, attn = time_block(tokens.reshape(b * rows, t, d), True)
+                rec.time.append(attn.unflatten(0, (b, rows))[:, :n].flatten(0, 1))
             if i == 0:
                 # A virtual track enters as one learnt token repeated in every frame, so the
                 # first time block gives it the same output in every frame: computed for
@@ -192,18 +198,8 @@ class UpdateTransformer(nn.Module):
                 # Detached at inference, where it changes nothing: torch's module tracker
                 # (FlopCounterMode's) fails on a parameter's view met in inference mode.
                 virtual = time_block(virtual if torch.is_grad_enabled() else virtual.detach())
-                if rec is None:
-                    tokens = time_block(tokens.reshape(b * n, t, d))
-                else:
-                    tokens, attn = time_block(tokens.reshape(b * n, t, d), True)
-                    rec.time.append(attn)
                 tokens = torch.cat([tokens.view(b, n, t, d), virtual[None].expand(b, v, t, d)],
                                    dim=1)
-            elif rec is None:
-                tokens = time_block(tokens.reshape(b * (n + v), t, d))
-            else:
-                tokens, attn = time_block(tokens.reshape(b * (n + v), t, d), True)
-                rec.time.append(attn.unflatten(0, (b, n + v))[:, :n].flatten(0, 1))
             tokens = tokens.view(b, n + v, t, d)
             if i % every:
                 continue
