@@ -152,27 +152,38 @@ def correlation(track: Tensor, query: Tensor) -> Tensor:
     return volume.view(b, n, t, p * p)
 
 
-# Values of track patches sampled at once at inference (8 MB in float32): a whole level's
-# patches are 60 MB for 100 tracks over 24 frames, above glibc's largest recycled block
-# (32 MB), so each came from fresh pages; in pieces of ~13 tracks that stay in cache, the
-# sampling and the products of one level took 69 ms instead of 134 (one thread).
-PATCH_VALUES = 1 << 21
+# Values of track patches sampled at once at inference (2 MB in float32, the L2 of a core of
+# this project's CPU): a whole level's patches are 60 MB for 100 tracks over 24 frames, from
+# fresh pages each time. The four levels' sampling and products for 100 tracks, one thread:
+# 24 frames 177 ms in pieces of 2 MB (3 tracks), 244 in pieces of 8 MB; 16 frames 119 / 157.
+PATCH_VALUES = 1 << 19
 
 
 def track_correlation(fmaps: Tensor, coords: Tensor, query: Tensor, radius: int) -> Tensor:
     """:func:`correlation` of :func:`track_patches` with the query patches.
 
     fmaps: (B, T, C, H, W), coords: (B, T, N, 2) in cells of ``fmaps``, query: (B, N, P, C)
-    -> (B, N, T, P * P). At inference a few tracks at a time (:data:`PATCH_VALUES`), into
-    one volume: the same values.
+    -> (B, N, T, P * P). At inference a few tracks at a time (:data:`PATCH_VALUES`), each
+    track's products read from ``grid_sample``'s output as it lies, (T, C, P) with the
+    chunk's other tracks between its patches: one product per track over its T frames,
+    (P, C) @ (C, P) each, which saves the (B, N, T, P, C) copy :func:`track_patches` makes
+    (it took as long as the sampling). The same products, so the same values.
     """
     if torch.is_grad_enabled() or torch.onnx.is_in_onnx_export():
         return correlation(track_patches(fmaps, coords, radius), query)
-    b, t, c = fmaps.shape[:3]
+    b, t, c, h, w = fmaps.shape
     n, p = query.shape[1:3]
     step = max(1, PATCH_VALUES // (b * t * p * c))
+    offsets = patch_offsets(radius, coords.device).reshape(-1, 2)
+    query_t = query.transpose(-1, -2)  # (B, N, C, P)
     volume = query.new_empty(b, n, t, p * p)
     for i in range(0, n, step):
-        volume[:, i:i + step] = correlation(
-            track_patches(fmaps, coords[:, :, i:i + step], radius), query[:, i:i + step])
+        k = min(step, n - i)
+        points = coords[:, :, i:i + k].reshape(b * t, k, 1, 2) + offsets  # (B T, k, P, 2)
+        samples = bilinear_sample(fmaps.reshape(b * t, c, h, w), points).view(b, t, c, k, p)
+        for j in range(b * k):
+            bi, track = divmod(j, k)
+            torch.bmm(samples[bi, :, :, track].transpose(1, 2),  # (T, P, C)
+                      query_t[bi, i + track].expand(t, c, p),
+                      out=volume[bi, i + track].view(t, p, p))
     return volume
