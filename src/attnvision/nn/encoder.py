@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+import torch
 from torch import Tensor, nn
 
 from attnvision.nn.attention import SelfAttention
@@ -42,7 +43,21 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # x: (..., D)
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        h = self.fc1(x)  # (..., hidden)
+        # At inference the activation overwrites fc1's fresh output: the hidden layer is the
+        # block's largest map (24 MB for CoTracker's 3,936 tokens), and a second one came
+        # from fresh pages each time. The same kernel, so the same values.
+        h = self.act(h) if torch.is_grad_enabled() else _activate_(self.act, h)
+        return self.drop(self.fc2(self.drop(h)))
+
+
+def _activate_(act: nn.Module, h: Tensor) -> Tensor:
+    """``act(h)`` in place where the activation has an in-place kernel."""
+    if type(act) is nn.GELU:
+        return torch.ops.aten.gelu_(h, approximate=act.approximate)
+    if type(act) is nn.ReLU:
+        return h.relu_()
+    return act(h)
 
 
 class EncoderBlock(nn.Module):
