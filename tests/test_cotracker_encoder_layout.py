@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from attnvision.cotracker import encoder as encoder_module
 from attnvision.cotracker.encoder import FeatureEncoder, InstanceNorm2d
 
 
@@ -13,9 +14,13 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("inplace", [False, True])
 @pytest.mark.parametrize("grad", [False, True])
-def test_instance_norm_keeps_the_layout_and_float32_precision(inplace, grad):
+@pytest.mark.parametrize("block_rows", [None, 1000])
+def test_instance_norm_keeps_the_layout_and_float32_precision(inplace, grad, block_rows,
+                                                              monkeypatch):
     # Conv outputs sit on an offset: a one-pass float32 variance loses digits there (the
     # channels-last group_norm kernel is 1e-3 off on maps like this one).
+    if block_rows:  # the in-place norm's squares in 13 blocks of rows, the last one short
+        monkeypatch.setattr(encoder_module, "SQUARES_BLOCK", 16 * block_rows)
     torch.manual_seed(0)
     x = torch.relu(torch.randn(2, 16, 96, 128) * 2 + 5) + 5
     expected = F.instance_norm(x.double())

@@ -41,6 +41,9 @@ class InstanceNorm2d(nn.InstanceNorm2d):
 
     ``inplace``: at inference, overwrite the input (the encoder's norms only see fresh
     convolution outputs), which saves a map's allocation and a pass: 0.6-0.7x the time.
+    The squares are then summed a cache-sized block of rows at a time, each block's squares
+    in one small reused buffer, rather than in a fresh map of them (a 64-channel 192 x 256
+    map: 1.0 ms instead of 1.7).
     """
 
     def __init__(self, num_features: int, inplace: bool = False) -> None:
@@ -55,10 +58,24 @@ class InstanceNorm2d(nn.InstanceNorm2d):
         rows = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view
         inplace = self.inplace and not torch.is_grad_enabled()
         mean = rows.mean(dim=1, keepdim=True)
-        centred = rows.sub_(mean) if inplace else rows - mean
-        scale = centred.square().mean(dim=1, keepdim=True).add(self.eps).rsqrt()
-        out = centred.mul_(scale) if inplace else centred * scale
-        return out.view(b, h, w, c).permute(0, 3, 1, 2)
+        if not inplace:
+            centred = rows - mean
+            scale = centred.square().mean(dim=1, keepdim=True).add(self.eps).rsqrt()
+            return (centred * scale).view(b, h, w, c).permute(0, 3, 1, 2)
+        centred = rows.sub_(mean)
+        step = min(h * w, max(1, SQUARES_BLOCK // c))
+        squares = x.new_empty(b, step, c)
+        sums = []  # per block of rows: (B, 1, C)
+        for i in range(0, h * w, step):
+            block = centred[:, i:i + step]
+            sums.append(torch.square(block, out=squares[:, :block.shape[1]]).sum(1, True))
+        scale = torch.cat(sums, dim=1).sum(1, True).div_(h * w).add_(self.eps).rsqrt_()
+        return centred.mul_(scale).view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+# Values (rows x channels) a block of the in-place norm squares at once: 1 MB in float32,
+# within the 2 MB of L2 a core of this project's CPU has.
+SQUARES_BLOCK = 1 << 18
 
 
 class ResidualBlock(nn.Module):
@@ -85,7 +102,9 @@ class ResidualBlock(nn.Module):
         y = self.relu(self.norm2(self.conv2(y)))
         if self.downsample is not None:
             x = self.downsample(x)
-        return self.relu(x + y)
+        # At inference into y, which is this block's own (x + y is y + x to the bit): a
+        # frame's map less to allocate; autograd keeps y for the ReLU's gradient.
+        return self.relu(x + y if torch.is_grad_enabled() else y.add_(x))
 
 
 def _stage(in_planes: int, planes: int, stride: int) -> nn.Sequential:
