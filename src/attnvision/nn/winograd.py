@@ -63,6 +63,11 @@ _AT = ((1, 1, 1, 1, 1, 0),
 # their time for CoTracker's 416 -> 256 channels at 96 x 128 and 0.87 for 512 at 64 x 64,
 # and the same within 3 % from 96 to 256 channels.
 BAND_VALUES = 1 << 16
+# At most this many tiles a band, however narrow the channels: on that Xeon, the 96 -> 96
+# channel convolution of CoTracker's second stage (one frame, 96 x 128) took 11 ms in bands
+# of 85 to 340 tiles, 17 ms in bands of 680 (what BAND_VALUES alone gives it), 15 ms by
+# oneDNN; 128 channels at 48 x 64 and 64 at 192 x 256 ran fastest at 128 to 256 tiles too.
+BAND_TILES = 160
 
 
 def pays(x: Tensor, conv: nn.Conv2d) -> bool:
@@ -127,7 +132,7 @@ def conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     u = filter_transform(weight)
     c_out = u.shape[2]
     tiles_h, tiles_w = -(-h // TILE), -(-w // TILE)
-    rows = max(1, BAND_VALUES // (n * tiles_w * max(c_in, c_out)))  # tile rows a band
+    rows = max(1, min(BAND_VALUES // max(c_in, c_out), BAND_TILES) // (n * tiles_w))
     # The two-sided transforms as one product each: Bᵀ d B = (Bᵀ ⊗ Bᵀ) vec(d), and the same
     # for Aᵀ M A. A (36 x 36) @ (36 x many) product runs twice as fast as two (6 x 6) ones.
     bt = torch.tensor(_BT, dtype=x.dtype)
