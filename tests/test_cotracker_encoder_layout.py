@@ -19,8 +19,8 @@ def test_instance_norm_keeps_the_layout_and_float32_precision(inplace, grad, blo
                                                               monkeypatch):
     # Conv outputs sit on an offset: a one-pass float32 variance loses digits there (the
     # channels-last group_norm kernel is 1e-3 off on maps like this one).
-    if block_rows:  # the in-place norm's squares in 13 blocks of rows, the last one short
-        monkeypatch.setattr(encoder_module, "SQUARES_BLOCK", 16 * block_rows)
+    if block_rows:  # the in-place norm in 13 blocks of rows, the last one short
+        monkeypatch.setattr(encoder_module, "NORM_BLOCK", 16 * block_rows)
     torch.manual_seed(0)
     x = torch.relu(torch.randn(2, 16, 96, 128) * 2 + 5) + 5
     expected = F.instance_norm(x.double())
@@ -54,3 +54,19 @@ def test_features_are_channels_last_and_float32_rounding_of_float64():
     assert fast.shape == (2, 32, 16, 24)
     assert fast.is_contiguous(memory_format=torch.channels_last)
     assert (fast.double() - slow).abs().max() < 1e-4 * slow.abs().max()
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_norm_with_relu_is_relu_of_the_norm(layout, grad, monkeypatch):
+    monkeypatch.setattr(encoder_module, "NORM_BLOCK", 16 * 100)  # several blocks of rows
+    torch.manual_seed(1)
+    x = torch.randn(2, 16, 24, 40) + 0.3
+    if layout == "channels_last":
+        x = _channels_last(x)
+    norm = InstanceNorm2d(16, inplace=True)
+    with torch.set_grad_enabled(grad):
+        expected = torch.relu(norm(x.clone()))
+        fused = norm(x.clone(), relu=True)
+    assert torch.equal(fused, expected)
+    assert (fused == 0).float().mean() > 0.3  # the ReLU did cut
