@@ -166,8 +166,10 @@ def track_correlation(fmaps: Tensor, coords: Tensor, query: Tensor, radius: int)
     -> (B, N, T, P * P). At inference a few tracks at a time (:data:`PATCH_VALUES`), each
     track's products read from ``grid_sample``'s output as it lies, (T, C, P) with the
     chunk's other tracks between its patches: one product per track over its T frames,
-    (P, C) @ (C, P) each, which saves the (B, N, T, P, C) copy :func:`track_patches` makes
-    (it took as long as the sampling). The same products, so the same values.
+    (P, C) @ (C, P) each, which saves the (B, N, T, P, C) copy :func:`track_patches` makes.
+    Those per-frame products run slower than :func:`correlation`'s one per track, but the
+    copy took as long as the sampling and cost more than they lose. The same products, so
+    the same values.
     """
     if torch.is_grad_enabled() or torch.onnx.is_in_onnx_export():
         return correlation(track_patches(fmaps, coords, radius), query)
@@ -176,14 +178,15 @@ def track_correlation(fmaps: Tensor, coords: Tensor, query: Tensor, radius: int)
     step = max(1, PATCH_VALUES // (b * t * p * c))
     offsets = patch_offsets(radius, coords.device).reshape(-1, 2)
     query_t = query.transpose(-1, -2)  # (B, N, C, P)
+    frames = fmaps.reshape(b * t, c, h, w)  # a view
     volume = query.new_empty(b, n, t, p * p)
     for i in range(0, n, step):
         k = min(step, n - i)
         points = coords[:, :, i:i + k].reshape(b * t, k, 1, 2) + offsets  # (B T, k, P, 2)
-        samples = bilinear_sample(fmaps.reshape(b * t, c, h, w), points).view(b, t, c, k, p)
-        for j in range(b * k):
-            bi, track = divmod(j, k)
-            torch.bmm(samples[bi, :, :, track].transpose(1, 2),  # (T, P, C)
-                      query_t[bi, i + track].expand(t, c, p),
-                      out=volume[bi, i + track].view(t, p, p))
+        samples = bilinear_sample(frames, points).view(b, t, c, k, p)
+        for bi in range(b):
+            for track in range(k):
+                torch.bmm(samples[bi, :, :, track].transpose(1, 2),  # (T, P, C)
+                          query_t[bi, i + track].expand(t, c, p),
+                          out=volume[bi, i + track].view(t, p, p))
     return volume

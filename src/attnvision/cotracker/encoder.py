@@ -53,18 +53,26 @@ class InstanceNorm2d(nn.InstanceNorm2d):
 
     def forward(self, x: Tensor, relu: bool = False) -> Tensor:
         """IN(x), or relu(IN(x)) with ``relu``: (B, C, H, W) -> (B, C, H, W)."""
-        if (x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last)
-                or torch.onnx.is_in_onnx_export()):  # a graph has no layouts: one node
+        channels_last = (x.is_contiguous(memory_format=torch.channels_last)
+                         and not x.is_contiguous()
+                         and not torch.onnx.is_in_onnx_export())  # a graph has no layouts
+        if channels_last and self.inplace and not torch.is_grad_enabled():
+            return self._normalise_blocks_(x, relu)
+        if channels_last:
+            b, c, h, w = x.shape
+            rows = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view
+            centred = rows - rows.mean(dim=1, keepdim=True)
+            scale = centred.square().mean(dim=1, keepdim=True).add(self.eps).rsqrt()
+            out = (centred * scale).view(b, h, w, c).permute(0, 3, 1, 2)
+        else:  # the stock kernel, and one node in an exported graph
             out = F.instance_norm(x, eps=self.eps)
-            return F.relu(out, inplace=True) if relu else out
+        return F.relu(out, inplace=True) if relu else out
+
+    def _normalise_blocks_(self, x: Tensor, relu: bool) -> Tensor:
+        """The same statistics, ``x`` (channels-last) overwritten a block of rows at a time."""
         b, c, h, w = x.shape
         rows = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view
         mean = rows.mean(dim=1, keepdim=True)
-        if not (self.inplace and not torch.is_grad_enabled()):
-            centred = rows - mean
-            scale = centred.square().mean(dim=1, keepdim=True).add(self.eps).rsqrt()
-            out = (centred * scale).view(b, h, w, c).permute(0, 3, 1, 2)
-            return F.relu(out, inplace=True) if relu else out
         step = min(h * w, max(1, NORM_BLOCK // c))
         squares = x.new_empty(b, step, c)
         sums = []  # per block of rows: (B, 1, C)
