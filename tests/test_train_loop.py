@@ -314,6 +314,20 @@ def test_resume_refuses_another_config_and_resume_false_starts_over(digits, tmp_
     assert json.loads((tmp_path / "model.json").read_text())["config"]["lr"] == 0.01
 
 
+
+def test_a_corrupt_training_state_is_one_line_without_torchs_unsafe_advice(digits, tmp_path):
+    # Junk where train_state.pt should be: one line naming the file and what to do; torch's
+    # own message would advise weights_only=False, which runs whatever the file holds.
+    (tmp_path / "train_state.pt").write_bytes(b"\x80\x02\xc2" + bytes(range(40)))
+    with pytest.raises(UserError) as caught:
+        fit(mlp(), digits.train, None, TrainConfig(epochs=1, batch_size=256), tmp_path,
+            progress=False)
+    message = str(caught.value)
+    assert message.startswith(f"cannot resume from {tmp_path / 'train_state.pt'} "
+                              "(UnpicklingError: Unsupported operand"), message
+    assert message.endswith("delete it or train without resuming")
+    assert "\n" not in message and "weights_only" not in message
+
 class ListDataset(Dataset):
     """The same examples one by one, as a dataset that is not a TensorDataset."""
 

@@ -40,6 +40,27 @@ def test_junk_is_a_user_error_or_loads(data, suffix):
             assert isinstance(weights[0], dict)
 
 
+def test_torchs_advice_to_load_unsafely_is_never_passed_on(tmp_path):
+    # Junk that reaches torch's weights-only unpickler: its reason, not its advice to set
+    # weights_only=False (which would run whatever the file holds).
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"\x80\x02\xc2" + bytes(range(40)))
+    with pytest.raises(UserError) as caught:
+        read_weights(junk)
+    message = str(caught.value)
+    assert "corrupt" in message and "Unsupported operand" in message, message
+    assert "weights_only" not in message and "\n" not in message
+    # A whole model pickled: named as such, with what to save instead.
+    model = tmp_path / "model.pth"
+    torch.save(torch.nn.Linear(2, 2), model)
+    with pytest.raises(UserError) as caught:
+        read_weights(model)
+    message = str(caught.value)
+    assert message.startswith(f"{model} is unsafe to load: it pickles Python objects "
+                              "(torch.nn.modules.linear.Linear)"), message
+    assert "state_dict()" in message and "corrupt" not in message
+    assert "weights_only" not in message and "\x1b" not in message and "\n" not in message
+
 def test_shipped_file_finds_the_package_weights_or_says_what_to_pass():
     path = shipped_file("attnvision.vit", "vit_mnist5k.safetensors", "unused")
     assert path.is_file() and path.parent.name == "weights"

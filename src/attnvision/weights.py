@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import struct
 from importlib import resources
 from pathlib import Path
@@ -45,8 +46,29 @@ def shipped_file(package: str, name: str, missing: str) -> Path:
     return path
 
 
+def load_failure(error: BaseException) -> str:
+    """Why a weights file did not load, in one line.
+
+    torch's weights-only unpickler opens its message with advice to load with
+    ``weights_only=False``, which runs whatever the file holds: that is never passed on, its
+    reason (after "WeightsUnpickler error:") is."""
+    text = str(error)
+    refused = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    if refused:
+        return refused.group(1).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def corrupt(path: Path, error: BaseException) -> UserError:
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    """The one-line error of a file that cannot be read as weights; a pickled object (a whole
+    model saved instead of its state dict, or code) is named as what it is."""
+    reason = load_failure(error)
+    pickled = re.match(r"Unsupported global: GLOBAL (\S+)", reason)
+    if pickled:
+        return UserError(
+            f"{path} is unsafe to load: it pickles Python objects ({pickled.group(1)}), "
+            "which could run code when read (a whole model saved instead of its "
+            "state_dict?); save model.state_dict() or safetensors from a copy you trust")
     return UserError(f"{path} is corrupt, truncated or unsafe to load ({reason[:200]}); "
                      "download it again or export the weights as safetensors")
 

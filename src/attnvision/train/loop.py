@@ -49,6 +49,7 @@ from attnvision.precision import warn_if_bf16_emulated
 from attnvision.train import ddp
 from attnvision.train.losses import label_smoothing_cross_entropy
 from attnvision.train.schedule import warmup_cosine_schedule
+from attnvision.weights import load_failure
 
 WEIGHTS = "model.safetensors"
 INFO = "model.json"
@@ -291,8 +292,8 @@ def _load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"cannot resume from {path} ({type(e).__name__}: {e}); delete it or "
-                        "train without resuming") from None
+        raise UserError(f"cannot resume from {path} ({type(e).__name__}: {load_failure(e)}); "
+                        "delete it or train without resuming") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise UserError(f"{path} is not an attnvision training state; delete it or train "
                         "without resuming")
