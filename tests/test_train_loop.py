@@ -314,7 +314,6 @@ def test_resume_refuses_another_config_and_resume_false_starts_over(digits, tmp_
     assert json.loads((tmp_path / "model.json").read_text())["config"]["lr"] == 0.01
 
 
-
 def test_a_corrupt_training_state_is_one_line_without_torchs_unsafe_advice(digits, tmp_path):
     # Junk where train_state.pt should be: one line naming the file and what to do; torch's
     # own message would advise weights_only=False, which runs whatever the file holds.
@@ -327,6 +326,7 @@ def test_a_corrupt_training_state_is_one_line_without_torchs_unsafe_advice(digit
                               "(UnpicklingError: Unsupported operand"), message
     assert message.endswith("delete it or train without resuming")
     assert "\n" not in message and "weights_only" not in message
+
 
 class ListDataset(Dataset):
     """The same examples one by one, as a dataset that is not a TensorDataset."""

@@ -61,6 +61,7 @@ def test_torchs_advice_to_load_unsafely_is_never_passed_on(tmp_path):
     assert "state_dict()" in message and "corrupt" not in message
     assert "weights_only" not in message and "\x1b" not in message and "\n" not in message
 
+
 def test_shipped_file_finds_the_package_weights_or_says_what_to_pass():
     path = shipped_file("attnvision.vit", "vit_mnist5k.safetensors", "unused")
     assert path.is_file() and path.parent.name == "weights"

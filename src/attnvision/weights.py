@@ -50,8 +50,8 @@ def load_failure(error: BaseException) -> str:
     """Why a weights file did not load, in one line.
 
     torch's weights-only unpickler opens its message with advice to load with
-    ``weights_only=False``, which runs whatever the file holds: that is never passed on, its
-    reason (after "WeightsUnpickler error:") is."""
+    ``weights_only=False``, which runs whatever the file holds. That advice is never passed
+    on; the reason after "WeightsUnpickler error:" is."""
     text = str(error)
     refused = re.search(r"WeightsUnpickler error:\s*(.+)", text)
     if refused:
