@@ -152,10 +152,11 @@ def correlation(track: Tensor, query: Tensor) -> Tensor:
     return volume.view(b, n, t, p * p)
 
 
-# Values of track patches sampled at once at inference (2 MB in float32, the L2 of a core of
-# this project's CPU): a whole level's patches are 60 MB for 100 tracks over 24 frames, from
-# fresh pages each time. The four levels' sampling and products for 100 tracks, one thread:
-# 24 frames 177 ms in pieces of 2 MB (3 tracks), 244 in pieces of 8 MB; 16 frames 119 / 157.
+# Values of track patches sampled at once at inference (2 MB in float32, the L2 of an Intel
+# Xeon core; the AMD EPYC's cores have 1 MB): a whole level's patches are 60 MB for 100 tracks
+# over 24 frames, from fresh pages each time. The four levels' sampling and products for 100
+# tracks, one thread on that Xeon: 24 frames 177 ms in pieces of 2 MB (3 tracks), 244 in
+# pieces of 8 MB; 16 frames 119 / 157.
 PATCH_VALUES = 1 << 19
 
 
