@@ -69,7 +69,9 @@ def test_features_in_chunks_equal_features_all_at_once(monkeypatch):
         monkeypatch.setattr(cotracker_model, "FMAPS_CHUNK", 3)
         chunked = model._features(video)
     assert chunked.shape == (1, 7, SMALL.latent_dim, H // 4, W // 4)
-    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)
+    # The same up to float32 rounding: conv2 (104 -> 64 channels here) goes by Winograd
+    # for the 7 frames at once, whose cells are enough to pay, and directly for 3.
+    torch.testing.assert_close(chunked, whole, atol=2e-5, rtol=1e-4)
     assert torch.allclose(chunked.norm(dim=2), torch.ones(1, 7, H // 4, W // 4), atol=1e-5)
 
 

@@ -94,7 +94,9 @@ def test_pays_only_for_plain_wide_float_convolutions_at_inference():
         assert not winograd.pays(x, conv(128, 3))  # too few output channels to pay
         assert not winograd.pays(torch.zeros(1, 128, 32, 32), conv())  # too small a map
         assert winograd.pays(torch.zeros(4, 128, 24, 32), conv())  # not in a batch of 4
-        assert not winograd.pays(torch.zeros(1, 64, 128, 128), conv(64, 64))
+        assert not winograd.pays(torch.zeros(1, 48, 128, 128), conv(48, 48))
+        assert winograd.pays(torch.zeros(1, 64, 128, 128), conv(64, 64))
+        assert not winograd.pays(torch.zeros(1, 64, 128, 128), conv(64, 48))
         assert winograd.pays(torch.zeros(1, 96, 96, 128), conv(96, 96))
         traced, plain = [], conv()
         torch.jit.trace(lambda t: traced.append(winograd.pays(t, plain)) or t, x,

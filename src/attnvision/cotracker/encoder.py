@@ -12,9 +12,10 @@ instead of reordering every input and output (a 416 -> 256 channel 3 x 3 convolu
 frames at 96 x 128: 0.70 of the time on this project's CPU, one thread), and so does the
 Winograd path below; the instance norms keep that layout too (:class:`InstanceNorm2d`).
 
-The 3 x 3 convolutions of 96 channels and more (the later stages and ``conv2``, the widest:
-416 -> 256 channels at stride 4) run by Winograd's F(4 x 4, 3 x 3) at float32 inference
-(:mod:`attnvision.nn.winograd`): half of oneDNN's time for ``conv2``.
+The stride-1 3 x 3 convolutions of 64 channels and more (every stage's, and ``conv2``, the
+widest: 416 -> 256 channels at stride 4) run by Winograd's F(4 x 4, 3 x 3) at float32
+inference (:mod:`attnvision.nn.winograd`): half of oneDNN's time for ``conv2``, 0.83 of it
+for the first stage's 64 channels at 192 x 256 on an AMD EPYC.
 
 Parameter names are the official ones (``conv1``, ``layer1.0.conv1``, ``layer2.0.downsample.0``,
 ``conv2``, ``conv3``).

@@ -73,13 +73,21 @@ BAND_TILES = 160
 def pays(x: Tensor, conv: nn.Conv2d) -> bool:
     """Whether :func:`conv3x3` should compute ``conv(x)``: it can (a plain 3 x 3 conv, stride
     1, padding 1, no dilation or groups, zero padding, on a float32/float64 CPU tensor at
-    inference, not while a graph is traced or compiled) and it is faster. Faster, measured on
-    this project's CPU (one core, float32, against oneDNN): with at least 96 channels on each
-    side and 48 x 48 cells in the batch (N H W). Below those the transforms and the filter's
-    transform cost more than the products they save (a 512-channel 32 x 32 conv took 1.11x
-    as long, 64 channels at 4 x 192 x 256 1.22x); above, 0.45x to 0.7x (128 channels at 64 x
-    64: 0.57x, at 4 x 24 x 32: 0.59x; 512 at 64 x 64: 0.47x; 416 -> 256 at 4 x 96 x 128:
-    0.53x)."""
+    inference, not while a graph is traced or compiled) and it is faster: with at least 64
+    channels on each side and 48 x 48 cells in the batch (N H W). Below those the transforms
+    and the filter's transform cost more than the products they save.
+
+    Measured against oneDNN channels-last, one core, float32. On an AMD EPYC (one frame):
+    32 channels took 1.24-2.0x as long at every size from 48 x 64 to 192 x 256, 48 channels
+    0.93-1.11x, 64 channels 0.82-0.91x (192 x 256: 27 ms against 32), 80 channels
+    0.67-0.81x; inside CoTracker's CNN, its four 64-channel convolutions by Winograd took a
+    24-frame offline run from 20.9 s to 20.0 (medians of 10, alternated). On an Intel Xeon,
+    whose oneDNN runs those 64-channel convolutions at 157 GFLOP/s against the EPYC's 111,
+    Winograd was no faster at 64 channels (an earlier version of this code took 1.22x as
+    long at 4 x 192 x 256 there): the bound follows the EPYC, where it pays. On the Xeon a
+    512-channel 32 x 32 conv took 1.11x as long; above the bounds 0.45x to 0.7x (128
+    channels at 64 x 64: 0.57x, at 4 x 24 x 32: 0.59x; 512 at 64 x 64: 0.47x; 416 -> 256 at
+    4 x 96 x 128: 0.53x)."""
     if not (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
             and x.ndim == 4 and not torch.is_grad_enabled()
             and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
@@ -89,7 +97,7 @@ def pays(x: Tensor, conv: nn.Conv2d) -> bool:
     if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
         return False  # an exported graph keeps the one convolution node
     cells = x.shape[0] * x.shape[-2] * x.shape[-1]
-    return min(conv.in_channels, conv.out_channels) >= 96 and cells >= 48 * 48
+    return min(conv.in_channels, conv.out_channels) >= 64 and cells >= 48 * 48
 
 
 class Conv2d(nn.Conv2d):
