@@ -80,8 +80,8 @@ def pays(x: Tensor, conv: nn.Conv2d) -> bool:
     Measured against oneDNN channels-last, one core, float32. On an AMD EPYC (one frame):
     32 channels took 1.24-2.0x as long at every size from 48 x 64 to 192 x 256, 48 channels
     0.93-1.11x, 64 channels 0.82-0.91x (192 x 256: 27 ms against 32), 80 channels
-    0.67-0.81x; inside CoTracker's CNN, its four 64-channel convolutions by Winograd took a
-    24-frame offline run from 20.9 s to 20.0 (medians of 10, alternated). On an Intel Xeon,
+    0.67-0.81x; with its four 64-channel convolutions by Winograd, CoTracker's CNN took
+    346-385 ms a 384 x 512 frame instead of 371-397 (alternated, medians). On an Intel Xeon,
     whose oneDNN runs those 64-channel convolutions at 157 GFLOP/s against the EPYC's 111,
     Winograd was no faster at 64 channels (an earlier version of this code took 1.22x as
     long at 4 x 192 x 256 there): the bound follows the EPYC, where it pays. On the Xeon a
